@@ -1,0 +1,35 @@
+"""The genome language: parse -> evaluate -> validate, printing and identities.
+
+``load(text)`` is the one call most code needs. Only :class:`ml.errors.GenomeError` escapes it.
+"""
+from __future__ import annotations
+
+from ml.errors import GenomeError
+from ml.genome.evaluator import evaluate
+from ml.genome.identity import canonical_form, canonical_hash, canonical_json, individual_hash
+from ml.genome.model import EvaluatedGenome, Layer
+from ml.genome.parser import parse
+from ml.genome.printer import to_string
+from ml.genome.validate import validate
+
+__all__ = ["EvaluatedGenome", "GenomeError", "Layer", "canonical_form", "canonical_hash",
+           "canonical_json", "evaluate", "individual_hash", "load", "parse", "to_string",
+           "validate"]
+
+
+def load(text: str, *, max_length: int | None = None) -> EvaluatedGenome:
+    """Parse, evaluate and validate a genome string.
+
+    Any failure is a :class:`GenomeError` with a stable code; an unforeseen exception is wrapped
+    as ``INTERNAL_ERROR`` so a batch never loses more than the one bad item.
+    """
+    try:
+        tree = parse(text, max_length=max_length)
+        genome = evaluate(tree, text)
+        validate(genome, text)
+        return genome
+    except GenomeError:
+        raise
+    except (RecursionError, MemoryError, ArithmeticError, ValueError, TypeError) as exc:
+        raise GenomeError(f"internal error while reading the genome: {exc!r}",
+                          code="INTERNAL_ERROR") from exc

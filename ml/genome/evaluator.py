@@ -1,0 +1,180 @@
+"""Evaluate a parsed genome with the original codec's exact value semantics (spec §1.5-1.6, §2.1).
+
+The original evaluated helper calls with Python and pushed ``str(result)`` back on its stack, so a
+hyper-parameter keeps Python's int/float/bool distinction (``protectedDiv(7, 2)`` is ``3``), and a
+layer argument becomes ``int(s)``, else ``float(s)``, else the string itself. We reproduce the values
+without strings or ``eval``; ``codec_layer_list`` rebuilds the original's layer list for hashing.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from ml.errors import GenomeEvaluationError
+from ml.genome import catalogue as cat
+from ml.genome.model import EvaluatedGenome, Layer
+from ml.genome.tree import Call, Literal, Node, Terminal
+
+Number = int | float | bool
+
+#: Integers beyond this many bits are refused (the original would grind on; nothing real is close).
+MAX_INT_BITS = 1 << 16
+
+
+def _protected_div(a: Number, b: Number) -> Number:
+    if b == 0:
+        return 1
+    if isinstance(a, int) and isinstance(b, int):
+        return a // b
+    return a / b
+
+
+
+
+_CONVERSIONS: dict[str, Callable[[Number], Number]] = {
+    "toChannel": lambda a: 1 if a == 0 else (a % 64 + 1 if a > 64 else a),
+    "toKernel": lambda a: 3 if a < 3 else (a % 9 + 3 if a > 9 else a),
+    "toStride": lambda a: 1 if a == 0 else (a % 9 + 1 if a > 9 else a),
+    "toPadding": lambda a: a % 9 if a > 9 else a,
+    "toOutput": lambda a: 7 if a < 7 else (a % 3000 + 7 if a > 3000 else a),
+    "toDilation": lambda a: 1 if a == 0 else (a % 10 + 1 if a > 10 else a),
+    "toGroup": lambda a: 1 if a == 0 else (a % 1 + 1 if a > 1 else a),
+    "toSkip": lambda a: 1 if a == 0 else (a % 5 + 1 if a > 5 else a),
+    # The low branch returns the int 2; the others go through the float PNorm wrapper. Hashes of
+    # real genomes such as toProbFloat(toPNorm(toPNorm(0.86))) show the difference (0.0, not 0).
+    "toPNorm": lambda a: 2 if a < 2 else float(a % 3 + 2 if a > 3 else a),
+    "toProbFloat": lambda a: a % 1,
+    "toBoundedFloat": lambda a: a % 100,
+    "dummyOp": lambda a: a,
+}
+_BINARY: dict[str, Callable[[Number, Number], Number]] = {
+    "add": lambda a, b: a + b,
+    "protectedSub": lambda a, b: abs(a - b),
+    "mul": lambda a, b: a * b,
+    "protectedDiv": _protected_div,
+}
+
+
+def transform_value(v: Number, lo: float, hi: float) -> float:
+    """The optimizer/scheduler squashing function of the original primitives."""
+    return lo + (hi - lo) * math.exp(-(v + 1))
+
+
+def _apply(call: Call, values: list[Number], text: str) -> Number:
+    try:
+        if len(values) == 2:
+            result = _BINARY[call.name](values[0], values[1])
+        else:
+            result = _CONVERSIONS[call.name](values[0])
+    except OverflowError as exc:
+        raise GenomeEvaluationError(f"{call.name} overflows: {exc}", offset=call.offset, text=text,
+                                    code="NUMERIC_OVERFLOW") from None
+    except TypeError as exc:  # e.g. a non-number reached a helper
+        raise GenomeEvaluationError(f"{call.name} cannot apply to {values!r}: {exc}",
+                                    offset=call.offset, text=text, code="TYPE_MISMATCH") from None
+    if isinstance(result, float):
+        if not math.isfinite(result):
+            raise GenomeEvaluationError(f"{call.name} gives a non-finite value ({result})",
+                                        offset=call.offset, text=text, code="NON_FINITE_VALUE")
+    elif result.bit_length() > MAX_INT_BITS:
+        raise GenomeEvaluationError(f"{call.name} gives an integer of {result.bit_length()} bits "
+                                    f"(max {MAX_INT_BITS})", offset=call.offset, text=text,
+                                    code="NUMERIC_OVERFLOW")
+    return result
+
+
+def eval_scalar(node: Node, text: str = "") -> Number:
+    """Value of a hyper-parameter expression (helpers over constants), iteratively."""
+    if isinstance(node, Literal):
+        return node.value
+    values: list[Number] = []
+    stack: list[tuple[Node, bool]] = [(node, False)]
+    while stack:
+        item, expanded = stack.pop()
+        if isinstance(item, Literal):
+            values.append(item.value)
+        elif expanded:
+            n = len(item.args)
+            args = values[-n:]
+            del values[-n:]
+            values.append(_apply(item, args, text))
+        else:
+            stack.append((item, True))
+            for arg in reversed(item.args):
+                stack.append((arg, False))
+    return values[0]
+
+
+def _codec_arg(node: Node, value: Number) -> Any:
+    """What the original's ``__parse_arg`` made of an argument: int(), float(), else the string.
+
+    A helper result was pushed as ``str(result)`` (no leading space); a literal token kept the
+    leading space DEAP prints after a comma. Booleans therefore survive only as strings.
+    """
+    if isinstance(value, bool):
+        return (" " if isinstance(node, Literal) else "") + repr(value)
+    return value
+
+
+def _field_value(field: cat.Field, value: Number, call: Call, text: str,
+                 lo_override: float | None = None) -> Any:
+    if field.bounds is not None:
+        lo, hi = field.bounds
+        if lo_override is not None:
+            lo = lo_override
+        try:
+            out = transform_value(value, lo, hi)
+        except (OverflowError, TypeError) as exc:
+            raise GenomeEvaluationError(f"{call.name}.{field.name}: cannot transform {value!r}: "
+                                        f"{exc}", offset=call.offset, text=text,
+                                        code="NUMERIC_OVERFLOW") from None
+        return int(out) if field.integer else out
+    if field.type in cat.ENUMS:
+        members = cat.ENUMS[field.type]
+        if not isinstance(value, int) or not -len(members) <= value < len(members):
+            raise GenomeEvaluationError(f"{call.name}.{field.name}: {value!r} is not an index of "
+                                        f"{field.type}", offset=call.offset, text=text,
+                                        code="ENUM_OUT_OF_RANGE")
+        return members[value]
+    return value  # bool passthrough
+
+
+def _training_dict(call: Call, text: str) -> dict[str, Any]:
+    """Optimizer or scheduler primitive -> the dict the original primitive returned."""
+    prim = cat.PRIMITIVES[call.name]
+    key = "optimizer" if prim.kind is cat.Kind.OPTIMIZER else "lr_scheduler"
+    out: dict[str, Any] = {key: call.name}
+    for field, arg in zip(prim.fields, call.args):
+        lo = out["base_lr"] if (call.name == "CyclicLR" and field.name == "max_lr") else None
+        out[field.name] = _field_value(field, eval_scalar(arg, text), call, text, lo)
+    return out
+
+
+def evaluate(root: Call, text: str = "") -> EvaluatedGenome:
+    """Evaluate a parsed genome (see :func:`ml.genome.parser.parse`)."""
+    chain: list[Call] = []
+    node: Node = root.args[0]
+    while isinstance(node, Call):
+        chain.append(node)
+        node = node.args[0]
+    assert isinstance(node, Terminal)  # the parser guarantees the chain ends at IN0
+    chain.reverse()
+
+    layers: list[Layer] = []
+    codec: list[list[Any]] = []
+    for i, call in enumerate(chain):
+        nodes = call.args[1:]
+        values = tuple(eval_scalar(a, text) for a in nodes)
+        layers.append(Layer(call.name, values, call.offset))
+        entry = [call.name] + (["IN0"] if i == 0 else [])
+        codec.append(entry + [_codec_arg(n, v) for n, v in zip(nodes, values)])
+
+    optimizer = _training_dict(root.args[1], text)
+    scheduler = _training_dict(root.args[2], text)
+    weight_nodes = root.args[3:]
+    weights = tuple(eval_scalar(a, text) for a in weight_nodes)
+    codec.append([root.name, str(optimizer), str(scheduler)]
+                 + [_codec_arg(n, v) for n, v in zip(weight_nodes, weights)])
+    return EvaluatedGenome(layers=tuple(layers), head=root.name, optimizer=optimizer,
+                           scheduler=scheduler, loss_weights_raw=weights, head_offset=root.offset,
+                           codec_layer_list=codec)
