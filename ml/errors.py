@@ -10,6 +10,37 @@ from typing import Any
 
 EXCERPT_RADIUS = 24
 
+#: Every stable error code, with what it means. The API documents and tests iterate over this.
+ERROR_CODES: dict[str, str] = {
+    # syntax (tokenizer, parser)
+    "NOT_A_STRING": "the genome is not a string",
+    "EMPTY_GENOME": "the genome is empty or blank",
+    "GENOME_TOO_LONG": "the genome is longer than the configured limit",
+    "UNEXPECTED_CHARACTER": "a character that cannot start or continue a token",
+    "UNEXPECTED_TOKEN": "a token where the grammar expects another",
+    "UNEXPECTED_END": "the text ends inside a call",
+    "TRAILING_INPUT": "text after the complete genome",
+    "NUMBER_TOO_LONG": "an integer literal with more digits than Python converts",
+    # names and types
+    "UNKNOWN_PRIMITIVE": "a call to a name the grammar does not have",
+    "DISABLED_PRIMITIVE": "a primitive the evolution defined but never registered",
+    "UNKNOWN_TERMINAL": "a bare name other than IN0, True, False",
+    "ARITY_MISMATCH": "a call with the wrong number of arguments",
+    "TYPE_MISMATCH": "a structural slot (tensor, optimizer, scheduler, scalar) given the wrong kind",
+    # evaluation
+    "NUMERIC_OVERFLOW": "a helper result too large to represent",
+    "NON_FINITE_VALUE": "a literal or helper result that is inf or nan",
+    "ENUM_OUT_OF_RANGE": "an enum gene outside its member range",
+    # validation of evaluated values
+    "INVALID_HYPERPARAMETER": "a layer argument a torch constructor would reject",
+    "WEIGHTS_UNAVAILABLE": "a weights gene asking for weights torchvision does not have",
+    "TOO_MANY_LAYERS": "more generic layers than the codec allows (13)",
+    "LOSS_WEIGHTS_ZERO": "all seven loss weights are zero",
+    # architecture
+    "SHAPE_ERROR": "a layer cannot run on the tensor that reaches it at 2048x2448",
+    "INTERNAL_ERROR": "an unforeseen failure (a bug): reported per genome, never raised",
+}
+
 
 def excerpt(text: str | None, offset: int | None, radius: int = EXCERPT_RADIUS) -> str:
     """A short window of ``text`` around ``offset`` (with a caret marker), for error messages."""

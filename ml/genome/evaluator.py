@@ -69,9 +69,6 @@ def _apply(call: Call, values: list[Number], text: str) -> Number:
     except OverflowError as exc:
         raise GenomeEvaluationError(f"{call.name} overflows: {exc}", offset=call.offset, text=text,
                                     code="NUMERIC_OVERFLOW") from None
-    except TypeError as exc:  # e.g. a non-number reached a helper
-        raise GenomeEvaluationError(f"{call.name} cannot apply to {values!r}: {exc}",
-                                    offset=call.offset, text=text, code="TYPE_MISMATCH") from None
     if isinstance(result, float):
         if not math.isfinite(result):
             raise GenomeEvaluationError(f"{call.name} gives a non-finite value ({result})",

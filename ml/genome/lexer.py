@@ -36,31 +36,32 @@ def tokenize(text: str) -> list[Token]:
             append(Token(piece, piece, offset))
         elif piece:
             m = _WORD.fullmatch(piece)
-            if m is None:
-                if set(piece) <= _BLANK:
-                    offset += len(piece)
-                    continue
-                _raise_bad_character(text, offset, piece)
-            kind = m.lastgroup
-            append(Token(kind, m.group(kind), offset + m.start(kind)))
+            if m is not None:
+                kind = m.lastgroup
+                append(Token(kind, m.group(kind), offset + m.start(kind)))
+            else:
+                tokens.extend(_scan_piece(text, offset, piece))
         offset += len(piece)
     append(Token(END, "", len(text)))
     return tokens
 
 
-def _raise_bad_character(text: str, offset: int, piece: str) -> None:
-    """Locate the first character of ``piece`` that cannot start or continue a token."""
+def _scan_piece(text: str, offset: int, piece: str) -> list[Token]:
+    """Slow path for a piece that is not exactly one word: several words, or a bad character."""
+    out: list[Token] = []
     i = 0
     while i < len(piece):
+        if piece[i] in _BLANK:
+            i += 1
+            continue
         m = _WORD.match(piece, i)
         if m is None or m.end() == i:
-            break
+            raise GenomeSyntaxError(f"unexpected character {piece[i]!r}", offset=offset + i,
+                                    text=text, code="UNEXPECTED_CHARACTER")
+        if m.lastgroup:
+            out.append(Token(m.lastgroup, m.group(m.lastgroup), offset + m.start(m.lastgroup)))
         i = m.end()
-    while i < len(piece) - 1 and piece[i] in _BLANK:
-        i += 1
-    bad = offset + min(i, len(piece) - 1)
-    raise GenomeSyntaxError(f"unexpected character {text[bad]!r}", offset=bad, text=text,
-                            code="UNEXPECTED_CHARACTER")
+    return out
 
 
 def number_value(token: Token, text: str) -> int | float:

@@ -1,0 +1,132 @@
+"""``nas-surrogate`` command line. Output names and shapes here are a contract other tools use.
+
+Every per-genome command prints one JSON object per input genome, in input order, and never
+stops at a bad genome: the bad item carries ``{"code", "offset", "message"}`` and the rest go on.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Iterable
+
+from ml.errors import GenomeError
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, separators=(", ", ": "), allow_nan=False) + "\n")
+
+
+def _error_item(index: int, exc: GenomeError) -> dict[str, Any]:
+    return {"index": index, "ok": False, "error": exc.to_dict(), "canonical_hash": None}
+
+
+def cmd_genome_check(args: argparse.Namespace) -> int:
+    from ml.genome import canonical_hash, individual_hash, load
+    from ml.sources import iter_genomes
+
+    compile_check = None
+    if not args.syntax_only:
+        from ml.arch.compiler import compile_genome as compile_check
+    all_ok = True
+    for index, text in iter_genomes(args.file):
+        try:
+            genome = load(text, max_length=args.max_length)
+            if compile_check is not None:
+                compile_check(genome, text=text)
+            _emit({"index": index, "ok": True, "error": None,
+                   "canonical_hash": canonical_hash(genome),
+                   "individual_hash": individual_hash(genome)})
+        except GenomeError as exc:
+            all_ok = False
+            _emit({**_error_item(index, exc), "individual_hash": None})
+    return 0 if all_ok else 1
+
+
+def cmd_genome_sample(args: argparse.Namespace) -> int:
+    from ml.genome.sampler import GenomeSampler
+    from ml.sampling import compiles
+
+    sampler = GenomeSampler(seed=args.seed)
+    for genome in sampler.sample(args.n, accept=None if args.no_check else compiles):
+        sys.stdout.write(genome + "\n")
+    return 0
+
+
+def _encode_items(path: str, encoding: str) -> Iterable[tuple[int, Any, GenomeError | None]]:
+    from ml.encoding.encoder import GenomeEncoder
+    from ml.sources import iter_genomes
+
+    encoder = GenomeEncoder()
+    for index, text in iter_genomes(path):
+        try:
+            yield index, encoder.encode(text, encoding=encoding), None
+        except GenomeError as exc:
+            yield index, None, exc
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    import torch
+
+    all_ok = True
+    saved: list[Any] = []
+    for index, encoded, exc in _encode_items(args.file, args.encoding):
+        if exc is not None:
+            all_ok = False
+            if args.out is None:
+                _emit({**_error_item(index, exc), "num_nodes": None, "num_edges": None})
+            else:
+                print(json.dumps(_error_item(index, exc)), file=sys.stderr)
+            continue
+        if args.out is None:
+            _emit({"index": index, **encoded.summary()})
+        else:
+            saved.append(encoded.to_data(index=index))
+    if args.out is not None:
+        torch.save(saved, args.out)
+        print(f"wrote {len(saved)} graphs to {args.out}", file=sys.stderr)
+    return 0 if all_ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nas-surrogate",
+                                     description="Surrogate service for evolved detectors.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    genome = sub.add_parser("genome", help="genome language tools")
+    gsub = genome.add_subparsers(dest="genome_command", required=True)
+    check = gsub.add_parser("check", help="validate genomes (one per line, or a CSV 'genome' column)")
+    check.add_argument("file")
+    check.add_argument("--syntax-only", action="store_true",
+                       help="parse/evaluate/validate only; skip building the network")
+    check.add_argument("--max-length", type=int, default=None)
+    check.set_defaults(func=cmd_genome_check)
+    sample = gsub.add_parser("sample", help="draw random genomes that compile")
+    sample.add_argument("-n", type=int, required=True)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--no-check", action="store_true",
+                        help="skip the compile check (faster; some genomes may not build)")
+    sample.set_defaults(func=cmd_genome_sample)
+
+    encode = sub.add_parser("encode", help="encode genomes as graphs")
+    encode.add_argument("file")
+    encode.add_argument("--encoding", choices=("onehot", "combined"), default="combined")
+    encode.add_argument("--out", default=None,
+                        help="write torch_geometric Data objects here instead of JSON lines")
+    encode.set_defaults(func=cmd_encode)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        return 0
+    except (OSError, ValueError) as exc:
+        print(f"nas-surrogate: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

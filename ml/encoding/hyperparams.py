@@ -1,0 +1,105 @@
+"""The 43-key per-node hyper-parameter vector of the "combined" encoding (spec §3.3).
+
+The seed parsed ``extra_repr()`` with ``eval`` and ``float()`` and lost positional fields and every
+tuple. Here values are read from the module's own attributes, with one rule per kind of value:
+
+* every key has two columns, ``<key>.0`` and ``<key>.1`` (height-like and width-like);
+  a scalar fills both, a 1-tuple fills both, a 2-tuple fills one each, a longer tuple keeps its
+  first and last element;
+* numbers as ``float``; booleans 0/1; a tensor-valued attribute (``bias``) is 1 when present;
+* strings are the index in :data:`STRING_VOCABULARY` of that key;
+* ``Permute.dims`` is its permutation read as a base-``len(dims)`` number;
+* ``None`` inside a tuple (adaptive pooling's "keep this size") is -1;
+* the mask column of a key is 1 iff the module has the attribute with a value other than None,
+  so an absent key and a zero value stay distinguishable.
+
+Values stay raw; standardisation is fitted on training data by the trainer.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+HYPERPARAM_KEYS: tuple[str, ...] = (
+    "_random_samples", "affine", "align_corners", "approximate", "args", "bias", "ceil_mode",
+    "count_include_pad", "device", "dilation", "dims", "divisor_override", "dtype",
+    "elementwise_affine", "eps", "groups", "in_channels", "in_features", "inplace",
+    "kernel_size", "kwargs", "mode", "momentum", "negative_slope", "norm_type",
+    "normalized_shape", "num_features", "out_channels", "out_features", "output_padding",
+    "output_ratio", "output_size", "p", "padding", "padding_mode", "recompute_scale_factor",
+    "return_indices", "scale_factor", "size", "stride", "threshold", "track_running_stats",
+    "value",
+)
+assert len(HYPERPARAM_KEYS) == 43 and list(HYPERPARAM_KEYS) == sorted(HYPERPARAM_KEYS)
+HYPERPARAM_COLUMNS = tuple(f"{k}.{i}" for k in HYPERPARAM_KEYS for i in (0, 1))
+NUM_COLUMNS = len(HYPERPARAM_COLUMNS)
+
+STRING_VOCABULARY: dict[str, tuple[str, ...]] = {
+    "padding_mode": ("zeros", "reflect", "replicate", "circular"),
+    "mode": ("nearest", "linear", "bilinear", "bicubic", "trilinear", "row", "batch"),
+    "approximate": ("none", "tanh"),
+    "padding": ("valid", "same"),
+}
+_KEY_INDEX = {k: i for i, k in enumerate(HYPERPARAM_KEYS)}
+
+
+def _scalar(key: str, value: Any) -> float:
+    if value is None:
+        return -1.0
+    if isinstance(value, str):
+        vocab = STRING_VOCABULARY.get(key, ())
+        return float(vocab.index(value)) if value in vocab else -2.0
+    if isinstance(value, torch.Tensor):
+        return 1.0
+    return float(value)
+
+
+def encode_value(key: str, value: Any) -> tuple[float, float] | None:
+    """The two columns of one attribute value, or None when the key is absent."""
+    if value is None:
+        return None
+    if key == "dims":
+        dims = list(value)
+        code = 0
+        for d in dims:
+            code = code * len(dims) + int(d)
+        return float(code), float(code)
+    if isinstance(value, (tuple, list, torch.Size)):
+        items = list(value)
+        if not items:
+            return None
+        return _scalar(key, items[0]), _scalar(key, items[-1])
+    v = _scalar(key, value)
+    return v, v
+
+
+def module_vector(module: nn.Module | None) -> tuple[np.ndarray, np.ndarray]:
+    """(values [86], mask [43]) for one module; zeros for non-module nodes."""
+    values = np.zeros(NUM_COLUMNS, dtype=np.float32)
+    mask = np.zeros(len(HYPERPARAM_KEYS), dtype=np.float32)
+    if module is None:
+        return values, mask
+    for key in HYPERPARAM_KEYS:
+        if key in ("args", "kwargs", "device", "dtype"):
+            continue  # constructor-only names, never module attributes
+        encoded = encode_value(key, getattr(module, key, None))
+        if encoded is None:
+            continue
+        i = _KEY_INDEX[key]
+        values[2 * i], values[2 * i + 1] = encoded
+        mask[i] = 1.0
+    return values, mask
+
+
+def modules_matrix(modules: list[nn.Module | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack :func:`module_vector` over nodes: values [N, 86] and mask [N, 43]."""
+    n = len(modules)
+    values = np.zeros((n, NUM_COLUMNS), dtype=np.float32)
+    mask = np.zeros((n, len(HYPERPARAM_KEYS)), dtype=np.float32)
+    for i, module in enumerate(modules):
+        if module is not None:
+            values[i], mask[i] = module_vector(module)
+    return values, mask
