@@ -33,7 +33,10 @@ def cmd_genome_check(args: argparse.Namespace) -> int:
         try:
             genome = load(text, max_length=args.max_length)
             if compile_check is not None:
-                compile_check(genome, text=text)
+                try:
+                    compile_check(genome)
+                except GenomeError as exc:
+                    raise exc.with_text(text) from None
             _emit({"index": index, "ok": True, "error": None,
                    "canonical_hash": canonical_hash(genome),
                    "individual_hash": individual_hash(genome)})

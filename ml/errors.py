@@ -38,6 +38,8 @@ ERROR_CODES: dict[str, str] = {
     "LOSS_WEIGHTS_ZERO": "all seven loss weights are zero",
     # architecture
     "SHAPE_ERROR": "a layer cannot run on the tensor that reaches it at 2048x2448",
+    "INVALID_LAYER": "a layer whose evaluated arguments the compiler cannot use",
+    "UNSUPPORTED_LAYER": "a primitive in the layer chain that is not a layer or backbone",
     "INTERNAL_ERROR": "an unforeseen failure (a bug): reported per genome, never raised",
 }
 
@@ -67,6 +69,13 @@ class GenomeError(Exception):
         self.context = context
         where = f" at offset {offset}" if offset is not None else ""
         super().__init__(f"[{self.code}] {message}{where}" + (f": {self.excerpt}" if self.excerpt else ""))
+
+    def with_text(self, text: str | None) -> "GenomeError":
+        """Attach the genome text (for the excerpt) when the raiser did not have it."""
+        if text and not self.excerpt:
+            self.excerpt = excerpt(text, self.offset)
+            self.args = (f"{self.args[0]}: {self.excerpt}",) if self.args else self.args
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape used by the CLI and the API: ``{code, offset, message}``."""

@@ -72,7 +72,7 @@ EXAMPLES: dict[str, tuple[str, dict]] = {
     "LOSS_WEIGHTS_ZERO": (_edit_tree(R0, _zero_weights), {}),
 }
 # Codes raised after load() (by the compiler) are tested in tests/test_arch.py.
-COMPILER_CODES = {"SHAPE_ERROR"}
+COMPILER_CODES = {"SHAPE_ERROR", "INVALID_LAYER", "UNSUPPORTED_LAYER"}
 
 
 @pytest.mark.parametrize("code", sorted(EXAMPLES))

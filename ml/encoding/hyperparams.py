@@ -76,8 +76,33 @@ def encode_value(key: str, value: Any) -> tuple[float, float] | None:
     return v, v
 
 
+_CACHE: dict[tuple[type, str], tuple[np.ndarray, np.ndarray]] = {}
+_CACHE_LIMIT = 65536
+
+
 def module_vector(module: nn.Module | None) -> tuple[np.ndarray, np.ndarray]:
-    """(values [86], mask [43]) for one module; zeros for non-module nodes."""
+    """(values [86], mask [43]) for one module; zeros for non-module nodes.
+
+    Memoised on (class, ``extra_repr()``), which names the constructor arguments of the module
+    types that occur, so genomes that repeat a layer or an adapter width pay once. A class with
+    an empty ``extra_repr`` (FractionalMaxPool2d) is keyed on its public attributes instead.
+    """
+    if module is None:
+        return _read(None)
+    described = module.extra_repr()
+    if not described:
+        described = repr(sorted((k, repr(v)) for k, v in vars(module).items()
+                                if not k.startswith("_") and k != "training"))
+    key = (type(module), described)
+    hit = _CACHE.get(key)
+    if hit is None:
+        if len(_CACHE) >= _CACHE_LIMIT:
+            _CACHE.clear()
+        hit = _CACHE[key] = _read(module)
+    return hit
+
+
+def _read(module: nn.Module | None) -> tuple[np.ndarray, np.ndarray]:
     values = np.zeros(NUM_COLUMNS, dtype=np.float32)
     mask = np.zeros(len(HYPERPARAM_KEYS), dtype=np.float32)
     if module is None:
@@ -91,6 +116,8 @@ def module_vector(module: nn.Module | None) -> tuple[np.ndarray, np.ndarray]:
         i = _KEY_INDEX[key]
         values[2 * i], values[2 * i + 1] = encoded
         mask[i] = 1.0
+    values.flags.writeable = False  # shared through the memo
+    mask.flags.writeable = False
     return values, mask
 
 

@@ -19,11 +19,7 @@ _BOOLS = {"True": True, "False": False}
 
 def structural_class(node: Node) -> str:
     """Which slot kind a node can fill: Tensor3D, FinalTensor, Optimizer, Scheduler or scalar."""
-    if isinstance(node, Terminal):
-        return cat.TENSOR3D
-    if isinstance(node, Literal):
-        return SCALAR
-    return node.type if node.name in cat.PRIMITIVES else SCALAR
+    return node.klass
 
 
 def _slot_class(slot_type: str) -> str:
@@ -31,36 +27,41 @@ def _slot_class(slot_type: str) -> str:
                                       cat.SCHEDULER) else SCALAR
 
 
+#: name -> (return type, structural class, slot classes of its arguments).
+_SIGNATURES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    **{name: (p.return_type, p.return_type, tuple(_slot_class(t) for t in p.arg_types))
+       for name, p in cat.PRIMITIVES.items()},
+    **{name: (cat.CONVERSION_RETURN.get(name, SCALAR), SCALAR, (SCALAR,) * arity)
+       for name, arity in cat.HELPERS.items()},
+}
+
+
 def _new_call(token: Token, text: str) -> Call:
-    name = token.text
-    if name in cat.PRIMITIVES:
-        return Call(name, token.offset, type=cat.PRIMITIVES[name].return_type)
-    if name in cat.HELPERS:
-        return Call(name, token.offset, type=cat.CONVERSION_RETURN.get(name, SCALAR))
-    if name in cat.DISABLED_PRIMITIVES:
-        raise GenomeTypeError(f"primitive {name} is disabled in the evolution's grammar",
+    signature = _SIGNATURES.get(token.text)
+    if signature is not None:
+        return Call(token.text, token.offset, [], signature[0], signature[1])
+    if token.text in cat.DISABLED_PRIMITIVES:
+        raise GenomeTypeError(f"primitive {token.text} is disabled in the evolution's grammar",
                               offset=token.offset, text=text, code="DISABLED_PRIMITIVE")
-    raise GenomeTypeError(f"unknown primitive {name!r}", offset=token.offset, text=text,
+    raise GenomeTypeError(f"unknown primitive {token.text!r}", offset=token.offset, text=text,
                           code="UNKNOWN_PRIMITIVE")
 
 
 def _check_call(call: Call, text: str) -> None:
     """Arity and structural slot types of a completed call."""
-    if call.name in cat.PRIMITIVES:
-        prim = cat.PRIMITIVES[call.name]
-        expected, slots = prim.arity, prim.arg_types
-    else:
-        expected, slots = cat.HELPERS[call.name], (SCALAR,) * cat.HELPERS[call.name]
-    if len(call.args) != expected:
-        raise GenomeTypeError(f"{call.name} takes {expected} arguments, got {len(call.args)}",
+    slots = _SIGNATURES[call.name][2]
+    args = call.args
+    if len(args) == len(slots) and all(a.klass == s for a, s in zip(args, slots)):
+        return
+    if len(args) != len(slots):
+        raise GenomeTypeError(f"{call.name} takes {len(slots)} arguments, got {len(args)}",
                               offset=call.offset, text=text, code="ARITY_MISMATCH",
-                              expected=expected, got=len(call.args))
-    for arg, slot in zip(call.args, slots):
-        want, have = _slot_class(slot), structural_class(arg)
-        if want != have:
-            raise GenomeTypeError(f"argument of {call.name} needs a {want} expression, got {have}",
-                                  offset=arg.offset, text=text, code="TYPE_MISMATCH",
-                                  expected=want, got=have)
+                              expected=len(slots), got=len(args))
+    for arg, want in zip(args, slots):
+        if arg.klass != want:
+            raise GenomeTypeError(f"argument of {call.name} needs a {want} expression, "
+                                  f"got {arg.klass}", offset=arg.offset, text=text,
+                                  code="TYPE_MISMATCH", expected=want, got=arg.klass)
 
 
 def _atom(token: Token, text: str) -> Node:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import ClassVar, Union
 
 
 @dataclass(slots=True)
@@ -11,6 +11,8 @@ class Literal:
 
     value: Union[int, float, bool]
     offset: int
+    #: Structural slot class (see ml.genome.parser): constants fill scalar slots.
+    klass: ClassVar[str] = "scalar"
 
     @property
     def type(self) -> str:
@@ -23,6 +25,7 @@ class Terminal:
 
     name: str
     offset: int
+    klass: ClassVar[str] = "Tensor3D"
 
     @property
     def type(self) -> str:
@@ -37,6 +40,8 @@ class Call:
     offset: int
     args: list["Node"] = field(default_factory=list)
     type: str = ""
+    #: Structural slot class: the return type for primitives, "scalar" for helpers.
+    klass: str = "scalar"
 
 
 Node = Union[Literal, Terminal, Call]

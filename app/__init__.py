@@ -1,0 +1,1 @@
+"""nas-surrogate app package (the service layer; thin over ml/)."""

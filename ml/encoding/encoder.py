@@ -1,0 +1,239 @@
+"""Genome string -> encoded graph: the one entry point datasets, CLI and API use.
+
+``GenomeEncoder.encode(text)`` runs load -> compile -> graph -> features and returns an
+:class:`EncodedGenome`, which turns into the CLI's JSON summary or a ``torch_geometric`` ``Data``
+in either encoding:
+
+* ``onehot``: ``x`` = 28-d one-hot of the node type (the seed's ``data.pt``);
+* ``combined``: ``x`` = node type index (the seed's ``data_with_encoding.pt``) plus
+  ``hyperparams`` [N, 86] / ``hyperparams_mask`` [N, 43] (see :mod:`ml.encoding.hyperparams`).
+
+Both carry ``edge_index``, ``node_type``, ``node_shape`` [N, 3], ``model_info`` [1, 34],
+``training`` [1, 47] and ``global_features`` [1, len(GLOBAL_FEATURES)]. ``ENCODER_VERSION`` names
+this exact layout; any change to what these tensors hold must bump it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from ml.arch.compiler import CompiledNetwork, compile_genome
+from ml.encoding.genome_vector import model_info, training_vector
+from ml.encoding.graph import GenomeGraph, Segment, build_graph
+from ml.encoding.hyperparams import NUM_COLUMNS, HYPERPARAM_KEYS, module_vector
+from ml.encoding.vocab import NUM_NODE_TYPES, type_index
+from ml.errors import GenomeError
+from ml.genome import canonical_hash, individual_hash, load
+from ml.genome.catalogue import BACKBONES, HEADS
+from ml.genome.model import EvaluatedGenome
+
+ENCODER_VERSION = "graph-v1"
+ENCODINGS = ("onehot", "combined")
+_HEADS = tuple(sorted(HEADS))
+_BACKBONES = tuple(sorted(BACKBONES))
+
+#: Column names of ``global_features``. Counts are raw; log1p is applied to the large ones.
+GLOBAL_FEATURES: tuple[str, ...] = (
+    "log_backbone_params", "log_head_params", "log_total_params", "log_macs",
+    "num_layers", "num_backbones", "num_nodes", "num_edges", "depth",
+    "out_c", "out_h", "out_w", "head_in_channels", "head_anchors",
+    *(f"head_{h}" for h in _HEADS),
+    *(f"backbone_count_{b}" for b in _BACKBONES),
+)
+
+
+@dataclass(frozen=True)
+class _SegmentTables:
+    """Per-variant node features (type index, hyper-parameters), shared by every genome."""
+
+    types: np.ndarray
+    values: np.ndarray
+    mask: np.ndarray
+    depth: int  # longest path (in edges) from the segment's first node to the next layer
+
+
+def _longest_path(edges: np.ndarray, num_nodes: int) -> np.ndarray:
+    """Longest path (edge count) from node 0 to each node; nodes are in topological order."""
+    depth = np.zeros(num_nodes, dtype=np.int64)
+    for src, dst in edges[np.argsort(edges[:, 0], kind="stable")]:
+        if depth[src] + 1 > depth[dst]:
+            depth[dst] = depth[src] + 1
+    return depth
+
+
+@dataclass
+class EncodedGenome:
+    """Everything the encoder knows about one genome."""
+
+    text: str
+    genome: EvaluatedGenome
+    network: CompiledNetwork
+    graph: GenomeGraph
+    canonical_hash: str
+    individual_hash: str
+    node_type: np.ndarray
+    hyperparams: np.ndarray
+    hyperparams_mask: np.ndarray
+    model_info: list[float]
+    training: np.ndarray
+    global_features: dict[str, float]
+    backbones: list[str]
+
+    @property
+    def num_nodes(self) -> int:
+        return self.graph.num_nodes
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.graph.edges.shape[0])
+
+    def summary(self) -> dict[str, Any]:
+        """The CLI's ``encode`` JSON object (without ``index``)."""
+        out_c, out_h, out_w = self.network.output_shape
+        return {
+            "ok": True, "error": None, "canonical_hash": self.canonical_hash,
+            "num_nodes": self.num_nodes, "num_edges": self.num_edges,
+            "node_ops": self.graph.ops, "node_module_types": self.graph.module_types,
+            "edges": self.graph.edges.tolist(), "model_info": self.model_info,
+            "global": {
+                "individual_hash": self.individual_hash,
+                "encoder_version": ENCODER_VERSION,
+                "backbones": self.backbones,
+                "head": self.network.head.type,
+                "head_in_channels": self.network.head.in_channels,
+                "head_anchors_per_location": self.network.head.anchors_per_location,
+                "backbone_params": self.network.parameter_count,
+                "head_params": self.network.head.parameter_count,
+                "total_params": self.network.total_parameter_count,
+                "macs": self.network.macs,
+                "flops": 2 * self.network.macs,
+                "depth": int(self.global_features["depth"]),
+                "num_layers": len(self.genome.layers),
+                "output_shape": [out_c, out_h, out_w],
+                "node_shapes": self.graph.shapes.tolist(),
+                "training": dict(zip(_training_keys(), self.training.tolist())),
+            },
+        }
+
+    def to_data(self, encoding: str = "combined", **extra: Any) -> Data:
+        """A ``torch_geometric`` graph in the chosen encoding (extra keys are attached as-is)."""
+        if encoding not in ENCODINGS:
+            raise ValueError(f"unknown encoding {encoding!r}; choose from {ENCODINGS}")
+        node_type = torch.from_numpy(self.node_type.astype(np.int64))
+        data = Data(
+            edge_index=torch.from_numpy(np.ascontiguousarray(self.graph.edge_index)),
+            node_type=node_type,
+            node_shape=torch.from_numpy(self.graph.shapes.astype(np.float32)),
+            model_info=torch.tensor([self.model_info], dtype=torch.float32),
+            training=torch.from_numpy(self.training.astype(np.float32)).unsqueeze(0),
+            global_features=torch.tensor([[self.global_features[k] for k in GLOBAL_FEATURES]],
+                                         dtype=torch.float32),
+            num_nodes=self.num_nodes,
+            canonical_hash=self.canonical_hash,
+            encoder_version=ENCODER_VERSION,
+            **extra,
+        )
+        if encoding == "onehot":
+            data.x = torch.nn.functional.one_hot(node_type, NUM_NODE_TYPES).to(torch.float32)
+        else:
+            data.x = node_type
+            data.hyperparams = torch.from_numpy(self.hyperparams)
+            data.hyperparams_mask = torch.from_numpy(self.hyperparams_mask)
+        return data
+
+
+def _training_keys() -> tuple[str, ...]:
+    from ml.encoding.genome_vector import TRAINING_KEYS
+
+    return TRAINING_KEYS
+
+
+class GenomeEncoder:
+    """Stateful only in its caches (per-variant tables); safe to reuse for any number of genomes."""
+
+    def __init__(self, max_length: int | None = None) -> None:
+        self.max_length = max_length
+        self._segments: dict[str, _SegmentTables] = {}
+
+    def encode(self, text: str, encoding: str | None = None) -> EncodedGenome:
+        """Encode one genome string; raises :class:`GenomeError` (with offset and excerpt)."""
+        genome = load(text, max_length=self.max_length)
+        try:
+            return self.encode_genome(genome, text)
+        except GenomeError as exc:
+            raise exc.with_text(text) from None
+
+    def encode_genome(self, genome: EvaluatedGenome, text: str = "") -> EncodedGenome:
+        network = compile_genome(genome)
+        graph = build_graph(network)
+        n = graph.num_nodes
+        types = np.zeros(n, dtype=np.int64)
+        values = np.zeros((n, NUM_COLUMNS), dtype=np.float32)
+        mask = np.zeros((n, len(HYPERPARAM_KEYS)), dtype=np.float32)
+        depth = 1  # placeholder -> first layer
+        for seg in graph.segments:
+            if seg.builder is None:  # a custom layer: one module node
+                module = graph.modules[seg.start]
+                types[seg.start] = type_index(graph.module_types[seg.start])
+                values[seg.start], mask[seg.start] = module_vector(module)
+                depth += 1
+                continue
+            tables = self._segment_tables(graph, seg)
+            types[seg.start:seg.stop] = tables.types
+            values[seg.start:seg.stop] = tables.values
+            mask[seg.start:seg.stop] = tables.mask
+            # The adapter is per genome (its in_channels differ).
+            values[seg.start], mask[seg.start] = module_vector(graph.modules[seg.start])
+            depth += tables.depth
+        backbones = [s.builder for s in graph.segments if s.builder is not None]
+        return EncodedGenome(
+            text=text, genome=genome, network=network, graph=graph,
+            canonical_hash=canonical_hash(genome), individual_hash=individual_hash(genome),
+            node_type=types, hyperparams=values, hyperparams_mask=mask,
+            model_info=model_info(genome), training=training_vector(genome),
+            global_features=self._globals(network, graph, depth, backbones),
+            backbones=backbones)
+
+    def _segment_tables(self, graph: GenomeGraph, seg: Segment) -> _SegmentTables:
+        tables = self._segments.get(seg.builder)
+        if tables is None:
+            size = seg.stop - seg.start
+            types = np.array([type_index(t) for t in graph.module_types[seg.start:seg.stop]])
+            values = np.zeros((size, NUM_COLUMNS), dtype=np.float32)
+            mask = np.zeros((size, len(HYPERPARAM_KEYS)), dtype=np.float32)
+            for i, module in enumerate(graph.modules[seg.start:seg.stop]):
+                values[i], mask[i] = module_vector(module)
+            local = graph.edges[(graph.edges[:, 0] >= seg.start) & (graph.edges[:, 0] < seg.stop)]
+            depth = int(_longest_path(local - seg.start, size + 1)[size])
+            tables = self._segments[seg.builder] = _SegmentTables(types, values, mask, depth)
+        return tables
+
+    @staticmethod
+    def _globals(network: CompiledNetwork, graph: GenomeGraph, depth: int,
+                 backbones: list[str]) -> dict[str, float]:
+        out_c, out_h, out_w = network.output_shape
+        features = {
+            "log_backbone_params": math.log1p(network.parameter_count),
+            "log_head_params": math.log1p(network.head.parameter_count),
+            "log_total_params": math.log1p(network.total_parameter_count),
+            "log_macs": math.log1p(network.macs),
+            "num_layers": float(len(network.layers)),
+            "num_backbones": float(len(backbones)),
+            "num_nodes": float(graph.num_nodes),
+            "num_edges": float(graph.edges.shape[0]),
+            "depth": float(depth),
+            "out_c": float(out_c), "out_h": float(out_h), "out_w": float(out_w),
+            "head_in_channels": float(network.head.in_channels),
+            "head_anchors": float(network.head.anchors_per_location),
+        }
+        for h in _HEADS:
+            features[f"head_{h}"] = float(network.head.type == h)
+        names = [layer.layer.name for layer in network.layers if layer.is_backbone]
+        for b in _BACKBONES:
+            features[f"backbone_count_{b}"] = float(names.count(b))
+        return features

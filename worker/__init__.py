@@ -1,0 +1,1 @@
+"""nas-surrogate worker package (the service layer; thin over ml/)."""
