@@ -117,13 +117,14 @@ def test_offset_points_at_the_culprit():
 
 
 # ------------------------------------------------------------------------------------- fuzzing
-def _assert_only_genome_errors(text: str) -> None:
+def _assert_only_genome_errors(text: str, bound_s: float = 5.0) -> None:
     start = time.perf_counter()
     try:
         load(text)
     except GenomeError as exc:
         assert exc.code in ERROR_CODES and exc.code != "INTERNAL_ERROR", exc
-    assert time.perf_counter() - start < 5.0
+    # Generous bounds: they catch hangs and super-linear blow-ups, not a busy CI machine.
+    assert time.perf_counter() - start < bound_s
 
 
 REAL = [r["genome"] for r in train_rows()[:40]]
@@ -169,4 +170,4 @@ def test_fuzz_huge_numbers(depth, op, leaf):
 def test_megabyte_inputs_are_bounded_in_time():
     for text in ("(" * 1_000_000, "dummyOp(" * 400_000, "9" * 1_000_000, "x" * 1_000_000,
                  R0 * 400, R0[:-1] + ", " + "1, " * 300_000 + "1)"):
-        _assert_only_genome_errors(text)
+        _assert_only_genome_errors(text, bound_s=30.0)
