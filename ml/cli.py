@@ -117,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--out", default=None,
                         help="write torch_geometric Data objects here instead of JSON lines")
     encode.set_defaults(func=cmd_encode)
+
+    # Datasets, training and evaluation register their own subcommands (kept in their packages).
+    from ml.datasets.cli import register as register_datasets
+    from ml.evaluation.cli import register as register_evaluation
+    from ml.train.cli import register as register_training
+
+    register_datasets(sub)
+    register_training(sub)
+    register_evaluation(sub)
     return parser
 
 

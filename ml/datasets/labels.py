@@ -1,0 +1,69 @@
+"""Label hygiene for evaluated-genome CSVs (spec §4.2).
+
+A row is a *failed evaluation* when a selected metric is NaN/inf, carries the ±1e6
+failed-evaluation convention, or any loss column carries the 1e12 zero-prediction sentinel
+(``float32(1e12)`` in every loss, ``7e12`` in ``uw_val_epoch_loss``). Failed rows train the validity
+head and are never regression targets (the seed's 1e24 losses came from including them).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+#: The evolution's objectives (and their directions) plus the seed's extra regression targets.
+OBJECTIVES: dict[str, int] = {"uw_val_epoch_loss": -1, "ciou_loss": -1, "average_precision": +1}
+DEFAULT_METRICS: tuple[str, ...] = ("uw_val_epoch_loss", "ciou_loss", "average_precision",
+                                    "iou_loss", "giou_loss")
+#: Direction of every known metric column: -1 lower is better, +1 higher is better.
+DIRECTIONS: dict[str, int] = {
+    "train_epoch_loss": -1, "uw_val_epoch_loss": -1, "val_epoch_loss": -1, "iou_loss": -1,
+    "giou_loss": -1, "diou_loss": -1, "ciou_loss": -1, "center_loss": -1, "size_loss": -1,
+    "obj_loss": -1, "precision": +1, "recall": +1, "f1_score": +1, "average_precision": +1,
+    "true_positives": +1, "false_positives": -1, "false_negatives": -1,
+}
+LOSS_COLUMNS = tuple(k for k in DIRECTIONS if k.endswith("_loss"))
+#: |value| at or above this is the ±1e6 failed-evaluation convention (or the 1e12 sentinel).
+FAILED_MAGNITUDE = 1e6
+#: Any loss at or above this is the zero-prediction sentinel (float32(1e12) = 999999995904.0).
+ZERO_PREDICTION_SENTINEL = 1e11
+#: Columns of the evaluated-genome CSV that are provenance, not metrics.
+NON_METRIC_COLUMNS = frozenset({"generation", "individual_hash", "genome"})
+
+
+def parse_number(raw: str | None) -> float:
+    """A CSV cell as float; empty or unparsable cells are NaN."""
+    if raw is None:
+        return math.nan
+    try:
+        return float(raw)
+    except ValueError:
+        return math.nan
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The selected metrics of one row and why (if at all) the row is a failed evaluation."""
+
+    values: tuple[float, ...]
+    failed: bool
+    reason: str | None  # "zero_predictions", "failed_sentinel", "non_finite" or None
+
+
+def classify(row: Mapping[str, str], metrics: tuple[str, ...]) -> Labels:
+    """Read ``metrics`` from a CSV row and decide whether the evaluation failed."""
+    values = tuple(parse_number(row.get(m)) for m in metrics)
+    for column in LOSS_COLUMNS:
+        v = parse_number(row.get(column))
+        if math.isfinite(v) and abs(v) >= ZERO_PREDICTION_SENTINEL:
+            return Labels(values, True, "zero_predictions")
+    if any(not math.isfinite(v) for v in values):
+        return Labels(values, True, "non_finite")
+    if any(abs(v) >= FAILED_MAGNITUDE for v in values):
+        return Labels(values, True, "failed_sentinel")
+    return Labels(values, False, None)
+
+
+def metric_columns(fieldnames: list[str]) -> list[str]:
+    """Numeric metric columns a CSV offers (everything but provenance)."""
+    return [f for f in fieldnames if f not in NON_METRIC_COLUMNS]

@@ -1,0 +1,107 @@
+"""One labelled graph: an encoded genome plus its metrics, failure flag and provenance.
+
+Every dataset path (in-memory from a CSV, sharded on disk, unlabelled pools) produces the same
+``Data`` layout, so predictors and the trainer never care where a graph came from:
+
+* the encoder's fields (``x``, ``edge_index``, ``node_type``, ``hyperparams``, ... see
+  :mod:`ml.encoding.encoder`);
+* ``y`` [1, M] float32: the selected metrics in manifest order (raw values, NaN when missing;
+  ignore them where ``failed`` is 1);
+* ``failed`` [1] float32: 1 for a failed evaluation (validity-head label), NaN for unlabelled;
+* ``row`` (int, position in the source file), ``generation`` (float, NaN when absent),
+  ``canonical_hash`` (str, the grouping key for splits), ``individual_hash`` (str).
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch_geometric.data import Data
+
+from ml.datasets.labels import DEFAULT_METRICS, Labels, classify, parse_number
+from ml.encoding.encoder import EncodedGenome, GenomeEncoder
+from ml.errors import GenomeError
+
+log = logging.getLogger(__name__)
+csv.field_size_limit(1 << 30)
+
+
+def make_record(encoded: EncodedGenome, labels: Labels | None, row: int,
+                generation: float = math.nan, encoding: str = "combined") -> Data:
+    """The labelled ``Data`` of one genome (``labels`` None = unlabelled pool genome)."""
+    if labels is None:
+        y = torch.full((1, 0), math.nan)
+        failed = torch.tensor([math.nan])
+    else:
+        y = torch.tensor([labels.values], dtype=torch.float32)
+        failed = torch.tensor([1.0 if labels.failed else 0.0])
+    return encoded.to_data(encoding, y=y, failed=failed, row=row,
+                           generation=float(generation),
+                           individual_hash=encoded.individual_hash)
+
+
+@dataclass
+class BuildReport:
+    """Counts per status while encoding a source (they land in the manifest)."""
+
+    rows: int = 0
+    ok: int = 0
+    failed_evaluation: int = 0
+    invalid_genome: int = 0
+    duplicates: int = 0
+    failure_reasons: dict[str, int] = field(default_factory=dict)
+    error_codes: dict[str, int] = field(default_factory=dict)
+
+    def count_error(self, code: str) -> None:
+        self.invalid_genome += 1
+        self.error_codes[code] = self.error_codes.get(code, 0) + 1
+
+    def count_labels(self, labels: Labels | None) -> None:
+        if labels is not None and labels.failed:
+            self.failed_evaluation += 1
+            reason = labels.reason or "unknown"
+            self.failure_reasons[reason] = self.failure_reasons.get(reason, 0) + 1
+        else:
+            self.ok += 1
+
+
+def iter_csv_records(path: str | Path, metrics: tuple[str, ...] = DEFAULT_METRICS,
+                     encoder: GenomeEncoder | None = None, encoding: str = "combined",
+                     report: BuildReport | None = None) -> Iterator[Data]:
+    """Stream labelled records from an evaluated-genome CSV; bad genomes are logged and skipped."""
+    encoder = encoder or GenomeEncoder()
+    report = report if report is not None else BuildReport()
+    seen: set[str] = set()
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [m for m in metrics if m not in (reader.fieldnames or [])]
+        if missing or "genome" not in (reader.fieldnames or []):
+            raise ValueError(f"{path}: missing columns {missing or ['genome']}")
+        for row_index, row in enumerate(reader):
+            report.rows += 1
+            try:
+                encoded = encoder.encode(row["genome"] or "")
+            except GenomeError as exc:
+                log.warning("row %d skipped: %s", row_index, exc)
+                report.count_error(exc.code)
+                continue
+            labels = classify(row, metrics)
+            report.count_labels(labels)
+            if encoded.canonical_hash in seen:
+                report.duplicates += 1
+            seen.add(encoded.canonical_hash)
+            yield make_record(encoded, labels, row_index,
+                              parse_number(row.get("generation")), encoding)
+
+
+def load_csv(path: str | Path, metrics: tuple[str, ...] = DEFAULT_METRICS,
+             encoding: str = "combined") -> tuple[list[Data], BuildReport]:
+    """All records of a (small) CSV in memory, with the build report."""
+    report = BuildReport()
+    records = list(iter_csv_records(path, metrics, encoding=encoding, report=report))
+    return records, report

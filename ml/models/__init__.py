@@ -1,0 +1,66 @@
+"""Performance predictors for encoded genomes: one interface for graph networks and trees.
+
+Public API (stable; ``ml.evaluation`` and the CLI build on it)::
+
+    from ml.models import create, available_models, Prediction, Predictor, TrainingCancelled
+    from ml.train import fit_predictor, save_bundle, load_bundle, as_records
+
+    model: Predictor = create("auto" | "trees" | "gbt" | "blend" | "simple_gcn" | "combined_gcn"
+                              | "bigcn" | "frnas",
+                              config={"metrics": ("uw_val_epoch_loss", ...), "seed": 0,
+                                      "epochs": 200, "ensemble": 1, ...})
+    history: dict = model.fit(train_records, val_records=None, callbacks=None, resume_from=None)
+    pred: Prediction = model.predict(records)
+    pred.mean      # np.ndarray [n, M] float64, original metric units, columns = model.metrics
+    pred.std       # np.ndarray [n, M] (spread over ensemble members) or None when K == 1
+    pred.p_fail    # np.ndarray [n] probability that the evaluation fails
+    state = model.state_dict(); model.load_state_dict(state)   # flat dict[str, Tensor]
+
+* ``records``: a list of ``torch_geometric`` ``Data`` from :func:`ml.datasets.records.load_csv`
+  (fields ``y`` [1, M] raw metrics in ``config["metrics"]`` order, ``failed`` [1]), or any object
+  with ``.records()`` (the sharded ``GraphDataset``); :func:`ml.train.as_records` normalises both.
+  ``predict`` needs only the encoder fields (no labels).
+* Failed rows (``failed == 1``) train only the validity head; regression uses the other rows.
+* ``fit`` ignores ``val_records=None`` by carving a grouped 15 % validation split (by
+  ``canonical_hash``) for early stopping when the model needs one.
+* ``callbacks``: any object with optional ``on_epoch_end(epoch: int, metrics: dict)`` and
+  ``should_stop() -> bool``; when ``should_stop()`` is true the trainer saves a checkpoint (if a
+  checkpoint directory is configured) and raises :class:`TrainingCancelled` (``.checkpoint`` =
+  path or None). ``resume_from=<checkpoint path>`` continues a neural fit exactly.
+* ``config`` keys every model understands: ``metrics``, ``seed``, ``ensemble`` (K members; mean
+  and std across members, p_fail averaged), ``checkpoint_dir``, ``checkpoint_every``.
+  Neural models add ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``hidden``,
+  ``patience``, ``rank_weight`` (pairwise hinge), ``device`` ("cpu"/"cuda"; default CUDA when
+  present). ``trees`` adds ``n_estimators``, ``min_samples_leaf``, ``max_features``; ``gbt``
+  adds ``max_iter``, ``learning_rate``, ``max_depth``, ``min_samples_leaf``; ``blend`` adds
+  ``members``, ``weights``, ``fail_weights``, ``member_configs``.
+* Bundles: ``save_bundle(model, out_dir, manifest_hash=None, metrics=None) -> Path`` writes a
+  versioned directory (``config.json``, ``weights.pt`` flat tensors loadable with
+  ``torch.load(weights_only=True)``, ``normalisation.json``, ``training_metrics.json``,
+  ``bundle.json`` with encoder version, model name/version, created time);
+  ``load_bundle(dir) -> Predictor`` is ready to ``predict``.
+
+Models (see ``available_models()``):
+
+* ``trees``: extremely randomised trees on per-genome + op-histogram + hyper-parameter summary
+  features (``ml.models.features.tabular_features``).
+* ``gbt``: histogram gradient boosting on the same features.
+* ``blend``: trees + combined_gcn averaged in standardised target space; P(fail) from trees.
+* ``auto``: whichever of these measured best (``ml.models.registry.AUTO_MODEL``).
+* ``simple_gcn``: the seed's SimpleGCN (2 GCNConv on the 28-d one-hot, mean pool).
+* ``combined_gcn``: type embedding + standardised hyper-parameters -> GCN (the seed's
+  CombinedFeatureGCN, made stable).
+* ``bigcn``: Wen et al.'s bidirectional GCN (A and A^T messages averaged, 4 layers).
+* ``frnas``: FR-NAS (forward + reverse GIN, IRG distance matching, alternating updates).
+
+Every neural model shares one readout: the per-genome vector (model_info + standardised training
+genes + global features) fused with the pooled graph embedding, then multi-task regression heads
+for the selected metrics and a validity head (logit of P(failed)).
+"""
+from __future__ import annotations
+
+from ml.models.base import Prediction, Predictor, TrainingCancelled
+from ml.models.registry import available_models, create, resolve_name
+
+__all__ = ["Prediction", "Predictor", "TrainingCancelled", "available_models", "create",
+           "resolve_name"]

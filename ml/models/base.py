@@ -1,0 +1,121 @@
+"""The predictor interface every model implements, and the few types it exchanges."""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Protocol
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from ml.datasets.labels import DEFAULT_METRICS
+
+
+class TrainingCancelled(RuntimeError):
+    """Raised when a callback's ``should_stop()`` asked to stop; ``checkpoint`` resumes it."""
+
+    def __init__(self, epoch: int, checkpoint: Path | None) -> None:
+        super().__init__(f"training cancelled at epoch {epoch}"
+                         + (f"; checkpoint {checkpoint}" if checkpoint else ""))
+        self.epoch = epoch
+        self.checkpoint = checkpoint
+
+
+class Callbacks(Protocol):
+    """Progress and cooperative cancellation (both methods optional)."""
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+
+def notify(callbacks: Any, epoch: int, metrics: dict[str, float]) -> None:
+    """Call ``on_epoch_end`` when the callback object has it."""
+    hook = getattr(callbacks, "on_epoch_end", None)
+    if hook is not None:
+        hook(epoch, metrics)
+
+
+def stop_requested(callbacks: Any) -> bool:
+    hook = getattr(callbacks, "should_stop", None)
+    return bool(hook()) if hook is not None else False
+
+
+@dataclass
+class Prediction:
+    """Predictions in original metric units; ``std`` is the spread across ensemble members."""
+
+    mean: np.ndarray            # [n, M]
+    std: np.ndarray | None      # [n, M] or None
+    p_fail: np.ndarray          # [n]
+    metrics: tuple[str, ...] = ()
+
+
+def as_records(source: Any) -> list[Data]:
+    """A list of ``Data`` from a list/tuple of records or a GraphDataset-like ``.records()``."""
+    if source is None:
+        return []
+    if hasattr(source, "records") and callable(source.records):
+        return list(source.records())
+    return list(source)
+
+
+def labels(records: list[Data]) -> tuple[np.ndarray, np.ndarray]:
+    """``(y [n, M] float64, failed [n] bool)``; unlabelled failed flags count as not failed."""
+    y = np.concatenate([r.y.numpy().astype(np.float64) for r in records], axis=0)
+    failed = np.array([float(r.failed.reshape(-1)[0]) == 1.0 for r in records])
+    return y, failed
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Predictor(abc.ABC):
+    """Construct from a config dict; ``fit`` then ``predict``; ``state_dict`` is flat tensors.
+
+    Subclasses set ``name`` and ``version`` (bump it when the state layout changes) and keep
+    everything needed to predict (weights *and* normalisation statistics) in ``state_dict``.
+    """
+
+    name: str = "base"
+    version: int = 1
+    defaults: dict[str, Any] = {}
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        merged = {"metrics": tuple(DEFAULT_METRICS), "seed": 0, "ensemble": 1,
+                  "checkpoint_dir": None, "checkpoint_every": 10, **self.defaults,
+                  **(config or {})}
+        merged["metrics"] = tuple(merged["metrics"])
+        self.config: dict[str, Any] = merged
+        self.metrics: tuple[str, ...] = merged["metrics"]
+
+    @abc.abstractmethod
+    def fit(self, train_records: Iterable[Data] | Any, val_records: Iterable[Data] | Any = None,
+            config: dict[str, Any] | None = None, callbacks: Any = None,
+            resume_from: str | Path | None = None) -> dict[str, Any]:
+        """Train; returns a history dict (per-epoch metrics and the final validation scores)."""
+
+    @abc.abstractmethod
+    def predict(self, records: Iterable[Data] | Any) -> Prediction:
+        """Predict metrics (original units) and P(failed) for unlabelled or labelled records."""
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """A flat dict of tensors: weights plus normalisation statistics."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore from :meth:`state_dict` (a model built with the same config)."""
+
+    def normalisation(self) -> dict[str, Any]:
+        """Human-readable normalisation statistics (written to ``normalisation.json``)."""
+        return {}
+
+    def _update_config(self, config: dict[str, Any] | None) -> None:
+        if config:
+            self.config.update(config)
+            self.config["metrics"] = tuple(self.config["metrics"])
+            self.metrics = self.config["metrics"]

@@ -1,0 +1,98 @@
+"""Model bundles: a self-describing directory that ``load_bundle`` turns back into a predictor.
+
+Layout (``BUNDLE_FORMAT`` versions it)::
+
+    bundle.json            format, model name/version, encoder version, metrics, created (UTC),
+                           dataset manifest hash
+    config.json            the predictor's config (enough to rebuild the network)
+    weights.pt             flat dict of tensors (weights + normalisation), torch.save'd and
+                           loaded with ``torch.load(..., weights_only=True)`` (no pickle code)
+    normalisation.json     the same statistics, human-readable
+    training_metrics.json  the fit history / CV scores handed in
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ml.encoding.encoder import ENCODER_VERSION
+from ml.models.base import Predictor
+from ml.models.registry import create
+
+BUNDLE_FORMAT = 1
+WEIGHTS = "weights.pt"
+
+
+def _json_safe(obj: Any) -> Any:
+    """Config/metrics as strict JSON (tuples -> lists, NaN/inf -> None)."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if hasattr(obj, "item"):
+        return _json_safe(obj.item())
+    return str(obj)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")
+
+
+def save_bundle(model: Predictor, out_dir: str | Path, manifest_hash: str | None = None,
+                metrics: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to ``out_dir`` (replaced atomically if it exists); returns the path."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    try:
+        config = {k: v for k, v in model.config.items() if k not in ("checkpoint_dir", "device")}
+        _write_json(tmp / "config.json", config)
+        torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                   tmp / WEIGHTS)
+        _write_json(tmp / "normalisation.json", model.normalisation())
+        _write_json(tmp / "training_metrics.json", metrics or {})
+        _write_json(tmp / "bundle.json", {
+            "format": BUNDLE_FORMAT, "model": model.name, "model_version": model.version,
+            "encoder_version": ENCODER_VERSION, "metrics": list(model.metrics),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "dataset_manifest_hash": manifest_hash})
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_bundle_info(bundle_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(bundle_dir) / "bundle.json").read_text())
+
+
+def load_bundle(bundle_dir: str | Path, device: str | None = None) -> Predictor:
+    """A ready predictor; refuses bundles of another format, encoder or model version."""
+    root = Path(bundle_dir)
+    info = read_bundle_info(root)
+    if info.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"{root}: bundle format {info.get('format')} != {BUNDLE_FORMAT}")
+    if info.get("encoder_version") != ENCODER_VERSION:
+        raise ValueError(f"{root}: encoder {info.get('encoder_version')} != {ENCODER_VERSION}")
+    config = json.loads((root / "config.json").read_text())
+    config["device"] = device
+    model = create(info["model"], config)
+    if model.version != info.get("model_version"):
+        raise ValueError(f"{root}: {info['model']} version {info.get('model_version')} "
+                         f"!= {model.version}")
+    model.load_state_dict(torch.load(root / WEIGHTS, map_location="cpu", weights_only=True))
+    return model

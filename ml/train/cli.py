@@ -1,0 +1,126 @@
+"""CLI subcommands of training: ``train`` and ``predict`` (``evaluate`` lives in ml.evaluation).
+
+``predict`` prints one JSON object per input genome, in input order::
+
+    {"index", "ok", "error", "canonical_hash", "p_fail", "predictions": {metric: value},
+     "std": {metric: value} | null}
+
+A genome that does not parse/compile fails only its own line (``error`` = {code, offset,
+message}, the rest null). Genomes are encoded one by one and the model runs on chunks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+PREDICT_CHUNK = 1024
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, separators=(", ", ": "), allow_nan=False) + "\n")
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ml.train.bundle import save_bundle
+    from ml.train.trainer import fit_predictor, load_training_records
+
+    metrics = tuple(args.metrics) if args.metrics else None
+    records, source = load_training_records(args.dataset, args.csv, metrics)
+    config: dict[str, Any] = {"metrics": source["metrics"], "seed": args.seed,
+                              "ensemble": args.ensemble}
+    if args.epochs is not None:
+        config["epochs"] = args.epochs
+    if args.checkpoint_dir:
+        config["checkpoint_dir"] = args.checkpoint_dir
+
+    class _Progress:
+        def on_epoch_end(self, epoch: int, row: dict[str, float]) -> None:
+            if args.verbose:
+                print(json.dumps({k: _finite(v) if isinstance(v, float) else v
+                                  for k, v in row.items()}), file=sys.stderr)
+
+    model, info = fit_predictor(records, args.model, config, callbacks=_Progress(),
+                                resume_from=args.resume)
+    failed = sum(int(float(r.failed.reshape(-1)[0]) == 1.0) for r in records)
+    path = save_bundle(model, args.out, manifest_hash=source["hash"], metrics={
+        "fit_seconds": info["fit_seconds"], "num_records": len(records),
+        "num_failed": failed, "history": info["history"]})
+    print(json.dumps({"model": model.name, "out": str(path), "records": len(records),
+                      "failed": failed, "fit_seconds": round(info["fit_seconds"], 3)}))
+    return 0
+
+
+def _flush(model: Any, pending: list[tuple[int, Any]]) -> None:
+    prediction = model.predict([data for _, data in pending])
+    for row, (index, data) in enumerate(pending):
+        std = None
+        if prediction.std is not None:
+            std = {m: _finite(prediction.std[row, j]) for j, m in enumerate(model.metrics)}
+        _emit({"index": index, "ok": True, "error": None,
+               "canonical_hash": data.canonical_hash,
+               "p_fail": _finite(prediction.p_fail[row]),
+               "predictions": {m: _finite(prediction.mean[row, j])
+                               for j, m in enumerate(model.metrics)},
+               "std": std})
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ml.encoding.encoder import GenomeEncoder
+    from ml.errors import GenomeError
+    from ml.sources import iter_genomes
+    from ml.train.bundle import load_bundle
+
+    model = load_bundle(args.model)
+    encoder = GenomeEncoder()
+    all_ok = True
+    pending: list[tuple[int, Any]] = []
+    for index, text in iter_genomes(args.file):
+        try:
+            data = encoder.encode(text).to_data("combined")
+        except GenomeError as exc:
+            all_ok = False
+            # Keep output in input order: predict what is queued before the bad line.
+            if pending:
+                _flush(model, pending)
+                pending = []
+            _emit({"index": index, "ok": False, "error": exc.to_dict(), "canonical_hash": None,
+                   "p_fail": None, "predictions": None, "std": None})
+            continue
+        pending.append((index, data))
+        if len(pending) >= PREDICT_CHUNK:
+            _flush(model, pending)
+            pending = []
+    if pending:
+        _flush(model, pending)
+    return 0 if all_ok else 1
+
+
+def register(sub: "argparse._SubParsersAction") -> None:
+    """Add this package's subcommands to the ``nas-surrogate`` parser."""
+    train = sub.add_parser("train", help="train a predictor and write a model bundle")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", default=None, help="built dataset directory")
+    source.add_argument("--csv", default=None, help="evaluated-genome CSV")
+    train.add_argument("--out", required=True, help="model bundle directory")
+    train.add_argument("--model", default="auto",
+                       help="auto, trees, gbt, simple_gcn, combined_gcn, bigcn or frnas")
+    train.add_argument("--metrics", nargs="+", default=None)
+    train.add_argument("--epochs", type=int, default=None, help="neural models only")
+    train.add_argument("--ensemble", type=int, default=1, help="K members (std across them)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--checkpoint-dir", default=None, help="neural models: resumable state")
+    train.add_argument("--resume", default=None, help="checkpoint file to continue from")
+    train.add_argument("--verbose", action="store_true", help="per-epoch JSON on stderr")
+    train.set_defaults(func=cmd_train)
+
+    predict = sub.add_parser("predict", help="predict metrics and P(fail) for genomes")
+    predict.add_argument("--model", required=True, help="model bundle directory")
+    predict.add_argument("file", help="one genome per line, or a CSV with a 'genome' column")
+    predict.set_defaults(func=cmd_predict)

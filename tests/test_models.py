@@ -1,0 +1,98 @@
+"""Predictors on a small real subset: shapes, finiteness, determinism, target transforms."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import train_rows
+from ml.datasets.labels import DEFAULT_METRICS, classify
+from ml.datasets.records import load_csv
+from ml.models import Prediction, available_models, create
+from ml.models.targets import TargetScaler
+
+FAST = {"epochs": 2, "hidden": 16, "batch_size": 8, "n_estimators": 20, "max_iter": 20}
+
+
+def write_subset(path: Path, ok: int = 18, failed: int = 6) -> Path:
+    """A CSV with the first ``ok`` good and ``failed`` failed rows of the real training CSV."""
+    rows = train_rows()
+    good = [r for r in rows if not classify(r, DEFAULT_METRICS).failed][:ok]
+    bad = [r for r in rows if classify(r, DEFAULT_METRICS).failed][:failed]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(good + bad)
+    return path
+
+
+@pytest.fixture(scope="session")
+def subset_csv(tmp_path_factory) -> Path:
+    return write_subset(tmp_path_factory.mktemp("subset") / "subset.csv")
+
+
+@pytest.fixture(scope="session")
+def records(subset_csv):
+    recs, report = load_csv(subset_csv)
+    assert report.failed_evaluation == 6
+    return recs
+
+
+@pytest.mark.parametrize("name", [m for m in available_models() if m != "auto"])
+def test_each_model_fits_and_predicts_finite(name, records):
+    model = create(name, {**FAST, "ensemble": 2})
+    history = model.fit(records[:20])
+    for member in history.get("members", []) if isinstance(history.get("members"), list) else []:
+        assert all(np.isfinite(row["train_loss"]) and row["train_loss"] < 100 for row in member)
+    pred = model.predict(records[20:])
+    assert isinstance(pred, Prediction)
+    n, m = len(records) - 20, len(DEFAULT_METRICS)
+    assert pred.mean.shape == (n, m) and pred.std.shape == (n, m) and pred.p_fail.shape == (n,)
+    assert np.isfinite(pred.mean).all() and np.isfinite(pred.std).all()
+    assert ((pred.p_fail >= 0) & (pred.p_fail <= 1)).all()
+
+
+@pytest.mark.parametrize("name", ["combined_gcn", "trees"])
+def test_same_seed_same_predictions(name, records):
+    preds = []
+    for _ in range(2):
+        model = create(name, {**FAST, "seed": 3})
+        model.fit(records)
+        preds.append(model.predict(records[:5]))
+    np.testing.assert_array_equal(preds[0].mean, preds[1].mean)
+    np.testing.assert_array_equal(preds[0].p_fail, preds[1].p_fail)
+
+
+def test_auto_resolves_to_a_real_model():
+    assert create("auto").name in available_models()
+    with pytest.raises(ValueError):
+        create("nope")
+
+
+def test_target_scaler_round_trips_heavy_tails():
+    rng = np.random.default_rng(0)
+    y = np.stack([np.exp(rng.normal(2, 2, 200)),      # loss, heavy tail -> log1p
+                  rng.uniform(1.4, 2.2, 200),          # loss in a narrow band
+                  np.where(rng.random(200) < 0.7, 0.0, rng.random(200))], 1)  # AP, mostly 0
+    scaler = TargetScaler(("uw_val_epoch_loss", "ciou_loss", "average_precision")).fit(y)
+    assert scaler.use_log.tolist() == [True, True, False]
+    z = scaler.transform(y)
+    assert np.isfinite(z).all() and np.abs(np.median(z[:, 0])) < 1e-9
+    np.testing.assert_allclose(scaler.inverse(z), y, rtol=1e-9, atol=1e-9)
+    restored = TargetScaler(scaler.metrics)
+    restored.load(scaler.state())
+    np.testing.assert_array_equal(restored.transform(y), z)
+
+
+def test_predict_needs_no_labels(records):
+    model = create("combined_gcn", FAST)
+    model.fit(records)
+    unlabelled = [r.clone() for r in records[:3]]
+    for r in unlabelled:
+        del r.y
+        del r.failed
+    assert np.isfinite(model.predict(unlabelled).mean).all()
+    assert torch.is_tensor(next(iter(model.state_dict().values())))
