@@ -19,22 +19,9 @@ import numpy as np  # noqa: E402
 from ml.evaluation.cv import CVResult  # noqa: E402
 from ml.evaluation.metrics import kendall_tau_b  # noqa: E402
 
+from ml.jsonsafe import json_safe  # noqa: E402
+
 REPORT_NAME = "report.json"
-
-
-def json_safe(value: Any) -> Any:
-    """Recursively turn numpy scalars/arrays into Python values and non-finite floats into None."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _fold_rows(result: CVResult) -> list[dict[str, Any]]:

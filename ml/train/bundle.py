@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ml.encoding.encoder import ENCODER_VERSION
+from ml.jsonsafe import json_safe
 from ml.models.base import Predictor
 from ml.models.registry import create
 
@@ -30,23 +31,8 @@ BUNDLE_FORMAT = 1
 WEIGHTS = "weights.pt"
 
 
-def _json_safe(obj: Any) -> Any:
-    """Config/metrics as strict JSON (tuples -> lists, NaN/inf -> None)."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if hasattr(obj, "item"):
-        return _json_safe(obj.item())
-    return str(obj)
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")
+    path.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
 
 
 def save_bundle(model: Predictor, out_dir: str | Path, manifest_hash: str | None = None,

@@ -1,0 +1,21 @@
+"""Strict JSON for reports, bundles and CLI output: numpy values become Python values, tuples
+become lists, and non-finite floats become null (JSON has no NaN)."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def json_safe(value: Any) -> Any:
+    """Recursively convert ``value`` into something ``json.dumps(allow_nan=False)`` accepts."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return json_safe(value.tolist())  # numpy arrays and scalars, torch tensors
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
