@@ -78,6 +78,8 @@ def main() -> None:
     time_encoding(encoder, real[:20], args.encoding)  # first-call effects (allocator, caches)
     report(f"real genomes ({args.encoding})", *time_encoding(encoder, real, args.encoding))
 
+    if args.sampled <= 0:
+        return
     from ml.sampling import sample_compiling
 
     start = time.perf_counter()
