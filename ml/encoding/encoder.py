@@ -23,7 +23,7 @@ import torch
 from torch_geometric.data import Data
 
 from ml.arch.compiler import CompiledNetwork, compile_genome
-from ml.encoding.genome_vector import model_info, training_vector
+from ml.encoding.genome_vector import TRAINING_KEYS, model_info, training_vector
 from ml.encoding.graph import GenomeGraph, Segment, build_graph
 from ml.encoding.hyperparams import NUM_COLUMNS, HYPERPARAM_KEYS, module_vector
 from ml.encoding.vocab import NUM_NODE_TYPES, type_index
@@ -116,7 +116,7 @@ class EncodedGenome:
                 "num_layers": len(self.genome.layers),
                 "output_shape": [out_c, out_h, out_w],
                 "node_shapes": self.graph.shapes.tolist(),
-                "training": dict(zip(_training_keys(), self.training.tolist())),
+                "training": dict(zip(TRAINING_KEYS, self.training.tolist())),
             },
         }
 
@@ -145,12 +145,6 @@ class EncodedGenome:
             data.hyperparams = torch.from_numpy(self.hyperparams)
             data.hyperparams_mask = torch.from_numpy(self.hyperparams_mask)
         return data
-
-
-def _training_keys() -> tuple[str, ...]:
-    from ml.encoding.genome_vector import TRAINING_KEYS
-
-    return TRAINING_KEYS
 
 
 class GenomeEncoder:
