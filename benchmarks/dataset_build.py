@@ -6,7 +6,7 @@ that do not build, and they are counted as ``invalid_genome``. Each build runs i
 subprocess (what ``nas-surrogate dataset build --pool`` runs), which measures RSS/PSS summed over
 its process tree; numbers are read back from the manifest.
 
-    python benchmarks/dataset_build.py [--sizes 1000 100000] [--workers 2] [--keep DIR]
+    python benchmarks/dataset_build.py [--sizes 1000 100000] [--workers 1] [--keep DIR]
 """
 from __future__ import annotations
 
@@ -68,7 +68,9 @@ def build(pool_file: Path, out: Path, workers: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 100_000])
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="build workers (default 1, the build's default: 2 workers need "
+                             "~1.9 GB summed RSS, over the 1.5 GB budget)")
     parser.add_argument("--keep", type=Path, default=None, help="keep datasets under this dir")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="dataset_build_"))

@@ -57,11 +57,18 @@ def main() -> int:
         cv_seconds.append(time.perf_counter() - start)
     pool = [records[i % len(records)] for i in range(args.n)]
     model.predict(pool[:32])  # warm-up (allocations, first-call costs)
-    predict_seconds = []
+    predict_seconds, feature_seconds = [], []
     for _ in range(args.repeats):
         start = time.perf_counter()
         pred = model.predict(pool)
         predict_seconds.append(time.perf_counter() - start)
+    if args.model in ("auto", "trees", "gbt", "blend"):  # the tabular design matrix alone
+        from ml.models.features import tabular_features
+
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            tabular_features(pool)
+            feature_seconds.append(time.perf_counter() - start)
     assert np.isfinite(pred.mean).all()
     print(json.dumps({
         "model": model.name, "device": "cuda" if torch.cuda.is_available() else "cpu",
@@ -70,7 +77,10 @@ def main() -> int:
         "cv5_fit_s_all": [round(s, 2) for s in cv_seconds],
         "predict_n": args.n,
         "predict_s_median": round(statistics.median(predict_seconds), 3),
-        "predict_per_s": round(args.n / statistics.median(predict_seconds), 1)}, indent=2))
+        "predict_per_s": round(args.n / statistics.median(predict_seconds), 1),
+        "predict_s_all": [round(s, 3) for s in predict_seconds],
+        "features_s_median": (round(statistics.median(feature_seconds), 3)
+                              if feature_seconds else None)}, indent=2))
     return 0
 
 

@@ -96,3 +96,64 @@ def test_predict_needs_no_labels(records):
         del r.failed
     assert np.isfinite(model.predict(unlabelled).mean).all()
     assert torch.is_tensor(next(iter(model.state_dict().values())))
+
+
+@pytest.fixture(scope="session")
+def real_records(genomes):
+    """Every real genome (training CSV + seeds) that encodes, through one warm encoder."""
+    from ml.encoding.encoder import GenomeEncoder
+    from ml.errors import GenomeError
+
+    encoder, out = GenomeEncoder(), []
+    for text in genomes:
+        try:
+            out.append(encoder.encode(text).to_data("combined"))
+        except GenomeError:
+            continue
+    assert len(out) > 200
+    return out
+
+
+def test_encoder_hyperparam_aggregates_match_the_matrix(real_records):
+    """The cached per-segment aggregates equal a reduction over each genome's [N, 86] rows."""
+    for r in real_records:
+        values = r.hyperparams.numpy().astype(np.float64)
+        present = np.repeat(r.hyperparams_mask.numpy() > 0, 2, axis=1)
+        summary = r.hyperparams_summary.numpy().reshape(3, -1)
+        np.testing.assert_array_equal(summary[0], np.where(present, values, -np.inf).max(axis=0))
+        np.testing.assert_allclose(summary[1], (values * present).sum(axis=0), rtol=1e-12, atol=0)
+        np.testing.assert_array_equal(summary[2], present.sum(axis=0))
+
+
+def test_tabular_features_equal_the_straightforward_computation(real_records):
+    """Batched blocks + encoder aggregates == per-record reduction of the full matrices."""
+    from ml.models.features import (hyperparam_summary, hyperparam_summary_full,
+                                    tabular_features, tabular_features_reference)
+
+    fast = tabular_features(real_records)
+    np.testing.assert_array_equal(fast, tabular_features_reference(real_records))
+    # Records without the aggregates (graph-v1 datasets, shards) take the fallback: same values.
+    legacy = [r.clone() for r in real_records[:12]]
+    for r in legacy:
+        del r.hyperparams_summary
+    np.testing.assert_array_equal(tabular_features(legacy), fast[:12])
+    mixed = legacy[:6] + real_records[6:12]
+    np.testing.assert_array_equal(tabular_features(mixed), fast[:12])
+    for r in real_records[:12]:
+        np.testing.assert_array_equal(hyperparam_summary(r), hyperparam_summary_full(r))
+
+
+@pytest.mark.parametrize("name", ["trees", "gbt"])
+def test_tree_traversal_matches_the_reference(name, records):
+    """The level-wise, tree-major traversal returns exactly the per-sample one (NaNs included)."""
+    from ml.models.features import tabular_features
+
+    model = create(name, {**FAST, "seed": 1})
+    model.fit(records)
+    x = tabular_features(records)
+    with_nan = x.copy()
+    with_nan[::3, ::4] = np.nan
+    for trees in model.members:
+        for flat in trees.values():
+            for data in (x, with_nan, x[:1]):
+                np.testing.assert_array_equal(flat.raw(data), flat.raw_reference(data))

@@ -37,12 +37,18 @@ ERRORS = "errors.jsonl"
 SHARDS = "shards"
 INDEX_COLUMNS = ("row", "canonical_hash", "individual_hash", "status", "shard", "position",
                  "generation", "duplicate", "failure_reason", "source_individual_hash")
-DEFAULT_CHUNK_SIZE = 256
+#: Rows per shard. A worker holds a whole chunk of ``Data`` plus its packed copy and torch.save
+#: buffer, so this bounds its transient memory: 256 -> 64 cut the 1-worker peak by ~110 MB RSS
+#: (1,049 -> 940 MB summed, 1,000 sampled genomes) at no measurable cost in rows/s.
+DEFAULT_CHUNK_SIZE = 64
 #: Invalid genomes logged one by one; the rest are summarised (all of them go to errors.jsonl).
 LOGGED_ERRORS = 20
 #: The build's memory budget (RSS summed over its processes) and what one encoder worker takes
-#: (measured on 1,000-5,000 sampled genomes: ~0.75 GB RSS after importing torch, torchvision
-#: and pyg, peaks of ~1.0-1.7 GB RSS while encoding; flat in the number of genomes).
+#: (measured on 1,000 sampled genomes, chunk 64: ~0.51 GB RSS after ``import torch``, ~0.73 GB
+#: after torchvision + pyg + the encoder, ~0.9 GB peak while encoding, the extra ~0.15 GB being
+#: the per-variant caches that ``ml.arch.backbones.warm_up()`` also fills). Two workers cannot
+#: fit 1.5 GB summed RSS: their import floor alone is 2 x 0.73 GB + the parent (~25 MB), and
+#: measured peaks are ~1.9-2.0 GB RSS / ~1.6 GB PSS. Hence the default of one worker.
 MEMORY_BUDGET_MB = 1500
 WORKER_RSS_MB = 1000
 

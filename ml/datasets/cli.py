@@ -87,9 +87,12 @@ def register(sub: "argparse._SubParsersAction") -> None:
     build.add_argument("--metrics", nargs="+", default=None,
                        help="metric columns (default: labels.DEFAULT_METRICS)")
     build.add_argument("--workers", type=int, default=None,
-                       help="encoder processes, ~1-1.7 GB RSS each (default: what CPUs and "
-                            "the 1.5 GB budget allow, i.e. 1)")
-    build.add_argument("--chunk-size", type=int, default=256, help="rows per shard")
+                       help="encoder processes, ~0.75 GB RSS each just for torch+pyg and "
+                            "~0.9 GB while encoding (default: what CPUs and the 1.5 GB budget "
+                            "allow, i.e. 1; 2 workers take ~1.9-2.0 GB summed RSS)")
+    build.add_argument("--chunk-size", type=int, default=64,
+                       help="rows per shard (default 64; each worker holds one chunk's graphs "
+                            "and their packed copy, so larger chunks cost RSS)")
     build.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     build.set_defaults(func=cmd_build)
 

@@ -19,7 +19,7 @@ from torch_geometric.data import Data
 from ml.datasets.atomic import atomic_write_bytes
 
 SHARD_FORMAT = "nas-surrogate-shard-v1"
-_GRAPH_TENSORS = ("model_info", "training", "global_features", "y")
+_GRAPH_TENSORS = ("model_info", "training", "global_features", "y", "hyperparams_summary")
 
 
 def pack(records: list[Data], meta: dict[str, Any]) -> dict[str, Any]:

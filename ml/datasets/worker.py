@@ -78,6 +78,7 @@ def encode_chunk(chunk: Chunk, shards_dir: str, meta: dict[str, Any]) -> dict[st
                         None if item.labels is None else item.labels.reason,
                         item.individual_hash or ""])
         records.append(make_record(encoded, item.labels, item.row, item.generation))
+        del encoded  # the compiled network and graph are not needed past the record
     folder = Path(shards_dir)
     shard_meta = {**meta, "chunk": chunk.index, "start": chunk.start, "stop": chunk.stop}
     save_shard(folder / shard_name(chunk.index), records, shard_meta)

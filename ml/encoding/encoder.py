@@ -9,8 +9,11 @@ in either encoding:
   ``hyperparams`` [N, 86] / ``hyperparams_mask`` [N, 43] (see :mod:`ml.encoding.hyperparams`).
 
 Both carry ``edge_index``, ``node_type``, ``node_shape`` [N, 3], ``model_info`` [1, 34],
-``training`` [1, 47] and ``global_features`` [1, len(GLOBAL_FEATURES)]. ``ENCODER_VERSION`` names
-this exact layout; any change to what these tensors hold must bump it.
+``training`` [1, 47] and ``global_features`` [1, len(GLOBAL_FEATURES)]; ``combined`` also carries
+``hyperparams_summary`` [1, 3 * 86] float64: per hyper-parameter column the max, sum and count over
+the nodes whose key is present (max -inf and sum 0 where none), assembled from cached per-variant
+aggregates so the tree models' features need not touch the [N, 86] matrix. ``ENCODER_VERSION``
+names this exact layout; any change to what these tensors hold must bump it.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from ml.genome import canonical_hash, individual_hash, load
 from ml.genome.catalogue import BACKBONES, HEADS
 from ml.genome.model import EvaluatedGenome
 
-ENCODER_VERSION = "graph-v1"
+ENCODER_VERSION = "graph-v2"
 ENCODINGS = ("onehot", "combined")
 _HEADS = tuple(sorted(HEADS))
 _BACKBONES = tuple(sorted(BACKBONES))
@@ -55,6 +58,28 @@ class _SegmentTables:
     values: np.ndarray
     mask: np.ndarray
     depth: int  # longest path (in edges) from the segment's first node to the next layer
+    summary: np.ndarray  # [3, NUM_COLUMNS] max/sum/count of rows 1.. (the adapter is per genome)
+
+
+def _column_present(mask: np.ndarray) -> np.ndarray:
+    """[n, keys] mask -> [n, keys * 2] bool (each key owns two adjacent columns)."""
+    return np.repeat(mask > 0, 2, axis=-1)
+
+
+def _summary_rows(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """[3, C] float64: max (-inf if absent), float64 sum and count of the present values."""
+    present = _column_present(mask)
+    out = np.empty((3, values.shape[-1]), dtype=np.float64)
+    out[0] = np.where(present, values, -np.inf).max(axis=0, initial=-np.inf)
+    out[1] = (values * present).sum(axis=0, dtype=np.float64)
+    out[2] = present.sum(axis=0)
+    return out
+
+
+def _merge_summary(acc: np.ndarray, part: np.ndarray) -> None:
+    np.maximum(acc[0], part[0], out=acc[0])
+    acc[1] += part[1]
+    acc[2] += part[2]
 
 
 def _longest_path(edges: np.ndarray, num_nodes: int) -> np.ndarray:
@@ -79,6 +104,7 @@ class EncodedGenome:
     node_type: np.ndarray
     hyperparams: np.ndarray
     hyperparams_mask: np.ndarray
+    hyperparams_summary: np.ndarray  # [3, NUM_COLUMNS] float64, see the module docstring
     model_info: list[float]
     training: np.ndarray
     global_features: dict[str, float]
@@ -144,6 +170,7 @@ class EncodedGenome:
             data.x = node_type
             data.hyperparams = torch.from_numpy(self.hyperparams)
             data.hyperparams_mask = torch.from_numpy(self.hyperparams_mask)
+            data.hyperparams_summary = torch.from_numpy(self.hyperparams_summary.reshape(1, -1))
         return data
 
 
@@ -169,12 +196,16 @@ class GenomeEncoder:
         types = np.zeros(n, dtype=np.int64)
         values = np.zeros((n, NUM_COLUMNS), dtype=np.float32)
         mask = np.zeros((n, len(HYPERPARAM_KEYS)), dtype=np.float32)
+        summary = np.zeros((3, NUM_COLUMNS), dtype=np.float64)
+        summary[0] = -np.inf
         depth = 1  # placeholder -> first layer
         for seg in graph.segments:
             if seg.builder is None:  # a custom layer: one module node
                 module = graph.modules[seg.start]
                 types[seg.start] = type_index(graph.module_types[seg.start])
                 values[seg.start], mask[seg.start] = module_vector(module)
+                _merge_summary(summary, _summary_rows(values[seg.start:seg.start + 1],
+                                                      mask[seg.start:seg.start + 1]))
                 depth += 1
                 continue
             tables = self._segment_tables(graph, seg)
@@ -183,12 +214,16 @@ class GenomeEncoder:
             mask[seg.start:seg.stop] = tables.mask
             # The adapter is per genome (its in_channels differ).
             values[seg.start], mask[seg.start] = module_vector(graph.modules[seg.start])
+            _merge_summary(summary, _summary_rows(values[seg.start:seg.start + 1],
+                                                  mask[seg.start:seg.start + 1]))
+            _merge_summary(summary, tables.summary)
             depth += tables.depth
         backbones = [s.builder for s in graph.segments if s.builder is not None]
         return EncodedGenome(
             text=text, genome=genome, network=network, graph=graph,
             canonical_hash=canonical_hash(genome), individual_hash=individual_hash(genome),
             node_type=types, hyperparams=values, hyperparams_mask=mask,
+            hyperparams_summary=summary,
             model_info=model_info(genome), training=training_vector(genome),
             global_features=self._globals(network, graph, depth, backbones),
             backbones=backbones)
@@ -204,7 +239,8 @@ class GenomeEncoder:
                 values[i], mask[i] = module_vector(module)
             local = graph.edges[(graph.edges[:, 0] >= seg.start) & (graph.edges[:, 0] < seg.stop)]
             depth = int(_longest_path(local - seg.start, size + 1)[size])
-            tables = self._segments[seg.builder] = _SegmentTables(types, values, mask, depth)
+            tables = self._segments[seg.builder] = _SegmentTables(
+                types, values, mask, depth, _summary_rows(values[1:], mask[1:]))
         return tables
 
     @staticmethod

@@ -80,8 +80,74 @@ class FlatTrees:
         baseline = float(np.asarray(model._baseline_prediction).reshape(-1)[0])
         return cls(arrays, np.asarray(roots, dtype=np.int64), baseline)
 
+    #: Levels between compactions of the (tree, sample) pairs that have reached a leaf.
+    COMPACT_EVERY = 6
+
+    def _prepared(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Derived traversal arrays (cached, never stored): ``children`` [2 * nodes] with leaves
+        looping onto themselves (so a pair can step past its leaf), and the deepest leaf's level."""
+        cached = getattr(self, "_prep", None)
+        if cached is None:
+            a = self.arrays
+            leaf = a["is_leaf"].astype(bool)
+            idx = np.arange(len(leaf), dtype=np.int64)
+            children = np.empty((len(leaf), 2), dtype=np.int64)
+            children[:, 0] = np.where(leaf, idx, a["left"])
+            children[:, 1] = np.where(leaf, idx, a["right"])
+            depth, frontier = 0, np.asarray(self.roots, dtype=np.int64)
+            frontier = frontier[~leaf[frontier]]
+            while frontier.size:  # breadth-first over internal nodes: one step per level
+                depth += 1
+                frontier = children[frontier].reshape(-1)
+                frontier = frontier[~leaf[frontier]]
+            cached = self._prep = (children.reshape(-1), a["feature"].astype(np.int64),
+                                   a["threshold"].astype(np.float64), depth)
+        return cached
+
     def raw(self, x: np.ndarray) -> np.ndarray:
-        """Traverse all trees for all rows at once, touching only rows not yet at a leaf."""
+        """Traverse all trees for all rows at once, level by level.
+
+        Pairs are ordered tree-major and ``x`` is read transposed, so at the top levels (where
+        a tree's samples share a node) the gathers walk one feature column contiguously; pairs
+        at a leaf are dropped every :attr:`COMPACT_EVERY` levels. Leaf values are summed in the
+        same [sample, tree] order as the original per-sample traversal (bit-identical output).
+        """
+        a = self.arrays
+        if len(self.roots) == 0:
+            return np.full(len(x), self.baseline)
+        children, feature, threshold, depth = self._prepared()
+        n, t = len(x), len(self.roots)
+        xt = np.ascontiguousarray(np.asarray(x, dtype=np.float64).T).reshape(-1)  # [d * n]
+        offset = feature * n
+        nan_aware = bool(a["nan_left"].any()) and bool(np.isnan(xt).any())
+        nan_right = ~a["nan_left"].astype(bool)
+        leaf = a["is_leaf"]
+        cur = np.repeat(np.asarray(self.roots, dtype=np.int64), n)   # [t * n], tree-major
+        sample = np.tile(np.arange(n, dtype=np.int64), t)
+        node, active = cur, None
+        for level in range(depth):
+            value = xt[offset[cur] + sample]
+            go_right = ~(value <= threshold[cur])  # NaN goes right unless nan_left says so
+            if nan_aware:
+                go_right = np.where(np.isnan(value), nan_right[cur], go_right)
+            cur = children[2 * cur + go_right]
+            if (level + 1) % self.COMPACT_EVERY == 0 and level + 1 < depth:
+                keep = ~leaf[cur]
+                if active is None:
+                    node, active = cur.copy(), np.flatnonzero(keep)
+                else:
+                    node[active] = cur
+                    active = active[keep]
+                cur, sample = cur[keep], sample[keep]
+        if active is None:
+            node = cur
+        else:
+            node[active] = cur
+        leaves = np.ascontiguousarray(a["value"][node].reshape(t, n).T)  # [n, t] as before
+        return self.baseline + self.weight * leaves.sum(axis=1)
+
+    def raw_reference(self, x: np.ndarray) -> np.ndarray:
+        """The straightforward per-sample traversal :meth:`raw` must match (tests)."""
         a = self.arrays
         if len(self.roots) == 0:
             return np.full(len(x), self.baseline)
