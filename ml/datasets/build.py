@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ml.datasets import worker
-from ml.datasets.labels import DEFAULT_METRICS, DIRECTIONS
+from ml.datasets.labels import DEFAULT_METRICS, DIRECTIONS, BuildReport
 from ml.datasets.memory import PeakMemory
 from ml.datasets.source import (Chunk, build_key, check_metrics, file_digest, iter_chunks,
                                 iter_labelled_rows, iter_pool_rows)
@@ -69,20 +69,6 @@ class BuildOptions:
     workers: int = field(default_factory=default_workers)
     chunk_size: int = DEFAULT_CHUNK_SIZE
     progress: bool = True
-
-
-@dataclass
-class _Counts:
-    rows: int = 0
-    ok: int = 0
-    failed_evaluation: int = 0
-    unlabelled: int = 0
-    invalid_genome: int = 0
-    duplicates: int = 0
-    #: rows whose CSV individual_hash differs from the recomputed one (libm ulp, see identity.py)
-    individual_hash_mismatches: int = 0
-    failure_reasons: dict[str, int] = field(default_factory=dict)
-    error_codes: dict[str, int] = field(default_factory=dict)
 
 
 def _is_done(folder: Path, chunk: Chunk, key: str) -> bool:
@@ -235,9 +221,9 @@ def _start_pool(workers: int) -> Any:
             os.environ["MALLOC_ARENA_MAX"] = previous
 
 
-def _merge(out: Path, chunks: int) -> _Counts:
+def _merge(out: Path, chunks: int) -> BuildReport:
     """Write index.csv and errors.jsonl from the sidecars, in row order; count statuses."""
-    counts, seen = _Counts(), set()
+    counts, seen = BuildReport(), set()
     shards_dir = out / SHARDS
 
     def write(tmp: Path) -> None:
@@ -251,8 +237,7 @@ def _merge(out: Path, chunks: int) -> _Counts:
                     if counts.invalid_genome < LOGGED_ERRORS:
                         log.warning("row %d skipped: [%s] %s", error["row"], error["code"],
                                     error["message"])
-                    counts.invalid_genome += 1
-                    counts.error_codes[error["code"]] = counts.error_codes.get(error["code"], 0) + 1
+                    counts.count_error(error["code"])
                     errors.write(json.dumps(error) + "\n")
                 for row, chash, ihash, status, position, gen, reason, source_hash in \
                         sidecar["entries"]:
@@ -262,7 +247,7 @@ def _merge(out: Path, chunks: int) -> _Counts:
                     counts.individual_hash_mismatches += bool(source_hash) and source_hash != ihash
                     setattr(counts, status, getattr(counts, status) + 1)
                     if reason:
-                        counts.failure_reasons[reason] = counts.failure_reasons.get(reason, 0) + 1
+                        counts.count_reason(reason)
                     writer.writerow((row, chash, ihash, status, sidecar["shard"], position,
                                      gen, int(duplicate), reason or "", source_hash))
         os.replace(out / f".{ERRORS}.tmp", out / ERRORS)

@@ -8,7 +8,7 @@ head and are never regression targets (the seed's 1e24 losses came from includin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 #: The evolution's objectives (and their directions) plus the seed's extra regression targets.
@@ -67,3 +67,33 @@ def classify(row: Mapping[str, str], metrics: tuple[str, ...]) -> Labels:
 def metric_columns(fieldnames: list[str]) -> list[str]:
     """Numeric metric columns a CSV offers (everything but provenance)."""
     return [f for f in fieldnames if f not in NON_METRIC_COLUMNS]
+
+
+@dataclass
+class BuildReport:
+    """Counts per status while encoding a source (they land in the manifest)."""
+
+    rows: int = 0
+    ok: int = 0
+    failed_evaluation: int = 0
+    unlabelled: int = 0
+    invalid_genome: int = 0
+    duplicates: int = 0
+    #: rows whose CSV individual_hash differs from the recomputed one (libm ulp, see identity.py)
+    individual_hash_mismatches: int = 0
+    failure_reasons: dict[str, int] = field(default_factory=dict)
+    error_codes: dict[str, int] = field(default_factory=dict)
+
+    def count_error(self, code: str) -> None:
+        self.invalid_genome += 1
+        self.error_codes[code] = self.error_codes.get(code, 0) + 1
+
+    def count_reason(self, reason: str) -> None:
+        self.failure_reasons[reason] = self.failure_reasons.get(reason, 0) + 1
+
+    def count_labels(self, labels: Labels | None) -> None:
+        if labels is not None and labels.failed:
+            self.failed_evaluation += 1
+            self.count_reason(labels.reason or "unknown")
+        else:
+            self.ok += 1

@@ -16,14 +16,13 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import torch
 from torch_geometric.data import Data
 
-from ml.datasets.labels import DEFAULT_METRICS, Labels, classify, parse_number
+from ml.datasets.labels import DEFAULT_METRICS, BuildReport, Labels, classify, parse_number
 from ml.encoding.encoder import EncodedGenome, GenomeEncoder
 from ml.errors import GenomeError
 
@@ -43,31 +42,6 @@ def make_record(encoded: EncodedGenome, labels: Labels | None, row: int,
     return encoded.to_data(encoding, y=y, failed=failed, row=row,
                            generation=float(generation),
                            individual_hash=encoded.individual_hash)
-
-
-@dataclass
-class BuildReport:
-    """Counts per status while encoding a source (they land in the manifest)."""
-
-    rows: int = 0
-    ok: int = 0
-    failed_evaluation: int = 0
-    invalid_genome: int = 0
-    duplicates: int = 0
-    failure_reasons: dict[str, int] = field(default_factory=dict)
-    error_codes: dict[str, int] = field(default_factory=dict)
-
-    def count_error(self, code: str) -> None:
-        self.invalid_genome += 1
-        self.error_codes[code] = self.error_codes.get(code, 0) + 1
-
-    def count_labels(self, labels: Labels | None) -> None:
-        if labels is not None and labels.failed:
-            self.failed_evaluation += 1
-            reason = labels.reason or "unknown"
-            self.failure_reasons[reason] = self.failure_reasons.get(reason, 0) + 1
-        else:
-            self.ok += 1
 
 
 def iter_csv_records(path: str | Path, metrics: tuple[str, ...] = DEFAULT_METRICS,
