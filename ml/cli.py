@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     register_datasets(sub)
     register_training(sub)
     register_evaluation(sub)
+    # The service's own commands (serve, keys) live with the service; importing them is cheap.
+    from app.cli import register as register_service
+
+    register_service(sub)
     return parser
 
 

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ml.datasets import worker
 from ml.datasets.labels import DEFAULT_METRICS, DIRECTIONS, BuildReport
@@ -69,6 +69,15 @@ class BuildOptions:
     workers: int = field(default_factory=default_workers)
     chunk_size: int = DEFAULT_CHUNK_SIZE
     progress: bool = True
+    #: Called with (rows done, rows expected) as chunks finish (the service's job progress).
+    on_progress: Callable[[int, int], None] | None = None
+    #: Polled before each chunk is submitted; True stops the build with :class:`BuildCancelled`
+    #: (finished shards are kept, so a later build resumes from them).
+    should_stop: Callable[[], bool] | None = None
+
+
+class BuildCancelled(RuntimeError):
+    """The build stopped because ``should_stop`` asked it to."""
 
 
 def _is_done(folder: Path, chunk: Chunk, key: str) -> bool:
@@ -86,8 +95,11 @@ def _is_done(folder: Path, chunk: Chunk, key: str) -> bool:
 class _Dispatcher:
     """Submits chunks to the pool with a bounded number in flight; tracks progress and errors."""
 
-    def __init__(self, pool: Any, workers: int, bar: Any, memory: PeakMemory) -> None:
+    def __init__(self, pool: Any, workers: int, bar: Any, memory: PeakMemory,
+                 on_progress: Callable[[int, int], None] | None = None) -> None:
         self.pool, self.bar, self.memory = pool, bar, memory
+        self.on_progress = on_progress
+        self.rows_done = 0
         self.slots = threading.BoundedSemaphore(2 * workers)
         self.errors: list[BaseException] = []
         self.built = 0
@@ -112,6 +124,9 @@ class _Dispatcher:
     def advance(self, rows: int) -> None:
         self.bar.update(rows)
         self.bar.set_postfix(rss_mb=round(self.memory.last_rss / 2**20), refresh=False)
+        self.rows_done += rows
+        if self.on_progress is not None:
+            self.on_progress(self.rows_done, int(self.bar.total or 0))
 
 
 def _rows(opts: BuildOptions) -> Iterator[Any]:
@@ -146,9 +161,11 @@ def build_dataset(opts: BuildOptions) -> dict[str, Any]:
             total = max(0, approx_rows - (0 if opts.pool else 1))
             with tqdm(total=total, unit="rows", file=sys.stderr, disable=not opts.progress,
                       desc="dataset build", dynamic_ncols=True) as bar:
-                dispatch = _Dispatcher(pool, opts.workers, bar, memory)
+                dispatch = _Dispatcher(pool, opts.workers, bar, memory, opts.on_progress)
                 chunks = reused = 0
                 for chunk in iter_chunks(_rows(opts), opts.chunk_size):
+                    if opts.should_stop is not None and opts.should_stop():
+                        raise BuildCancelled(f"build stopped after {chunks} chunks")
                     chunks += 1
                     if _is_done(shards_dir, chunk, key):
                         reused += 1

@@ -1,0 +1,1 @@
+"""HTTP layer: dependencies, one router per resource, error handlers, limits, metrics."""

@@ -1,0 +1,14 @@
+"""One router per resource."""
+from __future__ import annotations
+
+from typing import Any
+
+from app.schemas import ErrorEnvelope
+
+#: Error statuses every authenticated route may answer, all with the error envelope.
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorEnvelope} for status in (401, 403, 413, 415, 422, 503)}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {**COMMON_ERRORS, **{s: {"model": ErrorEnvelope} for s in statuses}}

@@ -1,0 +1,137 @@
+"""``POST /datasets`` (a CSV upload or a server-side path → a dataset-build job),
+``GET /datasets``, ``GET /datasets/{id}``."""
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+
+from app.api.deps import SessionDep, SettingsDep, TrainPrincipal
+from app.api.routes import errors
+from app.api.routes.jobs import (IdempotencyKey, dispatch_committed, job_public, request_digest,
+                                 require_broker)
+from app.core.config import Settings
+from app.core.db import session_scope
+from app.core.errors import ServiceError
+from app.models import Dataset, Job
+from app.schemas import DatasetPublic, DatasetsPublic
+from app.store import datasets as dataset_store
+from app.store import jobs as job_store
+
+router = APIRouter(tags=["datasets"])
+
+
+def dataset_public(row: Dataset, job: Job | None) -> dict[str, Any]:
+    manifest = row.manifest or {}
+    return {"id": row.id, "name": row.name, "status": row.status, "metrics": row.metrics,
+            "job": job_public(job) if job is not None else None,
+            "counts": manifest.get("counts"), "created_at": row.created_at}
+
+
+def allowed_path(path: str, settings: Settings) -> Path:
+    """A server-side CSV must lie under ``dataset_roots``, ``data_dir`` or the seed CSV's folder."""
+    resolved = Path(path).expanduser().resolve()
+    roots = [settings.data_dir.resolve(), *(r.resolve() for r in settings.dataset_roots)]
+    if settings.seed_csv is not None:
+        roots.append(settings.seed_csv.resolve().parent)
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise ServiceError("PATH_NOT_ALLOWED", "the path is outside the allowed dataset roots",
+                           details={"roots": [str(r) for r in roots]})
+    if not resolved.is_file():
+        raise ServiceError("INVALID_REQUEST", f"{resolved} is not a file")
+    return resolved
+
+
+def check_csv(path: Path, metrics: tuple[str, ...]) -> None:
+    from ml.datasets.source import check_metrics
+    try:
+        check_metrics(path, metrics)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise ServiceError("INVALID_REQUEST", f"not a usable CSV: {exc}") from exc
+
+
+@router.post("/datasets", response_model=DatasetPublic, status_code=202,
+             responses=errors(409))
+def create_dataset(request: Request, response: Response, principal: TrainPrincipal,
+                   settings: SettingsDep, idempotency_key: IdempotencyKey = None,
+                   file: Annotated[UploadFile | None, File(description="a CSV with a "
+                                                           "'genome' column")] = None,
+                   path: Annotated[str | None, Form(max_length=4096)] = None,
+                   name: Annotated[str | None, Form(max_length=200)] = None,
+                   metrics: Annotated[str | None, Form(max_length=2000, description="comma-"
+                                                       "separated metric columns")] = None
+                   ) -> dict[str, Any]:
+    """Build a graph dataset from a CSV of evaluated genomes: upload it as ``file`` or name a
+    server-side ``path``. Returns the dataset with its build job (poll ``GET /datasets/{id}``)."""
+    from ml.datasets.labels import DEFAULT_METRICS
+
+    if (file is None) == (path is None):
+        raise ServiceError("INVALID_REQUEST", "send exactly one of 'file' or 'path'")
+    chosen = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics \
+        else tuple(DEFAULT_METRICS)
+    require_broker(request)
+    dataset_id = str(uuid.uuid4())
+    folder = settings.datasets_dir / dataset_id
+    if file is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        source = folder / "source.csv"
+        with source.open("wb") as out:
+            shutil.copyfileobj(file.file, out, 1 << 20)
+        label = name or file.filename or "upload"
+    else:
+        source = allowed_path(path or "", settings)
+        label = name or source.name
+    try:
+        check_csv(source, chosen)
+    except ServiceError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    digest = request_digest({"kind": "dataset", "metrics": chosen, "name": label,
+                             "source": str(source) if file is None else _sha256(source)})
+    with session_scope() as session:
+        job, created = job_store.create_job(
+            session, kind="build_dataset", params={"dataset_id": dataset_id},
+            principal=principal.ident, request_sha256=digest, idempotency_key=idempotency_key,
+            max_attempts=settings.max_attempts)
+        if created:
+            dataset_store.create_dataset(session, dataset_id=dataset_id, name=label,
+                                         source_path=str(source), path=str(folder / "graphs"),
+                                         metrics=list(chosen))
+            dataset_store.attach_job(session, dataset_id, job.id)
+            job.dataset_id = dataset_id
+        job_id, ds_id = job.id, job.params["dataset_id"]
+    if created:
+        dispatch_committed(request, job_id, "build_dataset")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        response.status_code = 200
+    response.headers["Location"] = f"/datasets/{ds_id}"
+    with session_scope() as session:
+        row = dataset_store.get_dataset(session, ds_id)
+        return dataset_public(row, job_store.get_job(session, job_id))
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@router.get("/datasets", response_model=DatasetsPublic, responses=errors())
+def list_datasets(session: SessionDep, _: TrainPrincipal, limit: int = 50,
+                  offset: int = 0) -> dict[str, Any]:
+    rows, total = dataset_store.list_datasets(session, max(1, min(limit, 500)), max(0, offset))
+    return {"data": [dataset_public(r, session.get(Job, r.job_id) if r.job_id else None)
+                     for r in rows], "count": total}
+
+
+@router.get("/datasets/{dataset_id}", response_model=DatasetPublic, responses=errors(404))
+def get_dataset(dataset_id: str, session: SessionDep, _: TrainPrincipal) -> dict[str, Any]:
+    row = dataset_store.get_dataset(session, dataset_id)
+    return dataset_public(row, session.get(Job, row.job_id) if row.job_id else None)

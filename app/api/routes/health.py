@@ -1,0 +1,58 @@
+"""``GET /healthz`` (liveness), ``GET /readyz`` (database, broker, active model) and
+``GET /metrics`` (Prometheus)."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from app.api.routes.predict import active_version
+from app.core.db import session_scope
+from app.core.errors import ServiceError
+from app.schemas import Health, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+def healthz() -> dict:
+    """The process is up (no dependency is checked)."""
+    return {"status": "ok"}
+
+
+def _database_ok() -> bool:
+    try:
+        with session_scope() as session:
+            session.execute(text("SELECT 1"))
+        return True
+    except Exception:  # noqa: BLE001 - any failure means not ready
+        return False
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+def readyz(request: Request) -> JSONResponse:
+    """200 only when the database answers, the broker answers (Celery mode) and an active
+    model is loaded; 503 with the same body otherwise."""
+    settings = request.app.state.settings
+    scorer = request.app.state.scorer
+    database = _database_ok()
+    broker = request.app.state.dispatcher.ping() if settings.executor == "celery" else None
+    wanted = active_version(settings) if database else None
+    loaded = False
+    if wanted is not None:
+        try:
+            loaded = scorer.active.current(wanted).version == wanted
+        except ServiceError:
+            loaded = False
+    ready = database and broker is not False and loaded
+    body = {"ready": ready, "database": database, "broker": broker, "active_model": wanted,
+            "model_loaded": loaded}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", response_class=Response, include_in_schema=False)
+def metrics(request: Request) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return Response(generate_latest(request.app.state.metrics.registry),
+                    media_type=CONTENT_TYPE_LATEST)

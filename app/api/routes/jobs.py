@@ -1,0 +1,145 @@
+"""``POST /jobs/train``, ``GET /jobs``, ``GET /jobs/{id}``, ``POST /jobs/{id}/cancel``,
+``GET /jobs/{id}/events``. Job state is read from SQL only (never from Celery's backend)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+
+from app.api.deps import SessionDep, SettingsDep, TrainPrincipal
+from app.api.routes import errors
+from app.core.db import session_scope
+from app.core.errors import ServiceError
+from app.models import Job
+from app.schemas import JobEventPublic, JobPublic, JobsPublic, TrainRequest
+from app.store import datasets as dataset_store
+from app.store import jobs as job_store
+
+router = APIRouter(tags=["jobs"])
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+#: Config keys a client may not set (the worker owns them).
+RESERVED_HYPERPARAMETERS = {"checkpoint_dir", "metrics"}
+
+
+def request_digest(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def job_public(job: Job, epochs: list[Any] | None = None) -> dict[str, Any]:
+    return {
+        "id": job.id, "kind": job.kind, "status": job.status, "progress": job.progress,
+        "message": job.message, "attempt": job.attempt, "max_attempts": job.max_attempts,
+        "params": job.params, "dataset_id": job.dataset_id, "created_at": job.created_at,
+        "dispatched_at": job.dispatched_at, "started_at": job.started_at,
+        "heartbeat_at": job.heartbeat_at, "finished_at": job.finished_at,
+        "cancel_requested_at": job.cancel_requested_at,
+        "error": {"code": job.error_code, "message": job.error_message} if job.error_code
+        else None,
+        "model_name": job.model_name, "model_version": job.model_version,
+        "epochs": None if epochs is None else [
+            {"epoch": e.epoch, "attempt": e.attempt, "metrics": e.data} for e in epochs]}
+
+
+def dispatch_committed(request: Request, job_id: str, kind: str) -> None:
+    """Send a committed job; if the broker fails now, the row stays queued with
+    ``dispatched_at`` NULL and the reconciler sends it later."""
+    try:
+        task_id = request.app.state.dispatcher.send(job_id, kind)
+    except ServiceError:
+        return
+    with session_scope() as session:
+        job_store.mark_dispatched(session, job_id, task_id)
+
+
+def require_broker(request: Request) -> None:
+    if not request.app.state.dispatcher.ping():
+        raise ServiceError("BROKER_UNAVAILABLE", "the job queue is unreachable; nothing was "
+                           "submitted, retry later (the same Idempotency-Key is safe)")
+
+
+def check_predictor(name: str, hyperparameters: dict[str, Any]) -> None:
+    from ml.models.registry import available_models, create
+
+    if name not in available_models():
+        raise ServiceError("UNKNOWN_PREDICTOR", f"unknown predictor {name!r}",
+                           details={"choose_from": list(available_models())})
+    reserved = RESERVED_HYPERPARAMETERS & set(hyperparameters)
+    known = set(create(name).config)
+    unknown = set(hyperparameters) - known
+    if reserved or unknown:
+        raise ServiceError("INVALID_REQUEST", "unsupported hyperparameters",
+                           details={"unknown": sorted(unknown), "reserved": sorted(reserved),
+                                    "allowed": sorted(known - RESERVED_HYPERPARAMETERS)})
+
+
+@router.post("/jobs/train", response_model=JobPublic, status_code=202,
+             responses=errors(404, 409))
+def submit_train(body: TrainRequest, request: Request, response: Response,
+                 principal: TrainPrincipal, settings: SettingsDep,
+                 idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+    """Queue a training run on a built dataset. With an ``Idempotency-Key`` the same key and
+    body return the original job (200); the same key with another body is 409."""
+    check_predictor(body.predictor, body.hyperparameters)
+    require_broker(request)
+    params = body.model_dump()
+    with session_scope() as session:
+        dataset = dataset_store.get_dataset(session, body.dataset_id)
+        if dataset.status != "ready":
+            raise ServiceError("DATASET_NOT_READY", f"dataset {dataset.id} is {dataset.status}")
+        job, created = job_store.create_job(
+            session, kind="train", params=params, principal=principal.ident,
+            request_sha256=request_digest({"kind": "train", **params}),
+            idempotency_key=idempotency_key, dataset_id=dataset.id,
+            max_attempts=settings.max_attempts)
+        job_id = job.id
+    if created:
+        dispatch_committed(request, job_id, "train")
+    else:
+        response.status_code = 200
+    response.headers["Location"] = f"/jobs/{job_id}"
+    with session_scope() as session:
+        return job_public(job_store.get_job(session, job_id))
+
+
+@router.get("/jobs", response_model=JobsPublic, responses=errors())
+def list_jobs(session: SessionDep, _: TrainPrincipal,
+              status: Annotated[str | None, Query(pattern="^(queued|running|cancelling|"
+                                                  "succeeded|failed|cancelled)$")] = None,
+              kind: Annotated[str | None, Query(pattern="^(train|build_dataset)$")] = None,
+              limit: Annotated[int, Query(ge=1, le=500)] = 50,
+              page_token: Annotated[str | None, Query(max_length=200)] = None) -> dict[str, Any]:
+    """Newest first; pass ``next_page_token`` back as ``page_token`` for the next page."""
+    rows, total, token = job_store.list_jobs(session, status=status, kind=kind, limit=limit,
+                                             page_token=page_token)
+    return {"data": [job_public(j) for j in rows], "count": total, "next_page_token": token}
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic, responses=errors(404))
+def get_job(job_id: str, session: SessionDep, _: TrainPrincipal) -> dict[str, Any]:
+    """State, progress, heartbeat, attempt, error code, model version and per-epoch metrics."""
+    job = job_store.get_job(session, job_id)
+    return job_public(job, job_store.events(session, job_id, kind="epoch"))
+
+
+@router.get("/jobs/{job_id}/events", response_model=list[JobEventPublic], responses=errors(404))
+def job_events(job_id: str, session: SessionDep, _: TrainPrincipal,
+               limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[Any]:
+    """The job's log: state changes, messages and epoch rows, oldest first."""
+    job_store.get_job(session, job_id)
+    return job_store.events(session, job_id, limit=limit)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobPublic, responses=errors(404, 409))
+def cancel_job(job_id: str, request: Request, _: TrainPrincipal) -> dict[str, Any]:
+    """Queued: cancelled at once. Running: ``cancelling`` until the worker stops between
+    epochs (its checkpoint is kept). Finished: 409 ``JOB_NOT_CANCELLABLE``."""
+    with session_scope() as session:
+        job = job_store.request_cancel(session, job_id)
+        task_id, status = job.task_id, job.status
+    if status == "cancelled":
+        request.app.state.dispatcher.revoke(task_id)
+    with session_scope() as session:
+        return job_public(job_store.get_job(session, job_id))

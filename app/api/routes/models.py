@@ -1,0 +1,58 @@
+"""The registry: ``GET /models``, ``GET /models/{version}``, ``POST /models/{version}/activate``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from app.api.deps import AdminPrincipal, PredictPrincipal, SessionDep, SettingsDep
+from app.api.routes import errors
+from app.models import ModelVersion
+from app.schemas import ModelsPublic, ModelVersionPublic
+from app.store import registry
+
+router = APIRouter(tags=["models"])
+
+
+def version_public(row: ModelVersion, active: int | None) -> dict[str, Any]:
+    folder = Path(row.source_path)
+    plots = sorted(p.name for p in folder.glob("*.png")) if folder.is_dir() else []
+    return {"name": row.name, "version": row.version, "status": row.status,
+            "predictor": row.predictor, "metrics": row.metrics,
+            "training_metrics": row.training_metrics,
+            "lineage": {"job_id": row.job_id, "dataset_id": row.dataset_id,
+                        "encoder_version": row.encoder_version},
+            "active": row.version == active, "created_at": row.created_at,
+            "report_plots": plots}
+
+
+@router.get("/models", response_model=ModelsPublic, responses=errors())
+def list_models(session: SessionDep, settings: SettingsDep, _: PredictPrincipal,
+                limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    """Versions of the served model, newest first, with which one is active."""
+    rows, total = registry.list_versions(session, settings.model_name, limit, offset)
+    active = registry.alias_version(session, settings.model_name)
+    return {"data": [version_public(r, active) for r in rows], "count": total,
+            "active_version": active}
+
+
+@router.get("/models/{version}", response_model=ModelVersionPublic, responses=errors(404))
+def get_model(version: int, session: SessionDep, settings: SettingsDep,
+              _: PredictPrincipal) -> dict[str, Any]:
+    """Metrics and lineage (training job, dataset, encoder version) of one version."""
+    row = registry.get_version(session, settings.model_name, version)
+    return version_public(row, registry.alias_version(session, settings.model_name))
+
+
+@router.post("/models/{version}/activate", response_model=ModelVersionPublic,
+             responses=errors(404))
+def activate_model(version: int, session: SessionDep, settings: SettingsDep,
+                   _: AdminPrincipal) -> dict[str, Any]:
+    """Move the ``active`` alias to this version (one transaction; ``/predict`` switches on
+    its next request)."""
+    registry.set_alias(session, settings.model_name, version)
+    session.flush()
+    row = registry.get_version(session, settings.model_name, version)
+    return version_public(row, version)

@@ -1,0 +1,94 @@
+"""``POST /predict`` (score and rank a batch) and ``POST /genomes/encode`` (validate + summary).
+
+Neither goes through Celery: the API process holds the active model and the encoding cache.
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from app.api.deps import PredictPrincipal, SettingsDep
+from app.api.routes import errors
+from app.core.config import Settings
+from app.core.db import session_scope
+from app.core.errors import ServiceError
+from app.schemas import EncodeRequest, EncodeResponse, PredictRequest, PredictResponse
+from app.store import registry
+
+router = APIRouter(tags=["predict"])
+
+
+def check_batch(genomes: list[str], settings: Settings) -> None:
+    """The request limits, before any encoding."""
+    if not genomes:
+        raise ServiceError("INVALID_REQUEST", "send at least one genome")
+    if len(genomes) > settings.max_batch:
+        raise ServiceError("BATCH_TOO_LARGE", f"{len(genomes)} genomes > the limit of "
+                           f"{settings.max_batch}", details={"max_batch": settings.max_batch})
+    long = [i for i, g in enumerate(genomes) if len(g) > settings.max_genome_length]
+    if long:
+        raise ServiceError("GENOME_TOO_LONG", f"{len(long)} genomes exceed "
+                           f"{settings.max_genome_length} characters",
+                           details={"indices": long[:100],
+                                    "max_genome_length": settings.max_genome_length})
+
+
+def active_version(settings: Settings) -> int | None:
+    """The alias target, or None when the database is unreachable (serve what is loaded)."""
+    try:
+        with session_scope() as session:
+            return registry.alias_version(session, settings.model_name)
+    except ServiceError:
+        return None
+
+
+@router.post("/predict", response_model=PredictResponse, responses=errors())
+def predict(body: PredictRequest, request: Request, _: PredictPrincipal,
+            settings: SettingsDep) -> dict:
+    """Score and rank genomes with the active model. A bad genome fails only its own item
+    (``ok: false`` with ``error.code`` and ``error.offset``); ``ranking`` lists the ok items,
+    best first (predicted failures last)."""
+    check_batch(body.genomes, settings)
+    scorer = request.app.state.scorer
+    wanted = active_version(settings)
+    if wanted is None and scorer.active.loaded is None:
+        raise ServiceError("NO_ACTIVE_MODEL", "no model is active yet; train one with "
+                           "POST /jobs/train or activate a version")
+    loaded = scorer.active.current(wanted)
+    result = scorer.score(body.genomes, loaded, body.rank_by, body.direction, body.top_k)
+    metrics = request.app.state.metrics
+    metrics.batch_size.observe(len(body.genomes))
+    metrics.cache.labels("hit").inc(result["cache_hits"])
+    metrics.cache.labels("miss").inc(len(body.genomes) - result["cache_hits"])
+    return result
+
+
+@router.post("/genomes/encode", response_model=EncodeResponse, responses=errors())
+def encode(body: EncodeRequest, request: Request, _: PredictPrincipal,
+           settings: SettingsDep) -> dict:
+    """Validate genomes and summarise their graphs (nodes, edges, parameters, FLOPs, the
+    per-genome features); ``full`` adds node ops, module types, edges and shapes."""
+    from ml.errors import GenomeError
+
+    check_batch(body.genomes, settings)
+    encoder = request.app.state.scorer.cache.encoder
+    items = []
+    for i, text in enumerate(body.genomes):
+        try:
+            summary = encoder.encode(text).summary()
+        except GenomeError as exc:
+            items.append({"index": i, "ok": False, "error": exc.to_dict(),
+                          "canonical_hash": None})
+            continue
+        glob = summary["global"]
+        item = {"index": i, "ok": True, "error": None,
+                "canonical_hash": summary["canonical_hash"],
+                "num_nodes": summary["num_nodes"], "num_edges": summary["num_edges"],
+                "params": glob["total_params"], "flops": glob["flops"],
+                "global_features": {k: v for k, v in glob.items() if k != "node_shapes"}}
+        if body.full:
+            item["graph"] = {"node_ops": summary["node_ops"],
+                             "node_module_types": summary["node_module_types"],
+                             "edges": summary["edges"], "node_shapes": glob["node_shapes"],
+                             "model_info": summary["model_info"]}
+        items.append(item)
+    return {"items": items, "encoder_version": request.app.state.scorer.cache.version}

@@ -1,0 +1,1 @@
+"""Settings, database engine, errors and security shared by the API and the workers."""

@@ -1,0 +1,117 @@
+"""The one settings object, read from ``SURROGATE_*`` environment variables (and ``.env``).
+
+The API, the Celery workers, Alembic and the embedded ``serve`` command all read this object,
+so a deployment is configured in one place. Defaults are the embedded mode: SQLite under
+``data_dir``, jobs on an in-process thread, no broker.
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SEED_CSV_NAME = "surrogate_evolution_train.csv"
+
+
+def _default_seed_csv() -> Path | None:
+    """The real evaluated genomes: $NAS_SURROGATE_DATA_DIR, else ../shared/data beside the repo."""
+    repo = Path(__file__).resolve().parents[2]
+    candidates = [Path(os.environ["NAS_SURROGATE_DATA_DIR"])] if "NAS_SURROGATE_DATA_DIR" in os.environ \
+        else [repo.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+    for folder in candidates:
+        if (folder / SEED_CSV_NAME).is_file():
+            return (folder / SEED_CSV_NAME).resolve()
+    return None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SURROGATE_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    #: Holds the SQLite database (embedded mode), datasets, model bundles, checkpoints, admin.key.
+    data_dir: Path = Path("var")
+    #: SQLAlchemy URL; empty means ``sqlite:///<data_dir>/surrogate.db``.
+    database_url: str = ""
+    #: ``thread``: jobs run in the API process (embedded); ``celery``: sent to the broker.
+    executor: Literal["thread", "celery"] = "thread"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    #: The CSV the embedded mode trains its first model from (the real evaluated genomes).
+    seed_csv: Path | None = Field(default_factory=_default_seed_csv)
+    #: Server-side dataset paths must lie under one of these (plus ``data_dir``).
+    dataset_roots: list[Path] = Field(default_factory=list)
+
+    # Model registry
+    model_name: str = "default"
+    default_predictor: str = "auto"
+
+    # Request limits (checked before any encoding)
+    max_batch: int = 5000
+    max_genome_length: int = 20_000
+    max_body_bytes: int = 32 * 2**20
+    encoding_cache_size: int = 50_000
+    predict_chunk: int = 512
+
+    # Jobs
+    max_attempts: int = 3
+    job_lease_s: float = 60.0
+    heartbeat_interval_s: float = 10.0
+    progress_interval_s: float = 2.0
+    redispatch_after_s: float = 300.0
+    reconcile_interval_s: float = 30.0
+    train_soft_limit_s: int = 6 * 3600
+    train_hard_limit_s: int = 6 * 3600 + 600
+    build_soft_limit_s: int = 4 * 3600
+    build_hard_limit_s: int = 4 * 3600 + 600
+    #: Redis re-delivers an unacked task after this; 0 = hard limit + 2 h (service-notes §1.1).
+    visibility_timeout_s: int = 0
+    dataset_workers: int = 1
+    #: Sleep after each training epoch. Only for demos and crash tests that need a slow job.
+    epoch_delay_s: float = 0.0
+    #: Broker/DB probes in /readyz and job submission give up after this.
+    probe_timeout_s: float = 1.0
+
+    @model_validator(mode="after")
+    def _fill_and_check(self) -> "Settings":
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'surrogate.db').resolve()}"
+        if self.visibility_timeout_s <= 0:
+            self.visibility_timeout_s = self.train_hard_limit_s + 7200
+        if self.visibility_timeout_s <= max(self.train_hard_limit_s, self.build_hard_limit_s) \
+                and self.environment == "production":
+            raise ValueError("visibility_timeout_s must exceed the hard time limits in production "
+                             "(Redis would re-deliver running trainings)")
+        if self.environment == "production" and self.database_url.startswith("sqlite"):
+            raise ValueError("production needs SURROGATE_DATABASE_URL (PostgreSQL), not SQLite")
+        if self.train_hard_limit_s <= self.train_soft_limit_s:
+            raise ValueError("train_hard_limit_s must exceed train_soft_limit_s")
+        return self
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.data_dir / "admin.key"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests and ``serve`` change the environment first)."""
+    get_settings.cache_clear()

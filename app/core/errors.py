@@ -1,0 +1,75 @@
+"""Service errors: one envelope ``{"error": {"code", "message", "details"}}``, one status table.
+
+Codes are stable (clients branch on them); the HTTP status comes only from
+:data:`ERROR_STATUS`, as MLflow maps its error codes. Genome errors inside a batch are not
+service errors: they fail their own item with the genome error's code.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+#: Every service error code and the HTTP status it maps to.
+ERROR_STATUS: dict[str, int] = {
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "PATH_NOT_ALLOWED": 403,
+    "NOT_FOUND": 404,
+    "JOB_NOT_FOUND": 404,
+    "MODEL_NOT_FOUND": 404,
+    "DATASET_NOT_FOUND": 404,
+    "JOB_NOT_CANCELLABLE": 409,
+    "IDEMPOTENCY_KEY_REUSED": 409,
+    "DATASET_NOT_READY": 409,
+    "BODY_TOO_LARGE": 413,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
+    "INVALID_REQUEST": 422,
+    "BATCH_TOO_LARGE": 422,
+    "GENOME_TOO_LONG": 422,
+    "ALL_GENOMES_INVALID": 422,
+    "UNKNOWN_METRIC": 422,
+    "UNKNOWN_PREDICTOR": 422,
+    "INTERNAL_ERROR": 500,
+    "DATABASE_UNAVAILABLE": 503,
+    "BROKER_UNAVAILABLE": 503,
+    "NO_ACTIVE_MODEL": 503,
+}
+
+#: Job failure codes written to ``jobs.error_code`` (not HTTP errors).
+JOB_ERROR_CODES: dict[str, str] = {
+    "WORKER_LOST": "the worker died and the attempt limit is used up",
+    "TIME_LIMIT": "the job ran past its soft time limit",
+    "DATASET_INVALID": "the CSV could not be read or has none of the requested metrics",
+    "DATASET_NOT_READY": "the training dataset is not built",
+    "TRAINING_FAILED": "training raised a deterministic error",
+    "MODEL_INCOMPATIBLE": "the bundle's encoder or format does not match this service",
+    "OUT_OF_MEMORY": "the job ran out of memory",
+    "INTERNAL_ERROR": "an unexpected error; see the job events",
+}
+
+
+class ServiceError(Exception):
+    """An error the API answers with its code's status and the envelope."""
+
+    def __init__(self, code: str, message: str, details: Any = None,
+                 headers: dict[str, str] | None = None) -> None:
+        if code not in ERROR_STATUS:
+            raise ValueError(f"unregistered service error code {code!r}")
+        super().__init__(message)
+        self.code, self.message, self.details, self.headers = code, message, details, headers
+
+    @property
+    def status(self) -> int:
+        return ERROR_STATUS[self.code]
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class JobFailure(Exception):
+    """A deterministic job failure: the job fails at once with ``code`` (no retry)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        if code not in JOB_ERROR_CODES:
+            raise ValueError(f"unregistered job error code {code!r}")
+        super().__init__(message)
+        self.code, self.message = code, message

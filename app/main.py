@@ -1,0 +1,136 @@
+"""The FastAPI application: routers, the error envelope, limits, metrics and process state.
+
+``create_app(settings)`` builds an app bound to one settings object; ``app`` (module level) is
+what ``uvicorn app.main:app`` serves in production. Process state on ``app.state``: the scorer
+(active model + encoding cache), the job dispatcher (Celery or the embedded thread), the API
+key cache and the Prometheus registry.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.api.deps import KeyCache
+from app.api.routes import datasets, health, jobs, models, predict
+from app.core.config import Settings, get_settings
+from app.core.errors import ServiceError
+from app.limits import BodySizeLimit, BodyTooLarge
+from app.scoring import Scorer
+from app.telemetry import Metrics
+
+log = logging.getLogger("app")
+
+_HTTP_CODES = {404: "NOT_FOUND", 405: "INVALID_REQUEST", 413: "BODY_TOO_LARGE",
+               415: "UNSUPPORTED_MEDIA_TYPE", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}
+
+
+def _route_id(route: APIRoute) -> str:
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+def _envelope(status: int, code: str, message: str, details: Any = None,
+              headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, "details": details}},
+                        status_code=status, headers=headers)
+
+
+def _json_safe_errors(errors: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for e in errors[:50]:
+        out.append({"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")),
+                    "type": str(e.get("type", ""))})
+    return out
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return _envelope(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _envelope(422, "INVALID_REQUEST", "the request does not match the schema",
+                         _json_safe_errors(list(exc.errors())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "INVALID_REQUEST")
+        return _envelope(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, _: BodyTooLarge) -> JSONResponse:
+        limit = request.app.state.settings.max_body_bytes
+        return _envelope(413, "BODY_TOO_LARGE", f"request body exceeds {limit} bytes",
+                         {"max_body_bytes": limit}, {"Connection": "close"})
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(DBAPIError)
+    async def database_down(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database error: %s", type(exc).__name__)
+        return _envelope(503, "DATABASE_UNAVAILABLE", "the database is unreachable")
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return _envelope(500, "INTERNAL_ERROR", "an unexpected error occurred")
+
+
+def create_app(settings: Settings | None = None, dispatcher: Any = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        start = getattr(app.state.dispatcher, "start_reconciler", None)
+        if start is not None and app.state.start_reconciler:
+            start()
+        yield
+        shutdown = getattr(app.state.dispatcher, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
+    app = FastAPI(title="nas-surrogate", version="0.1.0", lifespan=lifespan,
+                  generate_unique_id_function=_route_id,
+                  description="Predicts how well an evolved object-detection architecture will "
+                              "perform before it is trained. Send `X-API-Key`.")
+    if dispatcher is None:
+        from worker.dispatch import make_dispatcher
+        dispatcher = make_dispatcher(settings)
+    app.state.settings = settings
+    app.state.dispatcher = dispatcher
+    app.state.start_reconciler = True
+    app.state.scorer = Scorer(settings)
+    app.state.key_cache = KeyCache()
+    app.state.metrics = Metrics()
+    for router in (predict.router, jobs.router, datasets.router, models.router, health.router):
+        app.include_router(router)
+    install_handlers(app)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        request.app.state.metrics.latency.labels(request.method, path, response.status_code) \
+            .observe(time.perf_counter() - started)
+        return response
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    """``app.main:app`` is created on first access (importing the module stays cheap)."""
+    if name == "app":
+        globals()["app"] = create_app()
+        return globals()["app"]
+    raise AttributeError(name)

@@ -1,0 +1,216 @@
+"""Request and response models (the OpenAPI contract). Datetimes are UTC ISO-8601."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; everything stored is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody
+
+
+class GenomeErrorOut(BaseModel):
+    code: str
+    message: str
+    offset: int | None = None
+
+
+# -- prediction ----------------------------------------------------------------------------
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    genomes: list[str] = Field(description="genome strings, scored and ranked together")
+    rank_by: str = Field("nsga2", description="'nsga2' (the evolution's objectives) or a metric")
+    direction: Literal["min", "max"] | None = Field(
+        None, description="for a metric: defaults to the metric's known direction")
+    top_k: int | None = Field(None, ge=1, description="truncate `ranking` to the best k")
+
+
+class PredictItem(BaseModel):
+    index: int
+    ok: bool
+    error: GenomeErrorOut | None
+    canonical_hash: str | None
+    p_fail: float | None
+    predictions: dict[str, float | None] | None
+    std: dict[str, float | None] | None
+    rank: int | None
+
+
+class PredictResponse(BaseModel):
+    items: list[PredictItem]
+    ranking: list[int]
+    model_name: str
+    model_version: int
+    encoder_version: str
+    rank_by: str
+
+
+class EncodeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    genomes: list[str]
+    full: bool = Field(False, description="include node-level tensors (ops, edges, shapes)")
+
+
+class EncodeItem(BaseModel):
+    index: int
+    ok: bool
+    error: GenomeErrorOut | None
+    canonical_hash: str | None
+    num_nodes: int | None = None
+    num_edges: int | None = None
+    params: int | None = None
+    flops: int | None = None
+    global_features: dict[str, Any] | None = None
+    graph: dict[str, Any] | None = None
+
+
+class EncodeResponse(BaseModel):
+    items: list[EncodeItem]
+    encoder_version: str
+
+
+# -- jobs ----------------------------------------------------------------------------------
+
+class TrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: str = Field(max_length=36)
+    predictor: str = Field("auto", max_length=64)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    model_name: str | None = Field(None, min_length=1, max_length=200,
+                                   pattern=r"^[A-Za-z0-9_.-]+$")
+    activate: bool = Field(False, description="move the `active` alias to the new version "
+                           "(the first version of a model is always activated)")
+
+
+class JobError(BaseModel):
+    code: str
+    message: str | None
+
+
+class EpochRow(BaseModel):
+    epoch: int | None
+    attempt: int
+    metrics: dict[str, float | None] | None
+
+
+class JobPublic(BaseModel):
+    id: str
+    kind: str
+    status: Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+    progress: float
+    message: str
+    attempt: int
+    max_attempts: int
+    params: dict[str, Any]
+    dataset_id: str | None
+    created_at: datetime
+    dispatched_at: datetime | None
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested_at: datetime | None
+    error: JobError | None
+    model_name: str | None
+    model_version: int | None
+    epochs: list[EpochRow] | None = None
+
+    _utc = field_validator("created_at", "dispatched_at", "started_at", "heartbeat_at",
+                           "finished_at", "cancel_requested_at")(_utc)
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int
+    next_page_token: str | None
+
+
+class JobEventPublic(BaseModel):
+    created_at: datetime
+    kind: str
+    attempt: int
+    epoch: int | None
+    message: str
+    data: dict[str, Any] | None
+
+    _utc = field_validator("created_at")(_utc)
+
+
+# -- datasets ------------------------------------------------------------------------------
+
+class DatasetPublic(BaseModel):
+    id: str
+    name: str
+    status: Literal["pending", "ready", "failed"]
+    metrics: list[str]
+    job: JobPublic | None
+    counts: dict[str, Any] | None
+    created_at: datetime
+
+    _utc = field_validator("created_at")(_utc)
+
+
+class DatasetsPublic(BaseModel):
+    data: list[DatasetPublic]
+    count: int
+
+
+# -- models --------------------------------------------------------------------------------
+
+class Lineage(BaseModel):
+    job_id: str | None
+    dataset_id: str | None
+    encoder_version: str
+
+
+class ModelVersionPublic(BaseModel):
+    name: str
+    version: int
+    status: str
+    predictor: str
+    metrics: list[str]
+    training_metrics: dict[str, Any]
+    lineage: Lineage
+    active: bool
+    created_at: datetime
+    report_plots: list[str]
+
+    _utc = field_validator("created_at")(_utc)
+
+
+class ModelsPublic(BaseModel):
+    data: list[ModelVersionPublic]
+    count: int
+    active_version: int | None
+
+
+# -- health --------------------------------------------------------------------------------
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    database: bool
+    broker: bool | None
+    active_model: int | None
+    model_loaded: bool

@@ -1,0 +1,97 @@
+"""The model registry (MLflow's shape): versions per model name and a moving ``active`` alias.
+
+Version numbers are allocated as ``max + 1`` inside a savepoint and retried on IntegrityError,
+so two trainings finishing together get n and n+1. A version is keyed to its training job
+(unique ``job_id``): registering again for the same job returns the existing version, which is
+what makes a redelivered training register exactly one version.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.core.errors import ServiceError
+from app.models import ModelAlias, ModelVersion, RegisteredModel, utcnow
+
+ACTIVE = "active"
+
+
+def _ensure_model(session: Session, name: str) -> None:
+    if session.get(RegisteredModel, name) is None:
+        try:
+            with session.begin_nested():
+                session.add(RegisteredModel(name=name))
+        except IntegrityError:
+            pass  # registered concurrently
+
+
+def register_version(session: Session, *, name: str, predictor: str, source_path: str,
+                     encoder_version: str, metrics: list[str], training_metrics: dict[str, Any],
+                     job_id: str | None = None, dataset_id: str | None = None,
+                     attempts: int = 10) -> ModelVersion:
+    if job_id is not None:
+        existing = session.scalar(select(ModelVersion).where(ModelVersion.job_id == job_id))
+        if existing is not None:
+            return existing
+    _ensure_model(session, name)
+    for _ in range(attempts):
+        latest = session.scalar(select(func.max(ModelVersion.version))
+                                .where(ModelVersion.name == name)) or 0
+        row = ModelVersion(name=name, version=latest + 1, status="READY", predictor=predictor,
+                           source_path=source_path, job_id=job_id, dataset_id=dataset_id,
+                           encoder_version=encoder_version, metrics=list(metrics),
+                           training_metrics=training_metrics)
+        try:
+            with session.begin_nested():
+                session.add(row)
+            return row
+        except IntegrityError:
+            if job_id is not None:
+                existing = session.scalar(select(ModelVersion)
+                                          .where(ModelVersion.job_id == job_id))
+                if existing is not None:
+                    return existing
+    raise RuntimeError(f"could not allocate a version of {name} after {attempts} tries")
+
+
+def get_version(session: Session, name: str, version: int) -> ModelVersion:
+    row = session.get(ModelVersion, (name, version))
+    if row is None:
+        raise ServiceError("MODEL_NOT_FOUND", f"no version {version} of model {name}")
+    return row
+
+
+def list_versions(session: Session, name: str, limit: int = 100,
+                  offset: int = 0) -> tuple[list[ModelVersion], int]:
+    rows = list(session.scalars(select(ModelVersion).where(ModelVersion.name == name)
+                                .order_by(ModelVersion.version.desc()).offset(offset)
+                                .limit(limit)))
+    total = session.scalar(select(func.count()).select_from(ModelVersion)
+                           .where(ModelVersion.name == name)) or 0
+    return rows, int(total)
+
+
+def alias_version(session: Session, name: str, alias: str = ACTIVE) -> int | None:
+    return session.scalar(select(ModelAlias.version).where(ModelAlias.name == name,
+                                                           ModelAlias.alias == alias))
+
+
+def set_alias(session: Session, name: str, version: int, alias: str = ACTIVE) -> None:
+    """Point ``alias`` at ``version`` in this transaction (last writer wins)."""
+    get_version(session, name, version)
+    for _ in range(3):
+        moved = session.execute(update(ModelAlias).where(
+            ModelAlias.name == name, ModelAlias.alias == alias).values(
+            version=version, updated_at=utcnow())).rowcount
+        if moved:
+            return
+        try:
+            with session.begin_nested():
+                session.add(ModelAlias(name=name, alias=alias, version=version))
+            return
+        except IntegrityError:
+            continue  # created concurrently: update it on the next pass
+    raise RuntimeError(f"could not move alias {alias} of {name}")

@@ -1,0 +1,371 @@
+"""The job functions. Celery tasks (``worker.tasks``) and the embedded thread executor both call
+:func:`run_job`, so the same claim, heartbeat, progress, cancellation and registration code runs
+in production and in ``nas-surrogate serve``.
+
+Contract with the queue (at-least-once delivery): a delivery first *claims* the SQL row; a
+delivery that cannot claim it (another worker holds a fresh lease, or the job is terminal or
+cancelled) returns quietly. A claim of a job whose worker died increments ``attempt``; past
+``max_attempts`` the job fails with ``WORKER_LOST`` instead of looping. Deterministic errors fail
+the job at once with a code; transient ones (database or broker connection) release the claim
+and are re-raised for the Celery task's backoff retry.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from app.core.config import Settings, get_settings
+from app.core.db import session_scope
+from app.core.errors import JobFailure, ServiceError
+from app.models import Job, utcnow
+from app.store import datasets as dataset_store
+from app.store import jobs as job_store
+from app.store import registry
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = (OperationalError, DBAPIError, ConnectionError, TimeoutError)
+
+
+class Cancelled(Exception):
+    """The job's cancellation flag was seen; the runner marks it cancelled."""
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+class JobContext:
+    """What a running job reports through: throttled progress and epoch rows, the cancellation
+    flag (polled at most every ``progress_interval_s``) and a heartbeat thread that keeps the
+    lease while the job computes. Losing the lease (another worker claimed the job) reads as a
+    cancellation so the stale attempt stops without writing a result."""
+
+    def __init__(self, job_id: str, attempt: int, settings: Settings) -> None:
+        self.job_id, self.attempt, self.settings = job_id, attempt, settings
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._pending: list[dict[str, Any]] = []
+        self._progress: tuple[float, str] | None = None
+        self._last_flush = 0.0
+        self._last_cancel_check = 0.0
+        self._cancelled = False
+        self._lock = threading.Lock()
+        self._beat = threading.Thread(target=self._heartbeat_loop, daemon=True,
+                                      name=f"heartbeat-{job_id[:8]}")
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> "JobContext":
+        self._beat.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._beat.join(timeout=5)
+        try:
+            self.flush(force=True)
+        except TRANSIENT + (ServiceError,):
+            log.warning("job %s: could not flush the last progress rows", self.job_id)
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_interval_s):
+            try:
+                with session_scope() as session:
+                    if not job_store.heartbeat(session, self.job_id, self.attempt):
+                        self.lost.set()
+                        return
+            except TRANSIENT + (ServiceError,):
+                log.warning("job %s: heartbeat failed (database unreachable)", self.job_id)
+
+    # -- reporting -------------------------------------------------------------------------
+    def progress(self, fraction: float, message: str) -> None:
+        with self._lock:
+            self._progress = (fraction, message)
+        self.flush()
+
+    def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        with self._lock:
+            self._pending.append({"epoch": epoch, "metrics": metrics})
+        self.flush()
+
+    def log(self, message: str, **data: Any) -> None:
+        with session_scope() as session:
+            job_store.add_event(session, self.job_id, "log", message, attempt=self.attempt,
+                                data=data or None)
+
+    def flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_flush < self.settings.progress_interval_s:
+            return
+        with self._lock:
+            pending, self._pending = self._pending, []
+            progress, self._progress = self._progress, None
+            self._last_flush = now
+        if not pending and progress is None:
+            return
+        with session_scope() as session:
+            for row in pending:
+                job_store.add_event(session, self.job_id, "epoch", attempt=self.attempt,
+                                    epoch=row["epoch"], data=_finite(row["metrics"]))
+            if progress is not None:
+                if not job_store.set_progress(session, self.job_id, self.attempt, *progress):
+                    self.lost.set()
+
+    def should_stop(self) -> bool:
+        if self.lost.is_set() or self._cancelled:
+            return True
+        now = time.monotonic()
+        if now - self._last_cancel_check >= min(1.0, self.settings.progress_interval_s):
+            self._last_cancel_check = now
+            try:
+                with session_scope() as session:
+                    self._cancelled = job_store.cancel_requested(session, self.job_id)
+            except TRANSIENT + (ServiceError,):
+                return False
+        return self._cancelled
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        out[key] = number if number == number and abs(number) != float("inf") else None
+    return out
+
+
+# -- the entry point -----------------------------------------------------------------------
+
+def run_job(job_id: str, settings: Settings | None = None) -> str:
+    """Claim and run one job; returns its final status, or ``"skipped"`` when not claimed."""
+    settings = settings or get_settings()
+    with session_scope() as session:
+        claimed = job_store.claim(session, job_id, worker_name(), settings.job_lease_s)
+        if claimed is None:
+            return "skipped"
+        attempt, job = claimed
+        if attempt > job.max_attempts:
+            job_store.finish(session, job_id, attempt, "failed",
+                             f"the worker was lost {attempt - 1} times (limit {job.max_attempts})",
+                             error_code="WORKER_LOST")
+            return "failed"
+        kind, params = job.kind, dict(job.params)
+    try:
+        with JobContext(job_id, attempt, settings) as ctx:
+            if kind == "build_dataset":
+                return _run_build(ctx, params, settings)
+            if kind == "train":
+                return _run_train(ctx, params, settings)
+            raise JobFailure("INTERNAL_ERROR", f"unknown job kind {kind!r}")
+    except Cancelled:
+        return _end(job_id, attempt, "cancelled", "cancelled on request")
+    except JobFailure as exc:
+        return _end(job_id, attempt, "failed", exc.message, exc.code)
+    except MemoryError:
+        return _end(job_id, attempt, "failed", "out of memory", "OUT_OF_MEMORY")
+    except TRANSIENT + (ServiceError,):
+        _release(job_id, attempt)
+        raise
+    except Exception as exc:  # noqa: BLE001 - a deterministic bug: fail now, with the reason
+        if _is_time_limit(exc):
+            return _end(job_id, attempt, "failed", "soft time limit exceeded", "TIME_LIMIT")
+        log.exception("job %s failed", job_id)
+        return _end(job_id, attempt, "failed", f"{type(exc).__name__}: {exc}", "INTERNAL_ERROR")
+
+
+def _is_time_limit(exc: BaseException) -> bool:
+    return type(exc).__name__ == "SoftTimeLimitExceeded"
+
+
+def _end(job_id: str, attempt: int, status: str, message: str, code: str | None = None) -> str:
+    with session_scope() as session:
+        if status == "failed":
+            job = session.get(Job, job_id)
+            if job is not None and job.kind == "build_dataset" and job.dataset_id:
+                dataset_store.mark(session, job.dataset_id, "failed")
+        job_store.finish(session, job_id, attempt, status, message, error_code=code)
+    return status
+
+
+def _release(job_id: str, attempt: int) -> None:
+    """Give a claimed job back to the queue after a transient error (best effort)."""
+    try:
+        with session_scope() as session:
+            from sqlalchemy import update
+            session.execute(update(Job).where(Job.id == job_id, Job.attempt == attempt,
+                                              Job.status == "running")
+                            .values(status="queued", message="retrying after a transient error"))
+    except TRANSIENT + (ServiceError,):
+        log.warning("job %s: could not release the claim; the lease will expire", job_id)
+
+
+# -- dataset builds ------------------------------------------------------------------------
+
+def _run_build(ctx: JobContext, params: dict[str, Any], settings: Settings) -> str:
+    from ml.datasets.build import BuildCancelled, BuildOptions, build_dataset
+
+    with session_scope() as session:
+        ds = dataset_store.get_dataset(session, params["dataset_id"])
+        source, out, metrics = Path(ds.source_path), Path(ds.path), tuple(ds.metrics)
+    ctx.progress(0.0, f"building {source.name}")
+    opts = BuildOptions(source=source, out=out, metrics=metrics,
+                        workers=max(1, settings.dataset_workers), progress=False,
+                        on_progress=lambda done, total: ctx.progress(
+                            done / total if total else 0.0, f"{done}/{total} rows encoded"),
+                        should_stop=ctx.should_stop)
+    try:
+        manifest = build_dataset(opts)
+    except BuildCancelled as exc:
+        if ctx.lost.is_set():
+            raise ServiceError("DATABASE_UNAVAILABLE", "lost the job lease") from exc
+        raise Cancelled() from exc
+    except (OSError, ValueError, KeyError) as exc:
+        raise JobFailure("DATASET_INVALID", f"{source.name}: {exc}") from exc
+    with session_scope() as session:
+        dataset_store.mark(session, params["dataset_id"], "ready", manifest)
+        counts = manifest.get("counts", {})
+        message = f"built {counts.get('rows', 0)} rows ({counts.get('ok', 0)} ok)"
+        job_store.finish(session, ctx.job_id, ctx.attempt, "succeeded", message)
+    return "succeeded"
+
+
+# -- training ------------------------------------------------------------------------------
+
+class _TrainCallbacks:
+    def __init__(self, ctx: JobContext, total_epochs: int, delay_s: float) -> None:
+        self.ctx, self.total, self.delay = ctx, max(1, total_epochs), delay_s
+        self.calls = 0
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.calls += 1
+        self.ctx.epoch(epoch, metrics)
+        self.ctx.progress(min(0.99, self.calls / self.total), f"epoch {epoch + 1}")
+        if self.delay:
+            time.sleep(self.delay)
+
+    def should_stop(self) -> bool:
+        return self.ctx.should_stop()
+
+
+def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> str:
+    from ml.encoding.encoder import ENCODER_VERSION
+    from ml.models.base import TrainingCancelled
+    from ml.models.registry import create, resolve_name
+    from ml.train import fit_predictor, load_training_records, save_bundle
+
+    with session_scope() as session:
+        ds = dataset_store.get_dataset(session, params["dataset_id"])
+        if ds.status != "ready":
+            raise JobFailure("DATASET_NOT_READY", f"dataset {ds.id} is {ds.status}")
+        dataset_path, dataset_id = ds.path, ds.id
+    try:
+        records, source = load_training_records(dataset=dataset_path)
+    except (OSError, ValueError) as exc:
+        raise JobFailure("DATASET_INVALID", str(exc)) from exc
+    name = resolve_name(params.get("predictor") or settings.default_predictor)
+    job_dir = settings.jobs_dir / ctx.job_id
+    checkpoint_dir = job_dir / "checkpoint"
+    config = {**(params.get("hyperparameters") or {}), "metrics": tuple(source["metrics"]),
+              "checkpoint_dir": str(checkpoint_dir)}
+    probe = create(name, config)
+    total = int(probe.config.get("epochs", 0) or 0) * int(probe.config.get("ensemble", 1)) \
+        or int(probe.config.get("ensemble", 1))
+    resume = checkpoint_dir / "checkpoint.pt"
+    resume_from = resume if resume.is_file() else None
+    if resume_from is not None:
+        ctx.log(f"attempt {ctx.attempt}: resuming from {resume.name}")
+    ctx.progress(0.0, f"training {name} on {len(records)} genomes")
+    try:
+        model, info = fit_predictor(records, name, config,
+                                    callbacks=_TrainCallbacks(ctx, total, settings.epoch_delay_s),
+                                    resume_from=resume_from)
+    except TrainingCancelled as exc:
+        if ctx.lost.is_set():
+            raise ServiceError("DATABASE_UNAVAILABLE", "lost the job lease") from exc
+        raise Cancelled() from exc
+    except (ValueError, RuntimeError) as exc:
+        raise JobFailure("TRAINING_FAILED", f"{type(exc).__name__}: {exc}") from exc
+    if ctx.should_stop() and ctx.lost.is_set():
+        raise ServiceError("DATABASE_UNAVAILABLE", "lost the job lease")
+    model_name = params.get("model_name") or settings.model_name
+    bundle = save_bundle(model, settings.models_dir / model_name / ctx.job_id,
+                         manifest_hash=source["hash"],
+                         metrics={"fit_seconds": info["fit_seconds"],
+                                  "history": info["history"], "records": len(records)})
+    summary = _summarise(info["history"])
+    with session_scope() as session:
+        version = registry.register_version(
+            session, name=model_name, predictor=name, source_path=str(bundle.resolve()),
+            encoder_version=ENCODER_VERSION, metrics=list(model.metrics),
+            training_metrics={"fit_seconds": round(info["fit_seconds"], 3),
+                              "records": len(records), **summary},
+            job_id=ctx.job_id, dataset_id=dataset_id)
+        if params.get("activate") or registry.alias_version(session, model_name) is None:
+            registry.set_alias(session, model_name, version.version)
+        job_store.finish(session, ctx.job_id, ctx.attempt, "succeeded",
+                         f"registered {model_name} v{version.version}",
+                         model_name=model_name, model_version=version.version)
+    return "succeeded"
+
+
+def _summarise(history: Any) -> dict[str, Any]:
+    """The final validation scores a history carries (JSON-safe scalars only)."""
+    if not isinstance(history, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for key in ("best_val_tau", "best_epoch", "val", "members", "epochs_run"):
+        value = history.get(key)
+        if isinstance(value, (int, float, str)) or value is None:
+            if value is not None:
+                out[key] = value
+        elif isinstance(value, dict):
+            out[key] = _finite(value)
+    return out
+
+
+# -- the reconciler ------------------------------------------------------------------------
+
+def reconcile(dispatch: Any, settings: Settings | None = None, *,
+              redispatch_after_s: float | None = None,
+              lease_s: float | None = None) -> dict[str, int]:
+    """Re-send queued jobs that were never dispatched (the broker was down after commit) and
+    running jobs whose heartbeat is older than the lease; fail those whose attempts are used
+    up with ``WORKER_LOST``; finish abandoned cancellations. ``dispatch(job_id, kind)`` sends."""
+    settings = settings or get_settings()
+    now = utcnow()
+    counts = {"dispatched": 0, "worker_lost": 0, "cancelled": 0}
+    with session_scope() as session:
+        jobs = [(j.id, j.kind, j.status, j.attempt, j.max_attempts)
+                for j in job_store.to_redispatch(
+                    session, now,
+                    settings.redispatch_after_s if redispatch_after_s is None
+                    else redispatch_after_s,
+                    settings.job_lease_s if lease_s is None else lease_s)]
+    for job_id, kind, status, attempt, max_attempts in jobs:
+        if status == "cancelling":
+            with session_scope() as session:
+                if job_store.finish(session, job_id, None, "cancelled",
+                                    "cancelled (its worker stopped)"):
+                    counts["cancelled"] += 1
+            continue
+        if status == "running" and attempt >= max_attempts:
+            with session_scope() as session:
+                if job_store.finish(session, job_id, None, "failed",
+                                    f"the worker was lost {attempt} times "
+                                    f"(limit {max_attempts})", error_code="WORKER_LOST"):
+                    counts["worker_lost"] += 1
+            continue
+        task_id = dispatch(job_id, kind)
+        with session_scope() as session:
+            job_store.mark_dispatched(session, job_id, task_id)
+        counts["dispatched"] += 1
+    return counts

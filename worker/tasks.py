@@ -1,0 +1,34 @@
+"""Celery tasks: thin adapters over :func:`worker.jobs.run_job` (the job id is the only argument).
+
+Transient errors (database or broker connection) retry with exponential backoff and jitter;
+everything deterministic is recorded on the job row by ``run_job`` itself, so the task returns
+normally and the message is acked. Time limits come from the settings.
+"""
+from __future__ import annotations
+
+from app.core.config import get_settings
+from app.core.errors import ServiceError
+from worker.celery_app import TASK_BUILD, TASK_RECONCILE, TASK_TRAIN, app
+from worker.jobs import TRANSIENT, reconcile as reconcile_jobs, run_job
+
+_s = get_settings()
+_retry = dict(autoretry_for=TRANSIENT + (ServiceError,), retry_backoff=True,
+              retry_backoff_max=600, retry_jitter=True, max_retries=5)
+
+
+@app.task(name=TASK_BUILD, soft_time_limit=_s.build_soft_limit_s,
+          time_limit=_s.build_hard_limit_s, **_retry)
+def build_dataset(job_id: str) -> str:
+    return run_job(job_id)
+
+
+@app.task(name=TASK_TRAIN, soft_time_limit=_s.train_soft_limit_s,
+          time_limit=_s.train_hard_limit_s, **_retry)
+def train(job_id: str) -> str:
+    return run_job(job_id)
+
+
+@app.task(name=TASK_RECONCILE, acks_late=False)
+def reconcile() -> dict[str, int]:
+    from worker.dispatch import CeleryDispatcher
+    return reconcile_jobs(CeleryDispatcher().send)
