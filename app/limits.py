@@ -1,5 +1,6 @@
 """Request body limit as a small ASGI wrapper: 413 from ``Content-Length`` before reading, and
-413 while streaming once the counted bytes pass the limit (chunked bodies have no length)."""
+413 while streaming once the counted bytes pass the limit (chunked bodies have no length).
+Until Starlette's own ``max_body_size`` is in the pinned versions (service-notes §3)."""
 from __future__ import annotations
 
 import json
@@ -9,10 +10,6 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
                    Awaitable[None]]
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 def _body(limit: int) -> bytes:
@@ -39,28 +36,33 @@ class BodySizeLimit:
                     await self._reject(send)
                     return
         seen = 0
-        started = False
+        started = rejected = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            # Past the limit: answer 413 ourselves and tell the app the client left; whatever
+            # the app then tries to send is dropped (FastAPI would turn an exception into 400).
+            nonlocal seen, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge()
+                    rejected = True
+                    if not started:
+                        await self._reject(send)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if rejected:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await self._reject(send)
+        await self.app(scope, counting_receive, guarded_send)
 
     async def _reject(self, send: Any) -> None:
         body = _body(self.max_bytes)

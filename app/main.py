@@ -23,7 +23,7 @@ from app.api.deps import KeyCache
 from app.api.routes import datasets, health, jobs, models, predict
 from app.core.config import Settings, get_settings
 from app.core.errors import ServiceError
-from app.limits import BodySizeLimit, BodyTooLarge
+from app.limits import BodySizeLimit
 from app.scoring import Scorer
 from app.telemetry import Metrics
 
@@ -65,12 +65,6 @@ def install_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "INVALID_REQUEST")
         return _envelope(exc.status_code, code, str(exc.detail))
-
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(request: Request, _: BodyTooLarge) -> JSONResponse:
-        limit = request.app.state.settings.max_body_bytes
-        return _envelope(413, "BODY_TOO_LARGE", f"request body exceeds {limit} bytes",
-                         {"max_body_bytes": limit}, {"Connection": "close"})
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)

@@ -1,0 +1,239 @@
+"""Service fixtures against the real components: a fresh PostgreSQL database per test session
+(on the server at $SURROGATE_TEST_DATABASE_URL's host, default 127.0.0.1:5432), a Redis
+database ($SURROGATE_TEST_REDIS_URL, default redis://127.0.0.1:6379/15), tables truncated before
+each test, and one real model (trees on the 238 evaluated genomes) trained once per session.
+
+Tests that need PostgreSQL or Redis are skipped with the reason when the server is not
+reachable; ``.ci/run`` starts both first, so in CI they always run.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from conftest import TRAIN_CSV
+
+ADMIN_URL = os.environ.get("SURROGATE_TEST_DATABASE_URL",
+                           "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("SURROGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _pg_ok() -> bool:
+    import psycopg
+    try:
+        with psycopg.connect(ADMIN_URL.replace("+psycopg", ""), connect_timeout=2):
+            return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _redis_ok() -> bool:
+    import redis
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+needs_pg = pytest.mark.skipif(not _pg_ok(), reason=f"PostgreSQL not reachable at {ADMIN_URL}")
+needs_redis = pytest.mark.skipif(not _redis_ok(), reason=f"Redis not reachable at {REDIS_URL}")
+
+
+@pytest.fixture(scope="session")
+def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A fresh database on the PostgreSQL server, migrated; the settings point at it."""
+    if not _pg_ok():
+        pytest.skip(f"PostgreSQL not reachable at {ADMIN_URL}")
+    import psycopg
+
+    name = f"nas_surrogate_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = ADMIN_URL.replace("+psycopg", "")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    data_dir = tmp_path_factory.mktemp("service-data")
+    env = {
+        "SURROGATE_DATABASE_URL": url, "SURROGATE_DATA_DIR": str(data_dir),
+        "SURROGATE_BROKER_URL": REDIS_URL, "SURROGATE_EXECUTOR": "celery",
+        "SURROGATE_ENVIRONMENT": "test", "SURROGATE_SEED_CSV": str(TRAIN_CSV),
+        "SURROGATE_JOB_LEASE_S": "4", "SURROGATE_HEARTBEAT_INTERVAL_S": "1",
+        "SURROGATE_PROGRESS_INTERVAL_S": "0.2", "SURROGATE_VISIBILITY_TIMEOUT_S": "6",
+        "SURROGATE_TRAIN_SOFT_LIMIT_S": "600", "SURROGATE_TRAIN_HARD_LIMIT_S": "900",
+        "SURROGATE_BUILD_SOFT_LIMIT_S": "600", "SURROGATE_BUILD_HARD_LIMIT_S": "900",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    from app.core.config import reset_settings
+    from app.core.db import dispose_engines
+    from app.core.migrate import upgrade
+
+    reset_settings()
+    dispose_engines()
+    upgrade(url)
+    yield env
+    dispose_engines()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    reset_settings()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+TABLES = ("model_aliases", "model_versions", "registered_models", "job_events", "jobs",
+          "datasets", "api_keys")
+
+
+@pytest.fixture()
+def db(service_env: dict[str, str]) -> Iterator[str]:
+    """Empty tables (and an empty Redis test database) before each test; yields the DB URL."""
+    from sqlalchemy import text
+
+    from app.core.db import get_engine
+
+    url = service_env["SURROGATE_DATABASE_URL"]
+    with get_engine(url).begin() as conn:
+        conn.execute(text("TRUNCATE " + ", ".join(TABLES) + " RESTART IDENTITY CASCADE"))
+    if _redis_ok():
+        import redis
+        redis.Redis.from_url(REDIS_URL).flushdb()
+    from app.core.config import reset_settings
+    reset_settings()
+    yield url
+
+
+@pytest.fixture(scope="session")
+def built_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real CSV built once into a graph dataset directory (the dataset-build code path)."""
+    from ml.datasets.build import BuildOptions, build_dataset
+
+    out = tmp_path_factory.mktemp("graphs") / "graphs"
+    build_dataset(BuildOptions(source=TRAIN_CSV, out=out, workers=1, progress=False))
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(built_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default predictor trained on that dataset and saved as a bundle."""
+    from ml.train import fit_predictor, load_training_records, save_bundle
+
+    records, source = load_training_records(dataset=built_dataset)
+    model, info = fit_predictor(records, "auto", {"ensemble": 3})
+    return save_bundle(model, tmp_path_factory.mktemp("bundle") / "v1",
+                       manifest_hash=source["hash"], metrics={"fit_seconds": info["fit_seconds"]})
+
+
+def seed_registry(built_dataset: Path, bundle: Path, version_count: int = 1) -> dict[str, Any]:
+    """Insert a ready dataset and ``version_count`` versions of the bundle (v1 active)."""
+    from app.core.db import session_scope
+    from app.store import datasets as dataset_store
+    from app.store import registry
+    from app.core.config import get_settings
+    from ml.encoding.encoder import ENCODER_VERSION
+    from ml.train import read_bundle_info
+
+    info = read_bundle_info(bundle)
+    dataset_id = str(uuid.uuid4())
+    with session_scope() as session:
+        dataset_store.create_dataset(session, dataset_id=dataset_id, name="real",
+                                     source_path=str(TRAIN_CSV), path=str(built_dataset),
+                                     metrics=list(info["metrics"]))
+        dataset_store.mark(session, dataset_id, "ready")
+        for _ in range(version_count):
+            row = registry.register_version(
+                session, name=get_settings().model_name, predictor=info["model"],
+                source_path=str(bundle), encoder_version=ENCODER_VERSION,
+                metrics=list(info["metrics"]), training_metrics={}, dataset_id=dataset_id)
+        registry.set_alias(session, get_settings().model_name, 1)
+    return {"dataset_id": dataset_id}
+
+
+def make_key(scopes: list[str]) -> str:
+    from app.core.db import session_scope
+    from app.store.keys import create_key
+
+    with session_scope() as session:
+        _, plaintext = create_key(session, "test " + "+".join(scopes), scopes)
+    return plaintext
+
+
+@pytest.fixture()
+def api(db: str, built_dataset: Path, trained_bundle: Path) -> Iterator[dict[str, Any]]:
+    """The app (Celery dispatcher on the real Redis, no worker consuming) with a seeded
+    registry and keys of every scope."""
+    from fastapi.testclient import TestClient
+
+    from app.core.config import get_settings
+    from app.main import create_app
+
+    seeded = seed_registry(built_dataset, trained_bundle)
+    application = create_app(get_settings())
+    application.state.start_reconciler = False
+    keys = {scope: make_key([scope]) for scope in ("predict", "train", "admin")}
+    with TestClient(application, raise_server_exceptions=False) as client:
+        yield {"client": client, "app": application, "keys": keys, **seeded}
+
+
+def headers(key: str, **extra: str) -> dict[str, str]:
+    return {"X-API-Key": key, **extra}
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.25, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+class CeleryWorker:
+    """A real ``celery worker`` subprocess in its own process group (SIGKILL takes all of it)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, extra_env: dict[str, str] | None = None,
+                 queues: str = "cpu,gpu") -> None:
+        self.env = {**os.environ, **env, **(extra_env or {})}
+        self.log_path = log_path
+        self.queues = queues
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "CeleryWorker":
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q",
+             self.queues, "-c", "1", "--prefetch-multiplier=1", "--max-tasks-per-child=1",
+             "-n", f"test-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle",
+             "--loglevel=INFO"],
+            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        return self
+
+    def kill(self) -> None:
+        import signal
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        import signal
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
