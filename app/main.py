@@ -16,8 +16,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from app.api.deps import KeyCache
 from app.api.routes import datasets, health, jobs, models, predict
@@ -51,6 +52,21 @@ def _json_safe_errors(errors: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _allowed_methods(request: Request) -> str:
+    """The documented methods at this path (the OpenAPI schema is built once and cached).
+    Starlette's own 405 lists only the first route whose path matches, and ``GET /datasets``
+    and ``POST /datasets`` are two routes."""
+    path = request.scope.get("path", "")
+    paths = request.app.openapi().get("paths", {})
+    if path in paths:  # OpenAPI: a concrete path wins over templates (/jobs/train, /jobs/{id})
+        return ", ".join(sorted(m.upper() for m in paths[path]))
+    methods: set[str] = set()
+    for template, operations in paths.items():
+        if compile_path(template)[0].match(path):
+            methods |= {m.upper() for m in operations}
+    return ", ".join(sorted(methods))
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -62,9 +78,21 @@ def install_handlers(app: FastAPI) -> None:
                          _json_safe_errors(list(exc.errors())))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "INVALID_REQUEST")
-        return _envelope(exc.status_code, code, str(exc.detail))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+        # Keep the exception's headers (405 must carry ``Allow``, RFC 9110 §15.5.6).
+        return _envelope(exc.status_code, code, str(exc.detail), headers=headers or None)
+
+    @app.exception_handler(DataError)
+    async def database_rejected_value(_: Request, exc: DataError) -> JSONResponse:
+        # SQLSTATE class 22: a value from the request the database cannot take (a NUL
+        # character, a number out of range). Not an outage: no 503, no retry advice.
+        log.info("database rejected a value: %s", type(exc.orig).__name__)
+        return _envelope(422, "INVALID_REQUEST", "a value in the request cannot be stored or "
+                         "compared (a NUL character or a number out of range?)")
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)

@@ -33,9 +33,10 @@ class GenomeErrorOut(BaseModel):
 # -- prediction ----------------------------------------------------------------------------
 
 class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no "0" -> false, "5" -> 5
 
-    genomes: list[str] = Field(description="genome strings, scored and ranked together")
+    genomes: list[str] = Field(min_length=1,
+                               description="genome strings, scored and ranked together")
     rank_by: str = Field("nsga2", description="'nsga2' (the evolution's objectives) or a metric")
     direction: Literal["min", "max"] | None = Field(
         None, description="for a metric: defaults to the metric's known direction")
@@ -63,9 +64,9 @@ class PredictResponse(BaseModel):
 
 
 class EncodeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no "0" -> false, "5" -> 5
 
-    genomes: list[str]
+    genomes: list[str] = Field(min_length=1)
     full: bool = Field(False, description="include node-level tensors (ops, edges, shapes)")
 
 
@@ -90,7 +91,7 @@ class EncodeResponse(BaseModel):
 # -- jobs ----------------------------------------------------------------------------------
 
 class TrainRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no "0" -> false, "5" -> 5
 
     dataset_id: str = Field(max_length=36)
     predictor: str = Field("auto", max_length=64)

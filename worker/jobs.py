@@ -16,8 +16,9 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -210,6 +211,27 @@ def _release(job_id: str, attempt: int) -> None:
 
 # -- dataset builds ------------------------------------------------------------------------
 
+@contextmanager
+def _children_allowed() -> Iterator[None]:
+    """Let the build start its encoder processes from a Celery prefork child.
+
+    Billiard marks pool children as daemons (multiprocessing refuses to start processes from a
+    daemon) and gives them its own authkey type (which spawn cannot pickle). The build's pool is joined or terminated before ``build_dataset`` returns,
+    and its processes share the worker's process group, so nothing outlives the task."""
+    import multiprocessing
+    from multiprocessing.process import AuthenticationString
+
+    config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
+    saved = {k: config[k] for k in ("daemon", "authkey") if k in config}
+    config["daemon"] = False
+    config["authkey"] = AuthenticationString(bytes(saved.get("authkey") or os.urandom(32)))
+    try:
+        yield
+    finally:
+        for key in ("daemon", "authkey"):
+            config.pop(key, None)
+        config.update(saved)
+
 def _run_build(ctx: JobContext, params: dict[str, Any], settings: Settings) -> str:
     from ml.datasets.build import BuildCancelled, BuildOptions, build_dataset
 
@@ -223,7 +245,8 @@ def _run_build(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
                             done / total if total else 0.0, f"{done}/{total} rows encoded"),
                         should_stop=ctx.should_stop)
     try:
-        manifest = build_dataset(opts)
+        with _children_allowed():
+            manifest = build_dataset(opts)
     except BuildCancelled as exc:
         if ctx.lost.is_set():
             raise ServiceError("DATABASE_UNAVAILABLE", "lost the job lease") from exc
@@ -322,7 +345,15 @@ def _summarise(history: Any) -> dict[str, Any]:
     if not isinstance(history, dict):
         return {}
     out: dict[str, Any] = {}
+    taus = [t for t in history.get("val_tau") or [] if isinstance(t, (int, float))]
+    if taus:
+        out["val_tau_mean"] = sum(taus) / len(taus)
+    if isinstance(history.get("members"), list):
+        out["members"] = len(history["members"])
+        out["epochs"] = sum(len(h) for h in history["members"])
     for key in ("best_val_tau", "best_epoch", "val", "members", "epochs_run"):
+        if key in out:
+            continue
         value = history.get(key)
         if isinstance(value, (int, float, str)) or value is None:
             if value is not None:

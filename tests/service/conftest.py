@@ -69,6 +69,7 @@ def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         "SURROGATE_PROGRESS_INTERVAL_S": "0.2", "SURROGATE_VISIBILITY_TIMEOUT_S": "6",
         "SURROGATE_TRAIN_SOFT_LIMIT_S": "600", "SURROGATE_TRAIN_HARD_LIMIT_S": "900",
         "SURROGATE_BUILD_SOFT_LIMIT_S": "600", "SURROGATE_BUILD_HARD_LIMIT_S": "900",
+        "SURROGATE_RECONCILE_INTERVAL_S": "2", "SURROGATE_REDISPATCH_AFTER_S": "60",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -200,7 +201,8 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.25, what: str =
 
 
 class CeleryWorker:
-    """A real ``celery worker`` subprocess in its own process group (SIGKILL takes all of it)."""
+    """A real ``celery worker`` subprocess in its own process group (SIGKILL takes all of it),
+    with an embedded beat (``-B``) running the reconciler, as the compose stack's beat does."""
 
     def __init__(self, env: dict[str, str], log_path: Path, extra_env: dict[str, str] | None = None,
                  queues: str = "cpu,gpu") -> None:
@@ -215,7 +217,7 @@ class CeleryWorker:
             [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q",
              self.queues, "-c", "1", "--prefetch-multiplier=1", "--max-tasks-per-child=1",
              "-n", f"test-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle",
-             "--loglevel=INFO"],
+             "--loglevel=INFO", "-B", "-s", str(self.log_path.with_suffix(".beat"))],
             cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         return self
@@ -237,3 +239,31 @@ class CeleryWorker:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture(scope="module")
+def api_module(service_env: dict[str, str], built_dataset: Path,
+               trained_bundle: Path) -> Iterator[dict[str, Any]]:
+    """Like ``api`` but shared by a whole module (tables and the Redis test database emptied
+    once, before the module): for tests such as the schema fuzz that send many requests and
+    cannot use function-scoped fixtures."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy import text
+
+    from app.core.config import get_settings, reset_settings
+    from app.core.db import get_engine
+    from app.main import create_app
+
+    if not _redis_ok():
+        pytest.skip(f"Redis not reachable at {REDIS_URL}")
+    with get_engine(service_env["SURROGATE_DATABASE_URL"]).begin() as conn:
+        conn.execute(text("TRUNCATE " + ", ".join(TABLES) + " RESTART IDENTITY CASCADE"))
+    import redis
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    reset_settings()
+    seeded = seed_registry(built_dataset, trained_bundle)
+    application = create_app(get_settings())
+    application.state.start_reconciler = False
+    keys = {scope: make_key([scope]) for scope in ("predict", "train", "admin")}
+    with TestClient(application, raise_server_exceptions=False) as client:
+        yield {"client": client, "app": application, "keys": keys, **seeded}

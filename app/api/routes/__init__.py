@@ -5,9 +5,10 @@ from typing import Any
 
 from app.schemas import ErrorEnvelope
 
-#: Error statuses every authenticated route may answer, all with the error envelope.
+#: Error statuses every authenticated route may answer, all with the error envelope (400: a
+#: body FastAPI cannot parse at all, e.g. not UTF-8).
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorEnvelope} for status in (401, 403, 413, 415, 422, 503)}
+    status: {"model": ErrorEnvelope} for status in (400, 401, 403, 413, 415, 422, 503)}
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
 from app.api.deps import SessionDep, SettingsDep, TrainPrincipal
 from app.api.routes import errors
@@ -33,7 +33,10 @@ def dataset_public(row: Dataset, job: Job | None) -> dict[str, Any]:
 
 def allowed_path(path: str, settings: Settings) -> Path:
     """A server-side CSV must lie under ``dataset_roots``, ``data_dir`` or the seed CSV's folder."""
-    resolved = Path(path).expanduser().resolve()
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (ValueError, OSError, RuntimeError) as exc:  # a NUL byte, a loop, no home dir
+        raise ServiceError("INVALID_REQUEST", f"not a usable path: {exc}") from exc
     roots = [settings.data_dir.resolve(), *(r.resolve() for r in settings.dataset_roots)]
     if settings.seed_csv is not None:
         roots.append(settings.seed_csv.resolve().parent)
@@ -125,7 +128,9 @@ def _sha256(path: Path) -> str:
 
 @router.get("/datasets", response_model=DatasetsPublic, responses=errors())
 def list_datasets(session: SessionDep, _: TrainPrincipal, limit: int = 50,
-                  offset: int = 0) -> dict[str, Any]:
+                  offset: Annotated[int, Query(le=2**31 - 1)] = 0) -> dict[str, Any]:
+    # (limit and a negative offset are clamped below; a huge offset would reach SQL as a
+    # DataError, i.e. a misleading 503)
     rows, total = dataset_store.list_datasets(session, max(1, min(limit, 500)), max(0, offset))
     return {"data": [dataset_public(r, session.get(Job, r.job_id) if r.job_id else None)
                      for r in rows], "count": total}

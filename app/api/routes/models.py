@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path as PathParam, Query
 
 from app.api.deps import AdminPrincipal, PredictPrincipal, SessionDep, SettingsDep
 from app.api.routes import errors
@@ -13,6 +13,11 @@ from app.schemas import ModelsPublic, ModelVersionPublic
 from app.store import registry
 
 router = APIRouter(tags=["models"])
+
+#: Versions and offsets are 32-bit INTEGER columns/values in SQL: a larger number is a client
+#: error (422), not a database DataError (which the app reports as 503 DATABASE_UNAVAILABLE).
+INT32_MAX = 2**31 - 1
+Version = Annotated[int, PathParam(ge=1, le=INT32_MAX)]
 
 
 def version_public(row: ModelVersion, active: int | None) -> dict[str, Any]:
@@ -30,7 +35,7 @@ def version_public(row: ModelVersion, active: int | None) -> dict[str, Any]:
 @router.get("/models", response_model=ModelsPublic, responses=errors())
 def list_models(session: SessionDep, settings: SettingsDep, _: PredictPrincipal,
                 limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+                offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0) -> dict[str, Any]:
     """Versions of the served model, newest first, with which one is active."""
     rows, total = registry.list_versions(session, settings.model_name, limit, offset)
     active = registry.alias_version(session, settings.model_name)
@@ -39,7 +44,7 @@ def list_models(session: SessionDep, settings: SettingsDep, _: PredictPrincipal,
 
 
 @router.get("/models/{version}", response_model=ModelVersionPublic, responses=errors(404))
-def get_model(version: int, session: SessionDep, settings: SettingsDep,
+def get_model(version: Version, session: SessionDep, settings: SettingsDep,
               _: PredictPrincipal) -> dict[str, Any]:
     """Metrics and lineage (training job, dataset, encoder version) of one version."""
     row = registry.get_version(session, settings.model_name, version)
@@ -48,7 +53,7 @@ def get_model(version: int, session: SessionDep, settings: SettingsDep,
 
 @router.post("/models/{version}/activate", response_model=ModelVersionPublic,
              responses=errors(404))
-def activate_model(version: int, session: SessionDep, settings: SettingsDep,
+def activate_model(version: Version, session: SessionDep, settings: SettingsDep,
                    _: AdminPrincipal) -> dict[str, Any]:
     """Move the ``active`` alias to this version (one transaction; ``/predict`` switches on
     its next request)."""
