@@ -96,9 +96,12 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)
-    async def database_down(_: Request, exc: Exception) -> JSONResponse:
-        log.warning("database error: %s", type(exc).__name__)
-        return _envelope(503, "DATABASE_UNAVAILABLE", "the database is unreachable")
+    async def database_error(_: Request, exc: DBAPIError) -> JSONResponse:
+        if isinstance(exc, OperationalError) or exc.connection_invalidated:
+            log.warning("database unreachable: %s", type(exc).__name__)
+            return _envelope(503, "DATABASE_UNAVAILABLE", "the database is unreachable")
+        log.error("database error: %s", type(exc).__name__)  # e.g. an integrity bug: ours
+        return _envelope(500, "INTERNAL_ERROR", "an unexpected error occurred")
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -1,7 +1,7 @@
 """The model registry (MLflow's shape): versions per model name and a moving ``active`` alias.
 
-Version numbers are allocated as ``max + 1`` inside a savepoint and retried on IntegrityError,
-so two trainings finishing together get n and n+1. A version is keyed to its training job
+Version numbers are allocated as ``max + 1`` under a row lock on the model (and retried on
+IntegrityError), so two trainings finishing together get n and n+1. A version is keyed to its training job
 (unique ``job_id``): registering again for the same job returns the existing version, which is
 what makes a redelivered training register exactly one version.
 """
@@ -37,6 +37,10 @@ def register_version(session: Session, *, name: str, predictor: str, source_path
         if existing is not None:
             return existing
     _ensure_model(session, name)
+    # Serialise allocation per model name on PostgreSQL (a row lock on the model, held until
+    # commit); SQLite serialises writers anyway. The IntegrityError retry stays as a backstop.
+    session.execute(select(RegisteredModel.name).where(RegisteredModel.name == name)
+                    .with_for_update())
     for _ in range(attempts):
         latest = session.scalar(select(func.max(ModelVersion.version))
                                 .where(ModelVersion.name == name)) or 0
