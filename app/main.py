@@ -8,6 +8,7 @@ key cache and the Prometheus registry.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
@@ -114,6 +115,9 @@ def create_app(settings: Settings | None = None, dispatcher: Any = None) -> Fast
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.warm_up:
+            from ml.arch.backbones import warm_up
+            threading.Thread(target=warm_up, daemon=True, name="warm-up").start()
         start = getattr(app.state.dispatcher, "start_reconciler", None)
         if start is not None and app.state.start_reconciler:
             start()

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     max_genome_length: int = 20_000
     max_body_bytes: int = 32 * 2**20
     encoding_cache_size: int = 50_000
+    #: Build every backbone variant in the background at start-up (~20 s of one core) so the
+    #: first batches do not pay per-variant cold costs.
+    warm_up: bool = True
     predict_chunk: int = 512
 
     # Jobs

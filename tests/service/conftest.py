@@ -69,7 +69,7 @@ def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         "SURROGATE_PROGRESS_INTERVAL_S": "0.2", "SURROGATE_VISIBILITY_TIMEOUT_S": "6",
         "SURROGATE_TRAIN_SOFT_LIMIT_S": "600", "SURROGATE_TRAIN_HARD_LIMIT_S": "900",
         "SURROGATE_BUILD_SOFT_LIMIT_S": "600", "SURROGATE_BUILD_HARD_LIMIT_S": "900",
-        "SURROGATE_RECONCILE_INTERVAL_S": "2", "SURROGATE_REDISPATCH_AFTER_S": "60",
+        "SURROGATE_RECONCILE_INTERVAL_S": "2", "SURROGATE_WARM_UP": "false", "SURROGATE_REDISPATCH_AFTER_S": "60",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

@@ -162,3 +162,27 @@ def test_cancel_queued_and_running_jobs(api, service_env, tmp_path):
         assert _job(api, queued)["status"] == "cancelled" and _job(api, queued)["attempt"] == 0
     finally:
         worker.stop()
+
+
+def test_visibility_timeout_redelivery_is_refused_by_the_claim(api, service_env, tmp_path):
+    """The training outlives Redis' visibility timeout (6 s here), so the message is delivered
+    again to a second, idle worker while the first still runs it: the claim sees a fresh
+    heartbeat and the duplicate exits. One training, attempt 1, one model version."""
+    extra = {"SURROGATE_EPOCH_DELAY_S": "0.5"}
+    first = CeleryWorker(service_env, tmp_path / "w1.log", extra).start()
+    job_id = _submit(api, predictor="simple_gcn", hyperparameters={**SLOW_GNN, "epochs": 40})
+    second = None
+    try:
+        wait_for(lambda: len(_job(api, job_id)["epochs"] or []) >= 1, 240, what="first epoch")
+        second = CeleryWorker(service_env, tmp_path / "w2.log", extra).start()
+        done = wait_for(lambda: _status(api, job_id, "succeeded", "failed"), 300,
+                        what="the training")
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert done["status"] == "succeeded" and done["attempt"] == 1, done
+    assert _versions_of(job_id) == 1
+    duplicate = [line for line in second.log_path.read_text().splitlines()
+                 if "worker.tasks.train[" in line and "succeeded" in line]
+    assert duplicate and all("'skipped'" in line for line in duplicate), duplicate

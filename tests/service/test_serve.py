@@ -1,0 +1,75 @@
+"""README command 1, for real: ``nas-surrogate serve`` in a subprocess (SQLite, in-process job
+thread, no Redis, no Celery) builds the dataset from the seed CSV, trains and activates the
+default model, and then answers /predict with the admin key it created (mode 600)."""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+
+import httpx
+
+from conftest import TRAIN_CSV, train_rows
+
+from .conftest import REPO, wait_for
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_bootstraps_and_predicts(tmp_path):
+    seed = tmp_path / "seed.csv"
+    with open(TRAIN_CSV, newline="") as src, open(seed, "w", newline="") as dst:
+        reader = csv.reader(src)
+        writer = csv.writer(dst)
+        for i, row in enumerate(reader):
+            if i <= 90:
+                writer.writerow(row)
+    data_dir, port = tmp_path / "var", _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SURROGATE_")}
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-c", "from ml.cli import main; raise SystemExit("
+                             "main())", "serve", "--data-dir", str(data_dir), "--port",
+                             str(port), "--seed-csv", str(seed)],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(base + "/readyz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            return False
+    try:
+        wait_for(ready, 420, interval=1.0, what="serve to build, train and load a model")
+        key_file = data_dir / "admin.key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        key = key_file.read_text().strip()
+        output = (tmp_path / "serve.log").read_text()
+        assert key in output and f"{base}/docs" in output and "curl" in output
+        genomes = [r["genome"] for r in train_rows()[:25]] + ["broken("]
+        r = httpx.post(base + "/predict", json={"genomes": genomes, "top_k": 5},
+                       headers={"X-API-Key": key}, timeout=120)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["model_version"] == 1 and len(out["ranking"]) == 5
+        assert out["items"][-1]["ok"] is False
+        jobs = httpx.get(base + "/jobs", headers={"X-API-Key": key}).json()["data"]
+        assert sorted(j["kind"] for j in jobs) == ["build_dataset", "train"]
+        assert all(j["status"] == "succeeded" for j in jobs)
+        assert (data_dir / "surrogate.db").is_file()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
