@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
-from app.core.errors import JobFailure, ServiceError
+from app.core.errors import JOB_ERROR_CODES, JobFailure, ServiceError
 from app.models import Job, utcnow
 from app.store import datasets as dataset_store
 from app.store import jobs as job_store
@@ -33,6 +33,8 @@ from app.store import registry
 log = logging.getLogger(__name__)
 
 TRANSIENT = (OperationalError, DBAPIError, ConnectionError, TimeoutError)
+#: Service error codes that mean "try again later" (everything else fails the job at once).
+TRANSIENT_CODES = {"DATABASE_UNAVAILABLE", "BROKER_UNAVAILABLE"}
 
 
 class Cancelled(Exception):
@@ -173,7 +175,13 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
         return _end(job_id, attempt, "failed", exc.message, exc.code)
     except MemoryError:
         return _end(job_id, attempt, "failed", "out of memory", "OUT_OF_MEMORY")
-    except TRANSIENT + (ServiceError,):
+    except ServiceError as exc:
+        if exc.code not in TRANSIENT_CODES:
+            code = exc.code if exc.code in JOB_ERROR_CODES else "INTERNAL_ERROR"
+            return _end(job_id, attempt, "failed", exc.message, code)
+        _release(job_id, attempt)
+        raise
+    except TRANSIENT:
         _release(job_id, attempt)
         raise
     except Exception as exc:  # noqa: BLE001 - a deterministic bug: fail now, with the reason

@@ -40,6 +40,7 @@ JOB_ERROR_CODES: dict[str, str] = {
     "TIME_LIMIT": "the job ran past its soft time limit",
     "DATASET_INVALID": "the CSV could not be read or has none of the requested metrics",
     "DATASET_NOT_READY": "the training dataset is not built",
+    "DATASET_NOT_FOUND": "the job names a dataset that does not exist",
     "TRAINING_FAILED": "training raised a deterministic error",
     "MODEL_INCOMPATIBLE": "the bundle's encoder or format does not match this service",
     "OUT_OF_MEMORY": "the job ran out of memory",

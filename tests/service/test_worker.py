@@ -174,6 +174,11 @@ def test_visibility_timeout_redelivery_is_refused_by_the_claim(api, service_env,
     second = None
     try:
         wait_for(lambda: len(_job(api, job_id)["epochs"] or []) >= 1, 240, what="first epoch")
+        # Start the idle worker once the visibility timeout (6 s) has passed since delivery:
+        # its consumer restores the unacked message on start and receives the duplicate.
+        import time
+        time.sleep(8)
+        assert _job(api, job_id)["status"] == "running"
         second = CeleryWorker(service_env, tmp_path / "w2.log", extra).start()
         done = wait_for(lambda: _status(api, job_id, "succeeded", "failed"), 300,
                         what="the training")
