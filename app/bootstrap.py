@@ -82,7 +82,7 @@ def bootstrap_model(settings: Settings, send: Any) -> str:
             session, kind="train", params={"dataset_id": dataset_id,
                                            "predictor": settings.default_predictor,
                                            "hyperparameters": {}, "model_name": None,
-                                           "activate": True},
+                                           "activate": True, "cv_folds": 5},
             principal=BOOTSTRAP_PRINCIPAL, request_sha256="bootstrap",
             idempotency_key=f"bootstrap-train:{dataset_id}", dataset_id=dataset_id,
             max_attempts=settings.max_attempts)

@@ -100,6 +100,10 @@ class TrainRequest(BaseModel):
                                    pattern=r"^[A-Za-z0-9_.-]+$")
     activate: bool = Field(False, description="move the `active` alias to the new version "
                            "(the first version of a model is always activated)")
+    cv_folds: int = Field(0, ge=0, le=10, description="0: no report; k >= 2: also run grouped "
+                          "k-fold cross-validation (one seed) and keep its trust report "
+                          "(Kendall tau, validity AUC, NSGA-II/SPEA2 top-30% overlap) and "
+                          "plots with the model version")
 
 
 class JobError(BaseModel):

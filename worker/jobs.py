@@ -333,6 +333,10 @@ def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
                          metrics={"fit_seconds": info["fit_seconds"],
                                   "history": info["history"], "records": len(records)})
     summary = _summarise(info["history"])
+    folds = int(params.get("cv_folds") or 0)
+    if folds >= 2:
+        ctx.progress(0.99, f"cross-validating ({folds} folds) for the trust report")
+        summary["cv"] = _trust_report(records, name, config, folds, bundle / "report")
     with session_scope() as session:
         version = registry.register_version(
             session, name=model_name, predictor=name, source_path=str(bundle.resolve()),
@@ -346,6 +350,32 @@ def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
                          f"registered {model_name} v{version.version}",
                          model_name=model_name, model_version=version.version)
     return "succeeded"
+
+
+def _trust_report(records: list[Any], name: str, config: dict[str, Any], folds: int,
+                  out: Path) -> dict[str, Any]:
+    """Grouped k-fold CV of the same predictor and config (one seed): report.json and PNG
+    plots under ``out``, and the headline numbers for the registry."""
+    from ml.datasets.labels import DIRECTIONS
+    from ml.evaluation.cv import cross_validate, summarize
+    from ml.evaluation.predictors import make_factory
+    from ml.evaluation.report import write_report
+
+    metrics = tuple(config["metrics"])
+    base = {k: v for k, v in config.items() if k not in ("metrics", "checkpoint_dir", "seed")}
+    started = time.perf_counter()
+    result = cross_validate(records, make_factory(name, metrics, base), metrics,
+                            tuple(DIRECTIONS.get(m, -1) for m in metrics), folds, range(1))
+    summary = summarize(result)
+    write_report(out, {"model": name, "folds": folds, "seeds": [0], "metrics": list(metrics),
+                       "grouping": "canonical_hash"},
+                 {"records": len(records)}, result, summary, time.perf_counter() - started)
+    return _finite({f"kendall_tau_b_{m}": summary["per_fold"][m]["kendall_tau_b"]["mean"]
+                    for m in metrics}) | _finite({
+        "folds": folds,
+        "validity_auc": summary["validity_auc"]["per_fold"]["mean"],
+        "trust_spea2_top30": summary["trust_spea2_top30"]["per_fold"]["mean"],
+        "trust_nsga2_top30": summary["trust_nsga2_top30"]["per_fold"]["mean"]})
 
 
 def _summarise(history: Any) -> dict[str, Any]:

@@ -66,6 +66,16 @@ def test_serve_bootstraps_and_predicts(tmp_path):
         assert sorted(j["kind"] for j in jobs) == ["build_dataset", "train"]
         assert all(j["status"] == "succeeded" for j in jobs)
         assert (data_dir / "surrogate.db").is_file()
+        # The bootstrap model carries a 5-fold trust report with plots.
+        model = httpx.get(base + "/models/1", headers={"X-API-Key": key}).json()
+        cv = model["training_metrics"]["cv"]
+        assert cv["folds"] == 5 and 0.0 <= cv["validity_auc"] <= 1.0
+        assert "kendall_tau_b_ciou_loss" in cv and model["report_plots"]
+        plot = httpx.get(base + f"/models/1/plots/{model['report_plots'][0]}",
+                         headers={"X-API-Key": key})
+        assert plot.status_code == 200 and plot.content[:4] == b"\x89PNG"
+        assert httpx.get(base + "/models/1/plots/..%2F..%2Fadmin.key",
+                         headers={"X-API-Key": key}).status_code == 404
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -5,24 +5,32 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path as PathParam, Query
+from fastapi.responses import FileResponse
 
 from app.api.deps import AdminPrincipal, PredictPrincipal, SessionDep, SettingsDep
 from app.api.routes import errors
+from app.core.errors import ServiceError
 from app.models import ModelVersion
 from app.schemas import ModelsPublic, ModelVersionPublic
 from app.store import registry
 
 router = APIRouter(tags=["models"])
 
+
+def report_plots(row: ModelVersion) -> dict[str, Path]:
+    """PNG plots of the version's trust report (``cv_folds`` trainings), by file name."""
+    folder = Path(row.source_path) / "report"
+    return {p.name: p for p in folder.glob("*.png")} if folder.is_dir() else {}
+
+
 #: Versions and offsets are 32-bit INTEGER columns/values in SQL: a larger number is a client
-#: error (422), not a database DataError (which the app reports as 503 DATABASE_UNAVAILABLE).
+#: error (422), not a database DataError (a 500).
 INT32_MAX = 2**31 - 1
 Version = Annotated[int, PathParam(ge=1, le=INT32_MAX)]
 
 
 def version_public(row: ModelVersion, active: int | None) -> dict[str, Any]:
-    folder = Path(row.source_path)
-    plots = sorted(p.name for p in folder.glob("*.png")) if folder.is_dir() else []
+    plots = sorted(report_plots(row))
     return {"name": row.name, "version": row.version, "status": row.status,
             "predictor": row.predictor, "metrics": row.metrics,
             "training_metrics": row.training_metrics,
@@ -61,3 +69,15 @@ def activate_model(version: Version, session: SessionDep, settings: SettingsDep,
     session.flush()
     row = registry.get_version(session, settings.model_name, version)
     return version_public(row, version)
+
+
+@router.get("/models/{version}/plots/{plot}", response_class=FileResponse,
+            responses={200: {"content": {"image/png": {}}}, **errors(404)})
+def get_model_plot(version: Version, plot: str, session: SessionDep, settings: SettingsDep,
+                   _: PredictPrincipal) -> FileResponse:
+    """One plot of the version's trust report (names listed in ``report_plots``)."""
+    row = registry.get_version(session, settings.model_name, version)
+    path = report_plots(row).get(plot)
+    if path is None:
+        raise ServiceError("NOT_FOUND", f"model v{version} has no plot {plot!r}")
+    return FileResponse(path, media_type="image/png")
