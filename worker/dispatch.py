@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
 
 from app.core.config import Settings, get_settings
 from app.core.errors import ServiceError
@@ -24,13 +23,11 @@ class ThreadDispatcher:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job")
-        self.futures: dict[str, Future[Any]] = {}
         self._stop = threading.Event()
         self._reconciler: threading.Thread | None = None
 
     def send(self, job_id: str, kind: str) -> str:
-        from worker.jobs import run_job
-        self.futures[job_id] = self.pool.submit(self._run, job_id)
+        self.pool.submit(self._run, job_id)
         return f"thread-{uuid.uuid4()}"
 
     def _run(self, job_id: str) -> str:

@@ -9,11 +9,11 @@ reachable; ``.ci/run`` starts both first, so in CI they always run.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -96,21 +96,26 @@ TABLES = ("model_aliases", "model_versions", "registered_models", "job_events", 
           "datasets", "api_keys")
 
 
-@pytest.fixture()
-def db(service_env: dict[str, str]) -> Iterator[str]:
-    """Empty tables (and an empty Redis test database) before each test; yields the DB URL."""
+def empty_stores(url: str) -> None:
+    """Truncate every table and empty the Redis test database (when Redis is up)."""
     from sqlalchemy import text
 
+    from app.core.config import reset_settings
     from app.core.db import get_engine
 
-    url = service_env["SURROGATE_DATABASE_URL"]
     with get_engine(url).begin() as conn:
         conn.execute(text("TRUNCATE " + ", ".join(TABLES) + " RESTART IDENTITY CASCADE"))
     if _redis_ok():
         import redis
         redis.Redis.from_url(REDIS_URL).flushdb()
-    from app.core.config import reset_settings
     reset_settings()
+
+
+@pytest.fixture()
+def db(service_env: dict[str, str]) -> Iterator[str]:
+    """Empty tables (and an empty Redis test database) before each test; yields the DB URL."""
+    url = service_env["SURROGATE_DATABASE_URL"]
+    empty_stores(url)
     yield url
 
 
@@ -152,7 +157,7 @@ def seed_registry(built_dataset: Path, bundle: Path, version_count: int = 1) -> 
                                      metrics=list(info["metrics"]))
         dataset_store.mark(session, dataset_id, "ready")
         for _ in range(version_count):
-            row = registry.register_version(
+            registry.register_version(
                 session, name=get_settings().model_name, predictor=info["model"],
                 source_path=str(bundle), encoder_version=ENCODER_VERSION,
                 metrics=list(info["metrics"]), training_metrics={}, dataset_id=dataset_id)
@@ -169,8 +174,8 @@ def make_key(scopes: list[str]) -> str:
     return plaintext
 
 
-@pytest.fixture()
-def api(db: str, built_dataset: Path, trained_bundle: Path) -> Iterator[dict[str, Any]]:
+@contextmanager
+def seeded_client(built_dataset: Path, trained_bundle: Path) -> Iterator[dict[str, Any]]:
     """The app (Celery dispatcher on the real Redis, no worker consuming) with a seeded
     registry and keys of every scope."""
     from fastapi.testclient import TestClient
@@ -184,6 +189,13 @@ def api(db: str, built_dataset: Path, trained_bundle: Path) -> Iterator[dict[str
     keys = {scope: make_key([scope]) for scope in ("predict", "train", "admin")}
     with TestClient(application, raise_server_exceptions=False) as client:
         yield {"client": client, "app": application, "keys": keys, **seeded}
+
+
+@pytest.fixture()
+def api(db: str, built_dataset: Path, trained_bundle: Path) -> Iterator[dict[str, Any]]:
+    """A fresh app per test (see :func:`seeded_client`)."""
+    with seeded_client(built_dataset, trained_bundle) as seeded:
+        yield seeded
 
 
 def headers(key: str, **extra: str) -> dict[str, str]:
@@ -247,23 +259,8 @@ def api_module(service_env: dict[str, str], built_dataset: Path,
     """Like ``api`` but shared by a whole module (tables and the Redis test database emptied
     once, before the module): for tests such as the schema fuzz that send many requests and
     cannot use function-scoped fixtures."""
-    from fastapi.testclient import TestClient
-    from sqlalchemy import text
-
-    from app.core.config import get_settings, reset_settings
-    from app.core.db import get_engine
-    from app.main import create_app
-
     if not _redis_ok():
         pytest.skip(f"Redis not reachable at {REDIS_URL}")
-    with get_engine(service_env["SURROGATE_DATABASE_URL"]).begin() as conn:
-        conn.execute(text("TRUNCATE " + ", ".join(TABLES) + " RESTART IDENTITY CASCADE"))
-    import redis
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    reset_settings()
-    seeded = seed_registry(built_dataset, trained_bundle)
-    application = create_app(get_settings())
-    application.state.start_reconciler = False
-    keys = {scope: make_key([scope]) for scope in ("predict", "train", "admin")}
-    with TestClient(application, raise_server_exceptions=False) as client:
-        yield {"client": client, "app": application, "keys": keys, **seeded}
+    empty_stores(service_env["SURROGATE_DATABASE_URL"])
+    with seeded_client(built_dataset, trained_bundle) as seeded:
+        yield seeded

@@ -4,10 +4,7 @@ the checkpoint, exactly one model version), the attempt cap (WORKER_LOST, no loo
 cancellation of queued and running jobs."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from conftest import TRAIN_CSV, train_rows
 
