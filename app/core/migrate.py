@@ -9,9 +9,20 @@ from alembic.config import Config
 REPO = Path(__file__).resolve().parents[2]
 
 
+def migrations_home() -> Path:
+    """The folder holding ``alembic.ini`` and ``migrations/``: the source checkout, or the
+    working directory (the Docker image installs the package and copies both to /app)."""
+    for folder in (REPO, Path.cwd()):
+        if (folder / "alembic.ini").is_file() and (folder / "migrations").is_dir():
+            return folder
+    raise FileNotFoundError("alembic.ini and migrations/ not found beside the package or in "
+                            "the working directory")
+
+
 def alembic_config(url: str | None = None) -> Config:
-    cfg = Config(str(REPO / "alembic.ini"))
-    cfg.set_main_option("script_location", str(REPO / "migrations"))
+    home = migrations_home()
+    cfg = Config(str(home / "alembic.ini"))
+    cfg.set_main_option("script_location", str(home / "migrations"))
     if url:
         cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
