@@ -55,7 +55,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "      -d '{\"genomes\": [\"" + _example_genome(settings) + "\"], \"top_k\": 1}'",
     ]
     print("\n".join(lines), flush=True)
-    uvicorn.run(application, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(application, host=args.host, port=args.port, log_level="info",
+                access_log=False)  # app.access logs one JSON line per request instead
     return 0
 
 

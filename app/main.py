@@ -7,9 +7,11 @@ key cache and the Prometheus registry.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+import uuid
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -30,6 +32,7 @@ from app.scoring import Scorer
 from app.telemetry import Metrics
 
 log = logging.getLogger("app")
+access_log = logging.getLogger("app.access")
 
 _HTTP_CODES = {404: "NOT_FOUND", 405: "INVALID_REQUEST", 413: "BODY_TOO_LARGE",
                415: "UNSUPPORTED_MEDIA_TYPE", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}
@@ -145,12 +148,20 @@ def create_app(settings: Settings | None = None, dispatcher: Any = None) -> Fast
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Any) -> Any:
+        """Latency metric, an ``X-Request-ID`` (the client's, or a new one) echoed back, and
+        one JSON access line joining API and worker logs. Headers are never logged (keys)."""
         started = time.perf_counter()
+        request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
         response = await call_next(request)
+        elapsed = time.perf_counter() - started
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         request.app.state.metrics.latency.labels(request.method, path, response.status_code) \
-            .observe(time.perf_counter() - started)
+            .observe(elapsed)
+        response.headers["X-Request-ID"] = request_id
+        access_log.info(json.dumps({"request_id": request_id, "method": request.method,
+                                    "route": path, "status": response.status_code,
+                                    "ms": round(elapsed * 1000, 1)}))
         return response
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -270,3 +270,18 @@ def test_readyz_without_active_model(db, built_dataset):
         r = c.post("/predict", json={"genomes": GENOMES[:2]},
                    headers=headers(make_key(["predict"])))
         assert r.status_code == 503 and r.json()["error"]["code"] == "NO_ACTIVE_MODEL"
+
+
+def test_request_ids_and_keys_never_logged(api, caplog):
+    import logging
+    c, key = api["client"], api["keys"]["predict"]
+    with caplog.at_level(logging.DEBUG):
+        r = c.post("/predict", json={"genomes": GENOMES[:2]},
+                   headers=headers(key, **{"X-Request-ID": "loop-42"}))
+        bad = c.post("/predict", json={"genomes": GENOMES[:2]}, headers=headers("nas_wrong"))
+    assert r.headers["X-Request-ID"] == "loop-42" and bad.headers["X-Request-ID"]
+    access = [json.loads(rec.getMessage()) for rec in caplog.records
+              if rec.name == "app.access"]
+    assert {"request_id": "loop-42", "method": "POST", "route": "/predict",
+            "status": 200}.items() <= access[0].items()
+    assert key not in caplog.text and "nas_wrong" not in caplog.text
