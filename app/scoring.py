@@ -1,19 +1,25 @@
 """The API process's predictor: the active model (reloaded when the alias moves) and an
 encoding cache, scoring batches without Celery.
 
-The cache has two levels. ``text → canonical hash`` skips parsing for a genome string seen
-before; ``(canonical hash, encoder version) → graph record`` skips compiling and featurising a
-genome seen before in any spelling. Bad genomes are cached by text with their error, so a batch
-that resubmits them costs nothing either. Both are LRU-bounded by ``encoding_cache_size``.
+The cache has three levels, each an LRU bounded in bytes (a graph record is ~0.27 MB, so a
+count bound would let memory run away):
+
+* ``text → canonical hash`` (or the genome's error): skips parsing a string seen before, and
+  makes a resubmitted bad genome free;
+* ``(canonical hash, encoder version) → graph record``: skips compiling and encoding a genome
+  seen before in any spelling;
+* ``(canonical hash, encoder version, feature key) → feature row`` for predictors that take one
+  row per genome (the trees): a warm batch needs neither the graph nor the featurisation.
 """
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -24,34 +30,61 @@ log = logging.getLogger(__name__)
 
 
 class LRU:
-    """A small thread-safe LRU map."""
+    """A thread-safe LRU map bounded by the summed ``size(value)`` of its entries."""
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(1, capacity)
-        self._data: OrderedDict[Any, Any] = OrderedDict()
+    def __init__(self, max_bytes: int, size: Callable[[Any, Any], int]) -> None:
+        self.max_bytes, self.size = max(1, max_bytes), size
+        self.bytes = 0
+        self._data: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: Any) -> Any:
         with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
+            entry = self._data.get(key)
+            if entry is None:
+                return None
+            self._data.move_to_end(key)
+            return entry[0]
 
     def put(self, key: Any, value: Any) -> None:
+        nbytes = self.size(key, value)
         with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.capacity:
-                self._data.popitem(last=False)
+            old = self._data.pop(key, None)
+            if old is not None:
+                self.bytes -= old[1]
+            self._data[key] = (value, nbytes)
+            self.bytes += nbytes
+            while self.bytes > self.max_bytes and len(self._data) > 1:
+                _, (_, freed) = self._data.popitem(last=False)
+                self.bytes -= freed
+
+    def __contains__(self, key: Any) -> bool:
+        with self._lock:
+            return key in self._data
 
     def __len__(self) -> int:
         return len(self._data)
 
 
+def record_bytes(_: Any, record: Any) -> int:
+    """Tensor bytes of a graph record (plus a little for the object itself)."""
+    import torch
+    return 1024 + sum(v.numel() * v.element_size() for v in record.to_dict().values()
+                      if torch.is_tensor(v))
+
+
+def text_bytes(text: str, _: Any) -> int:
+    return sys.getsizeof(text) + 200
+
+
+def row_bytes(_: Any, row: np.ndarray) -> int:
+    return int(row.nbytes) + 112
+
+
 @dataclass
 class Encoded:
-    """One genome's outcome: a record to predict on, or its error."""
+    """One genome's outcome: its canonical hash and (when needed) its graph record, or its
+    error."""
 
     canonical_hash: str | None
     record: Any = None
@@ -59,18 +92,27 @@ class Encoded:
 
 
 class EncodingCache:
-    def __init__(self, capacity: int, max_genome_length: int) -> None:
+    def __init__(self, settings: Settings) -> None:
         from ml.encoding.encoder import ENCODER_VERSION, GenomeEncoder
 
-        self.encoder = GenomeEncoder(max_length=max_genome_length)
+        mb = 2 ** 20
+        self.encoder = GenomeEncoder(max_length=settings.max_genome_length)
         self.version = ENCODER_VERSION
-        self.by_text = LRU(capacity)
-        self.by_hash = LRU(capacity)
+        self.by_text = LRU(settings.text_cache_mb * mb, text_bytes)
+        self.by_hash = LRU(settings.encoding_cache_mb * mb, record_bytes)
+        self.rows = LRU(settings.feature_cache_mb * mb, row_bytes)
         self.hits = 0
         self.misses = 0
 
+    def identify(self, text: str) -> Encoded | None:
+        """The cached hash (or error) of ``text`` without its record; None if unseen."""
+        return self.by_text.get(text)
+
+    def has_row(self, digest: str | None, key: str) -> bool:
+        return (digest, self.version, key) in self.rows
+
     def encode(self, text: str) -> tuple[Encoded, bool]:
-        """``(outcome, cache_hit)``; never raises for a bad genome."""
+        """``(outcome with its record, cache_hit)``; never raises for a bad genome."""
         from ml.errors import GenomeError
         from ml.genome import canonical_hash, load
 
@@ -98,6 +140,24 @@ class EncodingCache:
             return outcome, False
         self.by_text.put(text, Encoded(digest))
         return Encoded(digest, record), hit
+
+    def feature_rows(self, model: Any, texts: list[str], outcomes: list[Encoded]) -> np.ndarray:
+        """``model.featurize`` rows, computed once per genome and feature key (re-encoding a
+        genome whose row and record were both evicted meanwhile)."""
+        key = model.feature_key
+        rows = [self.rows.get((o.canonical_hash, self.version, key)) for o in outcomes]
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if missing:
+            records = []
+            for i in missing:
+                record = outcomes[i].record
+                if record is None:
+                    record = self.encode(texts[i])[0].record
+                records.append(record)
+            for i, row in zip(missing, model.featurize(records)):
+                rows[i] = row
+                self.rows.put((outcomes[i].canonical_hash, self.version, key), row)
+        return np.stack(rows)
 
 
 @dataclass
@@ -160,7 +220,7 @@ class Scorer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.cache = EncodingCache(settings.encoding_cache_size, settings.max_genome_length)
+        self.cache = EncodingCache(settings)
         self.active = ActiveModel(settings)
         self._predict_lock = threading.Lock()
 
@@ -173,9 +233,16 @@ class Scorer:
         if rank_by != "nsga2" and rank_by not in metrics:
             raise ServiceError("UNKNOWN_METRIC", f"rank_by {rank_by!r} is not predicted by "
                                f"model v{loaded.version}", details={"metrics": metrics})
+        key = getattr(model, "feature_key", None)
         outcomes: list[Encoded] = []
         hits = 0
         for text in genomes:
+            known = self.cache.identify(text)
+            if known is not None and (known.error is not None or (
+                    key is not None and self.cache.has_row(known.canonical_hash, key))):
+                outcomes.append(known)   # nothing to encode: an error, or a cached row
+                hits += 1
+                continue
             outcome, hit = self.cache.encode(text)
             outcomes.append(outcome)
             hits += hit
@@ -190,7 +257,12 @@ class Scorer:
             with self._predict_lock:
                 for start in range(0, n, chunk):
                     rows = ok_rows[start:start + chunk]
-                    pred = model.predict([outcomes[i].record for i in rows])
+                    batch = [outcomes[i] for i in rows]
+                    if key is not None:
+                        x = self.cache.feature_rows(model, [genomes[i] for i in rows], batch)
+                        pred = model.predict_features(x)
+                    else:
+                        pred = model.predict([o.record for o in batch])
                     mean[start:start + len(rows)] = pred.mean
                     p_fail[start:start + len(rows)] = pred.p_fail
                     if pred.std is None:

@@ -143,6 +143,34 @@ def test_tabular_features_equal_the_straightforward_computation(real_records):
         np.testing.assert_array_equal(hyperparam_summary(r), hyperparam_summary_full(r))
 
 
+def test_path_features_count_paths_and_match_the_reference(real_records):
+    """Hand-checked path statistics; batch == per-record loop on mixed, cyclic and empty graphs."""
+    from torch_geometric.data import Data
+
+    from ml.evaluation.nasbench_graph import arch_to_data
+    from ml.models.features import (NUM_NODE_TYPES, _path_block, node_mixing,
+                                    path_features_reference)
+
+    # input -> gcn -> skip -> output and input -> fc -> skip -> output: 2 paths of 4 nodes,
+    # one without message passing (message-passing count max 1, min 0).
+    arch = arch_to_data((0, 0, 1, 2), ("gcn", "fc", "skip", "skip"))
+    assert node_mixing(arch).tolist() == [False, True, False, False, False, False]
+    row = _path_block([arch])[0]
+    cols = NUM_NODE_TYPES + 2
+    top, low = np.expm1(row[:cols]), np.expm1(row[cols:2 * cols])
+    assert (top[NUM_NODE_TYPES], low[NUM_NODE_TYPES]) == pytest.approx((1, 0))
+    assert (top[-1], low[-1]) == pytest.approx((4, 4))
+    assert np.expm1(row[2 * cols]) == pytest.approx(2) and row[2 * cols + 1] == pytest.approx(0.5)
+    cyclic = Data(node_type=torch.tensor([1, 2, 3]), num_nodes=3,
+                  edge_index=torch.tensor([[0, 1, 2], [1, 2, 0]]))
+    empty = Data(node_type=torch.zeros(0, dtype=torch.long), num_nodes=0,
+                 edge_index=torch.zeros((2, 0), dtype=torch.long))
+    batch = [arch, cyclic, *real_records[:20], empty, arch_to_data((0, 0, 1, 1), ("gat",) * 4)]
+    expected = np.stack([path_features_reference(r) for r in batch])
+    np.testing.assert_array_equal(_path_block(batch), expected)
+    assert not expected[1, :2 * cols + 2].any() and not expected[-2].any()
+
+
 @pytest.mark.parametrize("name", ["trees", "gbt"])
 def test_tree_traversal_matches_the_reference(name, records):
     """The level-wise, tree-major traversal returns exactly the per-sample one (NaNs included)."""

@@ -52,7 +52,11 @@ class Settings(BaseSettings):
     max_batch: int = 5000
     max_genome_length: int = 20_000
     max_body_bytes: int = 32 * 2**20
-    encoding_cache_size: int = 50_000
+    #: Encoding cache budgets (MB, LRU): genome text → hash; graph records (~0.27 MB each);
+    #: per-genome feature rows of row-based predictors (~9 KB each).
+    text_cache_mb: int = 256
+    encoding_cache_mb: int = 1024
+    feature_cache_mb: int = 512
     #: Build every backbone variant in the background at start-up (~20 s of one core) so the
     #: first batches do not pay per-variant cold costs.
     warm_up: bool = True

@@ -14,6 +14,9 @@ encoded genome, so every predictor runs on it unchanged:
 * ``global_features`` [1, 29]: zero except ``log_total_params`` = log1p(``para`` · 1e6), the
   benchmark's parameter count (``para`` is in millions); ``latency`` is not used (a measured,
   noisy wall time);
+* ``node_mixing`` [6] (bool): the op aggregates over graph neighbours (the 7 message-passing
+  ops; not ``fc``, ``skip``, input, output), read by the path features in place of the
+  genome vocabulary's convolution/pooling flag;
 * ``op_onehot`` [1, 36]: one-hot op per position (4 × 9), the ridge floor's features;
   ``link_onehot`` [1, 9]: one-hot link pattern;
 * ``y`` [1, 1] = ``perf`` (test accuracy, higher is better), ``valid_perf`` (float), ``failed``
@@ -37,6 +40,8 @@ from ml.encoding.hyperparams import HYPERPARAM_KEYS, NUM_COLUMNS
 NB_OPS: tuple[str, ...] = ("gat", "gcn", "gin", "cheb", "sage", "arma", "graph", "fc", "skip")
 #: Node-type vocabulary of converted architectures.
 OP_VOCABULARY: tuple[str, ...] = ("input", *NB_OPS, "output")
+#: Ops that pass messages between graph neighbours (``fc`` and ``skip`` act per node).
+MESSAGE_PASSING: frozenset[str] = frozenset(NB_OPS[:7])
 #: The 9 canonical link patterns of the benchmark.
 LINK_PATTERNS: tuple[tuple[int, ...], ...] = (
     (0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 1, 1), (0, 0, 1, 2), (0, 0, 1, 3),
@@ -79,6 +84,7 @@ def arch_to_data(link: Sequence[int], ops: Sequence[str], entry: dict | None = N
                  arch_hash: int | None = None) -> Data:
     """One architecture (and optionally its benchmark entry) as a record in our layout."""
     types = [0, *(1 + NB_OPS.index(op) for op in ops), len(OP_VOCABULARY) - 1]
+    mixing = [False, *(op in MESSAGE_PASSING for op in ops), False]
     node_type = torch.tensor(types, dtype=torch.long)
     num_nodes = len(types)
     edge_index = torch.tensor(graph_edges(link), dtype=torch.long).t().contiguous()
@@ -92,6 +98,7 @@ def arch_to_data(link: Sequence[int], ops: Sequence[str], entry: dict | None = N
         y, failed, valid_perf = torch.full((1, 0), math.nan), torch.tensor([math.nan]), math.nan
     return Data(
         x=node_type.clone(), node_type=node_type, edge_index=edge_index, num_nodes=num_nodes,
+        node_mixing=torch.tensor(mixing, dtype=torch.bool),
         hyperparams=torch.zeros(num_nodes, NUM_COLUMNS),
         hyperparams_mask=torch.zeros(num_nodes, len(HYPERPARAM_KEYS)),
         node_shape=torch.zeros(num_nodes, 3), model_info=torch.zeros(1, _MODEL_INFO_DIM),

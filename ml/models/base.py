@@ -83,6 +83,10 @@ class Predictor(abc.ABC):
     name: str = "base"
     version: int = 1
     defaults: dict[str, Any] = {}
+    #: Set by predictors whose input is one feature row per genome: they implement
+    #: ``featurize(records) -> [n, d]`` and ``predict_features(x) -> Prediction``, and the
+    #: service caches the rows per genome under this key (bump it when the rows change).
+    feature_key: str | None = None
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         merged = {"metrics": tuple(DEFAULT_METRICS), "seed": 0, "ensemble": 1,

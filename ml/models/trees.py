@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from ml.models.base import (Prediction, Predictor, TrainingCancelled, as_records, labels,
                             notify, stop_requested)
-from ml.models.features import tabular_features
+from ml.models.features import TABULAR_VERSION, tabular_features
 from ml.models.targets import TargetScaler
 
 
@@ -187,6 +187,8 @@ class TreePredictor(Predictor):
     ``std`` is the spread of member predictions. Subclasses choose the algorithm.
     """
 
+    feature_key = f"tabular-v{TABULAR_VERSION}"
+
     def _regressor(self, seed: int) -> Any:
         raise NotImplementedError
 
@@ -249,9 +251,15 @@ class TreePredictor(Predictor):
 
     fail_is_probability = False
 
+    def featurize(self, records: Any) -> np.ndarray:
+        """The design matrix: a function of each genome alone (rows can be cached per genome)."""
+        return tabular_features(as_records(records))
+
     def predict(self, records: Any) -> Prediction:
-        records = as_records(records)
-        x = tabular_features(records)
+        return self.predict_features(self.featurize(records))
+
+    def predict_features(self, x: np.ndarray) -> Prediction:
+        """Predict from :meth:`featurize` rows (the service passes cached rows)."""
         means, fails = [], []
         for trees in self.members:
             z = np.stack([trees[m].raw(x) for m in self.metrics], axis=1)
@@ -284,7 +292,7 @@ class ExtraTreesPredictor(TreePredictor):
     """Extremely randomised trees: the best measured model on ~250 genomes (robust, fast)."""
 
     name = "trees"
-    version = 1
+    version = 2  # 2: tabular_features gained the path block
     defaults = {"n_estimators": 200, "min_samples_leaf": 3, "max_features": 0.5}
     fail_is_probability = True
 
@@ -308,7 +316,7 @@ class GBTPredictor(TreePredictor):
     """Histogram gradient boosting (leaves hold additive logits / standardised targets)."""
 
     name = "gbt"
-    version = 1
+    version = 2  # 2: tabular_features gained the path block
     defaults = {"max_iter": 300, "learning_rate": 0.04, "max_depth": 3, "min_samples_leaf": 8,
                 "l2_regularization": 1.0, "max_features": 0.5}
 

@@ -1,0 +1,59 @@
+"""The API's scorer without HTTP: the byte-bounded caches, and cached paths giving exactly the
+predictions of the uncached model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.core.config import Settings
+from app.scoring import LRU, LoadedModel, Scorer
+from conftest import train_rows
+
+GENOMES = [r["genome"] for r in train_rows()]
+
+
+def test_lru_is_bounded_in_bytes():
+    lru = LRU(100, lambda _k, v: len(v))
+    for i in range(10):
+        lru.put(i, "x" * 30)
+    assert lru.bytes <= 100 and len(lru) == 3 and lru.get(9) and lru.get(0) is None
+    lru.put(9, "y" * 10)                        # replacing frees the old entry's bytes
+    assert lru.bytes == 70 and lru.get(9) == "y" * 10
+    lru.put("big", "z" * 500)                   # one oversized entry is kept alone
+    assert len(lru) == 1 and lru.get("big")
+
+
+@pytest.fixture(scope="module")
+def trees_model():
+    from ml.datasets.labels import DEFAULT_METRICS
+    from ml.datasets.records import load_csv
+    from ml.train import fit_predictor
+
+    from conftest import TRAIN_CSV
+    records, _ = load_csv(TRAIN_CSV, DEFAULT_METRICS)
+    model, _ = fit_predictor(records, "auto", {"ensemble": 2})
+    return LoadedModel("default", 1, "trees", "graph-v2", model)
+
+
+@pytest.mark.parametrize("budget_mb", [1, 512])
+def test_cached_scores_equal_uncached_predictions(trees_model, budget_mb):
+    settings = Settings(database_url="sqlite://", warm_up=False, encoding_cache_mb=budget_mb,
+                        feature_cache_mb=budget_mb, text_cache_mb=budget_mb)
+    scorer = Scorer(settings)
+    batch = GENOMES[:120] + ["Broken("] + GENOMES[:10]       # duplicates within the batch too
+    first = scorer.score(batch, trees_model)
+    second = scorer.score(batch, trees_model)
+    assert first["items"] == second["items"] and first["ranking"] == second["ranking"]
+    if budget_mb == 512:
+        assert second["cache_hits"] == len(batch)
+        assert len(scorer.cache.by_hash) >= 100 and len(scorer.cache.rows) >= 100
+    else:                                                     # 1 MB: ~3 records fit
+        assert scorer.cache.by_hash.bytes <= 2 ** 20 + 300_000
+    from ml.encoding.encoder import GenomeEncoder
+    encoder = GenomeEncoder()
+    records = [encoder.encode(g).to_data("combined") for g in GENOMES[:120]]
+    direct = trees_model.model.predict(records)
+    got = np.array([[i["predictions"][m] for m in trees_model.model.metrics]
+                    for i in first["items"][:120]])
+    assert np.array_equal(got, direct.mean)
+    assert [i["p_fail"] for i in first["items"][:120]] == direct.p_fail.tolist()
