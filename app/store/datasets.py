@@ -6,8 +6,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.core.errors import ServiceError
 from app.models import Dataset
+from app.store import get_or_raise
 
 
 def create_dataset(session: Session, *, dataset_id: str, name: str, source_path: str, path: str,
@@ -20,10 +20,8 @@ def create_dataset(session: Session, *, dataset_id: str, name: str, source_path:
 
 
 def get_dataset(session: Session, dataset_id: str) -> Dataset:
-    row = session.get(Dataset, dataset_id)
-    if row is None:
-        raise ServiceError("DATASET_NOT_FOUND", f"no dataset {dataset_id}")
-    return row
+    return get_or_raise(session, Dataset, dataset_id, "DATASET_NOT_FOUND",
+                        f"no dataset {dataset_id}")
 
 
 def attach_job(session: Session, dataset_id: str, job_id: str) -> None:

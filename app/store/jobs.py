@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.core.errors import ServiceError
 from app.models import TERMINAL_STATES, Job, JobEvent, utcnow
+from app.store import get_or_raise
 
 ACTIVE_STATES = ("running", "cancelling")
 
@@ -69,10 +70,7 @@ def _same_request(job: Job, request_sha256: str) -> Job:
 
 
 def get_job(session: Session, job_id: str) -> Job:
-    job = session.get(Job, job_id)
-    if job is None:
-        raise ServiceError("JOB_NOT_FOUND", f"no job {job_id}")
-    return job
+    return get_or_raise(session, Job, job_id, "JOB_NOT_FOUND", f"no job {job_id}")
 
 
 def add_event(session: Session, job_id: str, kind: str, message: str = "", *,

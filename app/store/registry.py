@@ -13,8 +13,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.core.errors import ServiceError
 from app.models import ModelAlias, ModelVersion, RegisteredModel, utcnow
+from app.store import get_or_raise
 
 ACTIVE = "active"
 
@@ -62,10 +62,8 @@ def register_version(session: Session, *, name: str, predictor: str, source_path
 
 
 def get_version(session: Session, name: str, version: int) -> ModelVersion:
-    row = session.get(ModelVersion, (name, version))
-    if row is None:
-        raise ServiceError("MODEL_NOT_FOUND", f"no version {version} of model {name}")
-    return row
+    return get_or_raise(session, ModelVersion, (name, version), "MODEL_NOT_FOUND",
+                        f"no version {version} of model {name}")
 
 
 def list_versions(session: Session, name: str, limit: int = 100,
