@@ -41,6 +41,11 @@ class Cancelled(Exception):
     """The job's cancellation flag was seen; the runner marks it cancelled."""
 
 
+class LeaseLost(Exception):
+    """Another worker claimed the job (this one's heartbeat went stale): stop without writing;
+    the job belongs to the newer attempt."""
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
@@ -171,6 +176,9 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
             raise JobFailure("INTERNAL_ERROR", f"unknown job kind {kind!r}")
     except Cancelled:
         return _end(job_id, attempt, "cancelled", "cancelled on request")
+    except LeaseLost:
+        log.warning("job %s: attempt %d lost its lease to a newer attempt", job_id, attempt)
+        return "lost"
     except JobFailure as exc:
         return _end(job_id, attempt, "failed", exc.message, exc.code)
     except MemoryError:
@@ -257,7 +265,7 @@ def _run_build(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
             manifest = build_dataset(opts)
     except BuildCancelled as exc:
         if ctx.lost.is_set():
-            raise ServiceError("DATABASE_UNAVAILABLE", "lost the job lease") from exc
+            raise LeaseLost() from exc
         raise Cancelled() from exc
     except (OSError, ValueError, KeyError) as exc:
         raise JobFailure("DATASET_INVALID", f"{source.name}: {exc}") from exc
@@ -321,12 +329,12 @@ def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
                                     resume_from=resume_from)
     except TrainingCancelled as exc:
         if ctx.lost.is_set():
-            raise ServiceError("DATABASE_UNAVAILABLE", "lost the job lease") from exc
+            raise LeaseLost() from exc
         raise Cancelled() from exc
     except (ValueError, RuntimeError) as exc:
         raise JobFailure("TRAINING_FAILED", f"{type(exc).__name__}: {exc}") from exc
-    if ctx.should_stop() and ctx.lost.is_set():
-        raise ServiceError("DATABASE_UNAVAILABLE", "lost the job lease")
+    if ctx.lost.is_set():
+        raise LeaseLost()
     model_name = params.get("model_name") or settings.model_name
     bundle = save_bundle(model, settings.models_dir / model_name / ctx.job_id,
                          manifest_hash=source["hash"],

@@ -116,3 +116,24 @@ def test_reconciler(db):
     assert _get(abandoned_cancel).status == "cancelled"
     assert reconcile(send)["dispatched"] == 1          # the stale runner is still stale
     assert {j for j, _ in sent[2:]} == {stale_running}
+
+
+def test_a_worker_that_lost_its_lease_stops_without_writing(db):
+    """While attempt 1 trains, its lease is taken over (attempt 2): attempt 1 stops at its next
+    epoch check and neither finishes the job nor registers a model."""
+    from app.core.config import get_settings
+    from worker.jobs import JobContext, _TrainCallbacks
+
+    job_id = _new_job()
+    with session_scope() as s:
+        attempt, _ = job_store.claim(s, job_id, "w1", lease_s=60)
+    _age_heartbeat(job_id, 120)
+    with session_scope() as s:
+        assert job_store.claim(s, job_id, "w2", lease_s=60)[0] == 2
+    with JobContext(job_id, attempt, get_settings()) as ctx:
+        callbacks = _TrainCallbacks(ctx, 10, 0.0)
+        callbacks.on_epoch_end(0, {"loss": 1.0})
+        ctx.flush(force=True)
+        assert ctx.lost.is_set() and callbacks.should_stop()
+    job = _get(job_id)
+    assert job.status == "running" and job.attempt == 2 and job.worker == "w2"
