@@ -25,6 +25,7 @@ import numpy as np
 
 from app.core.config import Settings
 from app.core.errors import ServiceError
+from ml.jsonsafe import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -210,11 +211,6 @@ class ActiveModel:
         return LoadedModel(self.settings.model_name, version, predictor, encoder, model)
 
 
-def _finite(value: float) -> float | None:
-    value = float(value)
-    return value if np.isfinite(value) else None
-
-
 class Scorer:
     """Encode (cached), predict in chunks, rank. One instance per API process."""
 
@@ -286,9 +282,9 @@ class Scorer:
             r = row_of[i]
             items.append({
                 "index": i, "ok": True, "error": None, "canonical_hash": outcome.canonical_hash,
-                "p_fail": _finite(p_fail[r]),
-                "predictions": {k: _finite(mean[r, j]) for j, k in enumerate(metrics)},
-                "std": None if std is None else {k: _finite(std[r, j])
+                "p_fail": json_safe(p_fail[r]),
+                "predictions": {k: json_safe(mean[r, j]) for j, k in enumerate(metrics)},
+                "std": None if std is None else {k: json_safe(std[r, j])
                                                  for j, k in enumerate(metrics)},
                 "rank": rank_of[i]})
         if top_k is not None:

@@ -29,6 +29,7 @@ from app.models import Job, utcnow
 from app.store import datasets as dataset_store
 from app.store import jobs as job_store
 from app.store import registry
+from ml.jsonsafe import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class JobContext:
         with session_scope() as session:
             for row in pending:
                 job_store.add_event(session, self.job_id, "epoch", attempt=self.attempt,
-                                    epoch=row["epoch"], data=_finite(row["metrics"]))
+                                    epoch=row["epoch"], data=json_safe(row["metrics"]))
             if progress is not None:
                 if not job_store.set_progress(session, self.job_id, self.attempt, *progress):
                     self.lost.set()
@@ -138,17 +139,6 @@ class JobContext:
             except TRANSIENT + (ServiceError,):
                 return False
         return self._cancelled
-
-
-def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in metrics.items():
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            continue
-        out[key] = number if number == number and abs(number) != float("inf") else None
-    return out
 
 
 # -- the entry point -----------------------------------------------------------------------
@@ -378,8 +368,8 @@ def _trust_report(records: list[Any], name: str, config: dict[str, Any], folds: 
     write_report(out, {"model": name, "folds": folds, "seeds": [0], "metrics": list(metrics),
                        "grouping": "canonical_hash"},
                  {"records": len(records)}, result, summary, time.perf_counter() - started)
-    return _finite({f"kendall_tau_b_{m}": summary["per_fold"][m]["kendall_tau_b"]["mean"]
-                    for m in metrics}) | _finite({
+    return json_safe({f"kendall_tau_b_{m}": summary["per_fold"][m]["kendall_tau_b"]["mean"]
+                    for m in metrics}) | json_safe({
         "folds": folds,
         "validity_auc": summary["validity_auc"]["per_fold"]["mean"],
         "trust_spea2_top30": summary["trust_spea2_top30"]["per_fold"]["mean"],
@@ -405,7 +395,7 @@ def _summarise(history: Any) -> dict[str, Any]:
             if value is not None:
                 out[key] = value
         elif isinstance(value, dict):
-            out[key] = _finite(value)
+            out[key] = json_safe(value)
     return out
 
 

@@ -70,6 +70,7 @@ def create_dataset(request: Request, response: Response, principal: TrainPrincip
     """Build a graph dataset from a CSV of evaluated genomes: upload it as ``file`` or name a
     server-side ``path``. Returns the dataset with its build job (poll ``GET /datasets/{id}``)."""
     from ml.datasets.labels import DEFAULT_METRICS
+    from ml.datasets.source import file_digest
 
     if (file is None) == (path is None):
         raise ServiceError("INVALID_REQUEST", "send exactly one of 'file' or 'path'")
@@ -93,7 +94,7 @@ def create_dataset(request: Request, response: Response, principal: TrainPrincip
         shutil.rmtree(folder, ignore_errors=True)
         raise
     digest = request_digest({"kind": "dataset", "metrics": chosen, "name": label,
-                             "source": str(source) if file is None else _sha256(source)})
+                             "source": str(source) if file is None else file_digest(source)[0]})
     with session_scope() as session:
         job, created = job_store.create_job(
             session, kind="build_dataset", params={"dataset_id": dataset_id},
@@ -115,15 +116,6 @@ def create_dataset(request: Request, response: Response, principal: TrainPrincip
     with session_scope() as session:
         row = dataset_store.get_dataset(session, ds_id)
         return dataset_public(row, job_store.get_job(session, job_id))
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @router.get("/datasets", response_model=DatasetsPublic, responses=errors())
