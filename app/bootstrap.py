@@ -1,5 +1,6 @@
 """First start of the embedded service: migrate, create the admin key, and (when no model is
-active) build the dataset from the configured CSV and train + activate the default model.
+active, or the active one was trained by a version of this code that cannot load it any more)
+build the dataset from the configured CSV and train + activate the default model.
 
 Everything here is idempotent, so a restart part-way through continues instead of starting
 over: the bootstrap jobs carry fixed idempotency keys, and jobs left ``running`` by a previous
@@ -7,6 +8,7 @@ process are re-sent at once (in embedded mode nothing else can be running them).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import uuid
@@ -45,29 +47,57 @@ def ensure_admin_key(settings: Settings) -> str | None:
     return plaintext
 
 
+def _active_model_problem(settings: Settings) -> tuple[int | None, str | None]:
+    """(active version, why this code cannot serve it); (None, None) when none is active."""
+    from ml.train import bundle_problem
+
+    with session_scope() as session:
+        version = registry.alias_version(session, settings.model_name)
+        if version is None:
+            return None, None
+        path = registry.get_version(session, settings.model_name, version).source_path
+    return version, bundle_problem(path)
+
+
+def _path_tag(path: str | Path) -> str:
+    """A short fixed-length tag of a resolved path (idempotency keys hold 200 characters)."""
+    return hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:16]
+
+
 def bootstrap_model(settings: Settings, send: Any) -> str:
-    """Queue the dataset build and the default training if no model is active; returns what
-    happened in words. ``send(job_id, kind)`` dispatches (the thread executor runs jobs in
-    order, so the training starts after the build)."""
+    """Queue the dataset build and the default training if no model is active, or if the active
+    one cannot be loaded by this code (an upgrade changed its predictor or encoder version);
+    returns what happened in words. ``send(job_id, kind)`` dispatches (the thread executor runs
+    jobs in order, so the training starts after the build). The jobs' idempotency keys name
+    the encoder and predictor versions: one build and one training per upgrade."""
+    from ml.encoding.encoder import ENCODER_VERSION
+    from ml.models.registry import model_class
     from worker.jobs import reconcile
 
     reconcile(send, settings, redispatch_after_s=0, lease_s=0)
-    with session_scope() as session:
-        if registry.alias_version(session, settings.model_name) is not None:
-            return "a model is active"
+    version, problem = _active_model_problem(settings)
+    if version is not None and problem is None:
+        return "a model is active"
+    reason = ("no model is active" if version is None else
+              f"model v{version} cannot be served by this version ({problem})")
+    if version is not None:
+        log.warning("%s: training the default predictor again", reason)
     csv = settings.seed_csv
     if csv is None or not Path(csv).is_file():
-        return ("no model is active and no seed CSV was found: pass --seed-csv CSV (a CSV of "
+        return (f"{reason} and no seed CSV was found: pass --seed-csv CSV (a CSV of "
                 "evaluated genomes with a 'genome' column), or POST /datasets then "
                 "POST /jobs/train")
     from ml.datasets.labels import DEFAULT_METRICS
+
+    predictor = model_class(settings.default_predictor)
+    predictor_tag = f"{settings.default_predictor}@{getattr(predictor, 'version', '?')}"
 
     with session_scope() as session:
         dataset_id = str(uuid.uuid4())
         build, created = job_store.create_job(
             session, kind="build_dataset", params={"dataset_id": dataset_id},
             principal=BOOTSTRAP_PRINCIPAL, request_sha256="bootstrap",
-            idempotency_key=f"bootstrap-dataset:{Path(csv).resolve()}",
+            idempotency_key=f"bootstrap-dataset:{_path_tag(csv)}:{ENCODER_VERSION}",
             max_attempts=settings.max_attempts)
         if created:
             dataset_store.create_dataset(
@@ -84,7 +114,8 @@ def bootstrap_model(settings: Settings, send: Any) -> str:
                                            "hyperparameters": {}, "model_name": None,
                                            "activate": True, "cv_folds": 5},
             principal=BOOTSTRAP_PRINCIPAL, request_sha256="bootstrap",
-            idempotency_key=f"bootstrap-train:{dataset_id}", dataset_id=dataset_id,
+            idempotency_key=f"bootstrap-train:{dataset_id}:{predictor_tag}",
+            dataset_id=dataset_id,
             max_attempts=settings.max_attempts)
         pending = [(j.id, j.kind) for j, new in ((build, created), (train, train_created))
                    if new]
@@ -92,5 +123,5 @@ def bootstrap_model(settings: Settings, send: Any) -> str:
         task_id = send(job_id, kind)
         with session_scope() as session:
             job_store.mark_dispatched(session, job_id, task_id)
-    return (f"no model is active: building {Path(csv).name} and training the default "
+    return (f"{reason}: building {Path(csv).name} and training the default "
             f"predictor ({settings.default_predictor}); /predict answers when it finishes")

@@ -211,7 +211,8 @@ def write_results(path: Path, args: argparse.Namespace, real: dict[str, Any] | N
                   f"evaluations (validity label only). Grouped (canonical_hash) {real['folds']}-"
                   f"fold CV × {real['seeds']} seeds (group-to-fold assignment reshuffled per "
                   "seed); each training fold gives 15 % of its groups to the model as validation "
-                  "(the floors train on both). Regression scores on the non-failed test rows; "
+                  "(models that neither early-stop nor select on it, the floors and the trees, "
+                  "train on both). Regression scores on the non-failed test rows; "
                   "mean ± std over the seeds × folds test folds. Trust = the evolution's "
                   "top-30 % selection overlap on the (uw_val_epoch_loss, ciou_loss, "
                   "average_precision) vectors of each test fold.", ""]

@@ -161,6 +161,8 @@ def test_path_features_count_paths_and_match_the_reference(real_records):
     assert (top[NUM_NODE_TYPES], low[NUM_NODE_TYPES]) == pytest.approx((1, 0))
     assert (top[-1], low[-1]) == pytest.approx((4, 4))
     assert np.expm1(row[2 * cols]) == pytest.approx(2) and row[2 * cols + 1] == pytest.approx(0.5)
+    mean = np.expm1(row[2 * cols + 2:3 * cols + 2])  # the mean path: half a mixing op, 4 nodes
+    assert (mean[NUM_NODE_TYPES], mean[-1]) == pytest.approx((0.5, 4))
     cyclic = Data(node_type=torch.tensor([1, 2, 3]), num_nodes=3,
                   edge_index=torch.tensor([[0, 1, 2], [1, 2, 0]]))
     empty = Data(node_type=torch.zeros(0, dtype=torch.long), num_nodes=0,
@@ -168,7 +170,7 @@ def test_path_features_count_paths_and_match_the_reference(real_records):
     batch = [arch, cyclic, *real_records[:20], empty, arch_to_data((0, 0, 1, 1), ("gat",) * 4)]
     expected = np.stack([path_features_reference(r) for r in batch])
     np.testing.assert_array_equal(_path_block(batch), expected)
-    assert not expected[1, :2 * cols + 2].any() and not expected[-2].any()
+    assert not expected[1, :3 * cols + 2].any() and not expected[-2].any()
 
 
 @pytest.mark.parametrize("name", ["trees", "gbt"])

@@ -12,6 +12,7 @@ from ml.models.base import Predictor
 #: .397/.393/.455 .859; gbt .437/.42/-.04 .961. Trees meet the speed target and are the default.
 #: With the path block in their features (trees v2): .572/.475/.404 .968 (5 seeds x 5 folds;
 #: v1 on the same run .565/.467/.381 .969), nas-bench-graph/arxiv tau .587 at N = 100 (was .408).
+#: trees v3 (mean-path counts, fit on train + validation): .579/.473/.424 .969, arxiv .596.
 AUTO_MODEL = "trees"
 
 
@@ -22,6 +23,11 @@ def _classes() -> dict[str, type[Predictor]]:
 
     return {"trees": ExtraTreesPredictor, "gbt": GBTPredictor, **GNN_MODELS,
             "blend": BlendPredictor}
+
+
+def model_class(name: str) -> type[Predictor] | None:
+    """The class behind a model name (``auto`` resolved), or None for an unknown name."""
+    return _classes().get(resolve_name(name))
 
 
 def available_models() -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from typing import Any
 _EXPORTS = {
     "TrainingCancelled": "ml.models.base", "as_records": "ml.models.base",
     "load_bundle": "ml.train.bundle", "read_bundle_info": "ml.train.bundle",
+    "bundle_problem": "ml.train.bundle",
     "save_bundle": "ml.train.bundle", "fit_predictor": "ml.train.trainer",
     "load_training_records": "ml.train.trainer", "records_hash": "ml.train.trainer",
 }

@@ -66,19 +66,37 @@ def read_bundle_info(bundle_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(bundle_dir) / "bundle.json").read_text())
 
 
+def bundle_problem(bundle_dir: str | Path) -> str | None:
+    """Why this code cannot load the bundle (format, encoder or predictor version, e.g. after an
+    upgrade changed the features), or None when it can. Cheap: reads bundle.json only."""
+    from ml.models.registry import model_class
+
+    root = Path(bundle_dir)
+    try:
+        info = read_bundle_info(root)
+    except (OSError, ValueError) as exc:
+        return f"{root}: no readable bundle.json ({exc})"
+    if info.get("format") != BUNDLE_FORMAT:
+        return f"{root}: bundle format {info.get('format')} != {BUNDLE_FORMAT}"
+    if info.get("encoder_version") != ENCODER_VERSION:
+        return f"{root}: encoder {info.get('encoder_version')} != {ENCODER_VERSION}"
+    cls = model_class(str(info.get("model")))
+    if cls is None:
+        return f"{root}: unknown model {info.get('model')!r}"
+    if cls.version != info.get("model_version"):
+        return f"{root}: {info['model']} version {info.get('model_version')} != {cls.version}"
+    return None
+
+
 def load_bundle(bundle_dir: str | Path, device: str | None = None) -> Predictor:
     """A ready predictor; refuses bundles of another format, encoder or model version."""
     root = Path(bundle_dir)
+    problem = bundle_problem(root)
+    if problem is not None:
+        raise ValueError(problem)
     info = read_bundle_info(root)
-    if info.get("format") != BUNDLE_FORMAT:
-        raise ValueError(f"{root}: bundle format {info.get('format')} != {BUNDLE_FORMAT}")
-    if info.get("encoder_version") != ENCODER_VERSION:
-        raise ValueError(f"{root}: encoder {info.get('encoder_version')} != {ENCODER_VERSION}")
     config = json.loads((root / "config.json").read_text())
     config["device"] = device
     model = create(info["model"], config)
-    if model.version != info.get("model_version"):
-        raise ValueError(f"{root}: {info['model']} version {info.get('model_version')} "
-                         f"!= {model.version}")
     model.load_state_dict(torch.load(root / WEIGHTS, map_location="cpu", weights_only=True))
     return model
