@@ -187,3 +187,16 @@ def test_tree_traversal_matches_the_reference(name, records):
         for flat in trees.values():
             for data in (x, with_nan, x[:1]):
                 np.testing.assert_array_equal(flat.raw(data), flat.raw_reference(data))
+
+
+def test_trees_train_on_the_validation_records_too(records):
+    """Trees select nothing on a validation split, so fit(train, val) == fit(train + val)."""
+    train, val = records[:-10], records[-10:]
+    split = create("trees", {**FAST, "seed": 3})
+    split.fit(train, val)
+    joined = create("trees", {**FAST, "seed": 3})
+    joined.fit(train + val)
+    alone = create("trees", {**FAST, "seed": 3})
+    alone.fit(train)
+    np.testing.assert_array_equal(split.predict(records).mean, joined.predict(records).mean)
+    assert not np.array_equal(split.predict(records).mean, alone.predict(records).mean)
