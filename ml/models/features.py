@@ -284,9 +284,8 @@ def _path_block(records: list[Data]) -> np.ndarray:
 
     table = _weight_table(int(sizes.max(initial=0)))
     sinks = np.flatnonzero(np.bincount(src, minlength=total) == 0)
-    runs, run_of, weights, src, dst = _contract_chains(src, dst,
-                                                       _weight_codes(types, mixing_nodes),
-                                                       table, total)
+    codes = _weight_codes(types, mixing_nodes)
+    runs, run_of, weights, src, dst = _contract_chains(src, dst, codes, table, total)
     nodes, run_owner = len(runs), owner[runs]
     mixing = weights[:, NUM_NODE_TYPES] > 0
     by_src = np.argsort(src, kind="stable")
@@ -330,7 +329,6 @@ def _path_block(records: list[Data]) -> np.ndarray:
 
     # Paths through a run = paths into it x paths out of it (every node of a run shares both).
     through = count * _paths_to_sinks(src, dst, nodes)
-    codes = _weight_codes(types, mixing_nodes)
     through = np.bincount(owner * 2 * NUM_NODE_TYPES + codes, weights=through[run_of],
                           minlength=len(records) * 2 * NUM_NODE_TYPES)
     through = through.reshape(len(records), 2 * NUM_NODE_TYPES)
