@@ -200,3 +200,27 @@ def test_trees_train_on_the_validation_records_too(records):
     alone.fit(train)
     np.testing.assert_array_equal(split.predict(records).mean, joined.predict(records).mean)
     assert not np.array_equal(split.predict(records).mean, alone.predict(records).mean)
+
+
+def test_forest_std_is_the_spread_of_its_trees(records):
+    """trees (one member) report the spread of their trees' predictions in original units,
+    each tree's value checked by the per-sample reference traversal; gbt (additive trees,
+    one member) has no spread."""
+    from ml.models.trees import FlatTrees
+
+    model = create("trees", {**FAST, "seed": 2})
+    model.fit(records)
+    pred = model.predict(records[:15])
+    x = model.featurize(records[:15])
+    assert pred.std is not None and pred.std.shape == pred.mean.shape
+    assert np.isfinite(pred.std).all() and (pred.std > 0).any()
+    for j, metric in enumerate(model.metrics):
+        flat = model.members[0][metric]
+        per_tree = np.stack([FlatTrees(flat.arrays, flat.roots[k:k + 1], 0.0).raw_reference(x)
+                             for k in range(len(flat.roots))], axis=1)
+        np.testing.assert_array_equal(flat.leaves(x), per_tree)
+        np.testing.assert_allclose(pred.std[:, j],
+                                   model.targets.inverse_column(per_tree, j).std(axis=1))
+    boosted = create("gbt", {**FAST, "seed": 2})
+    boosted.fit(records)
+    assert boosted.predict(records[:5]).std is None

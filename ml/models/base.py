@@ -45,7 +45,8 @@ def stop_requested(callbacks: Any) -> bool:
 
 @dataclass
 class Prediction:
-    """Predictions in original metric units; ``std`` is the spread across ensemble members."""
+    """Predictions in original metric units; ``std`` is the spread across ensemble members
+    (for forests: across all their trees), None when the model has no spread."""
 
     mean: np.ndarray            # [n, M]
     std: np.ndarray | None      # [n, M] or None

@@ -59,6 +59,11 @@ class TargetScaler:
         # expm1 of an extrapolated log value can overflow; 700 keeps it finite in float64.
         return np.where(self.use_log, np.expm1(np.minimum(t, 700.0)), t)
 
+    def inverse_column(self, z: np.ndarray, j: int) -> np.ndarray:
+        """:meth:`inverse` of values (any shape) that all belong to metric ``j``."""
+        t = z * self.scale[j] + self.center[j]
+        return np.expm1(np.minimum(t, 700.0)) if self.use_log[j] else t
+
     def state(self, prefix: str = "target.") -> dict[str, torch.Tensor]:
         return {prefix + "use_log": torch.from_numpy(self.use_log.astype(np.float64)),
                 prefix + "center": torch.from_numpy(self.center.copy()),

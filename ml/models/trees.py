@@ -105,7 +105,18 @@ class FlatTrees:
         return cached
 
     def raw(self, x: np.ndarray) -> np.ndarray:
-        """Traverse all trees for all rows at once, level by level.
+        """The ensemble's raw output per row: ``baseline + weight * sum of the rows' leaves``."""
+        if len(self.roots) == 0:
+            return np.full(len(x), self.baseline)
+        return self.output(self.leaves(x))
+
+    def output(self, leaves: np.ndarray) -> np.ndarray:
+        """:meth:`raw` from the [n, trees] leaf values :meth:`leaves` returned."""
+        return self.baseline + self.weight * leaves.sum(axis=1)
+
+    def leaves(self, x: np.ndarray) -> np.ndarray:
+        """[n, trees] leaf value of every row in every tree (zero columns for an empty
+        ensemble). Traverses all trees for all rows at once, level by level.
 
         Pairs are ordered tree-major and ``x`` is read transposed, so at the top levels (where
         a tree's samples share a node) the gathers walk one feature column contiguously; pairs
@@ -114,7 +125,7 @@ class FlatTrees:
         """
         a = self.arrays
         if len(self.roots) == 0:
-            return np.full(len(x), self.baseline)
+            return np.zeros((len(x), 0))
         children, feature, threshold, depth = self._prepared()
         n, t = len(x), len(self.roots)
         xt = np.ascontiguousarray(np.asarray(x, dtype=np.float64).T).reshape(-1)  # [d * n]
@@ -143,8 +154,7 @@ class FlatTrees:
             node = cur
         else:
             node[active] = cur
-        leaves = np.ascontiguousarray(a["value"][node].reshape(t, n).T)  # [n, t] as before
-        return self.baseline + self.weight * leaves.sum(axis=1)
+        return np.ascontiguousarray(a["value"][node].reshape(t, n).T)  # [n, t]
 
     def raw_reference(self, x: np.ndarray) -> np.ndarray:
         """The straightforward per-sample traversal :meth:`raw` must match (tests)."""
@@ -260,15 +270,30 @@ class TreePredictor(Predictor):
     def predict(self, records: Any) -> Prediction:
         return self.predict_features(self.featurize(records))
 
+    #: Forests: each tree is a draw of the same randomised predictor, so the spread of the
+    #: trees' predictions (original units, pooled over members) is the uncertainty, as in
+    #: SMAC's random-forest surrogate. Boosting's trees are additive terms, not predictions:
+    #: there only ensemble members (``ensemble`` > 1) give a spread.
+    tree_spread = False
+
     def predict_features(self, x: np.ndarray) -> Prediction:
         """Predict from :meth:`featurize` rows (the service passes cached rows)."""
         means, fails = [], []
+        per_tree: list[list[np.ndarray]] = [[] for _ in self.metrics]
         for trees in self.members:
-            z = np.stack([trees[m].raw(x) for m in self.metrics], axis=1)
-            means.append(self.targets.inverse(z))
+            columns = []
+            for j, metric in enumerate(self.metrics):
+                leaves = trees[metric].leaves(x)
+                columns.append(trees[metric].output(leaves))
+                if self.tree_spread:  # a forest's leaf value is that tree's prediction (z)
+                    per_tree[j].append(self.targets.inverse_column(leaves, j))
+            means.append(self.targets.inverse(np.stack(columns, axis=1)))
             fails.append(self._p_fail(trees["__fail__"], x))
         stack = np.stack(means)
-        std = stack.std(axis=0) if len(means) > 1 else None
+        if self.tree_spread and self.members:
+            std = np.stack([np.concatenate(p, axis=1).std(axis=1) for p in per_tree], axis=1)
+        else:
+            std = stack.std(axis=0) if len(means) > 1 else None
         return Prediction(stack.mean(axis=0), std, np.mean(fails, axis=0), self.metrics)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -297,6 +322,7 @@ class ExtraTreesPredictor(TreePredictor):
     version = 3  # 2: tabular_features gained the path block; 3: the mean path's counts
     defaults = {"n_estimators": 200, "min_samples_leaf": 3, "max_features": 0.5}
     fail_is_probability = True
+    tree_spread = True
 
     def _kw(self, seed: int) -> dict[str, Any]:
         c = self.config
