@@ -55,13 +55,14 @@ class TargetScaler:
         return (t - self.center) / self.scale
 
     def inverse(self, z: np.ndarray) -> np.ndarray:
-        t = z * self.scale + self.center
-        # expm1 of an extrapolated log value can overflow; 700 keeps it finite in float64.
-        return np.where(self.use_log, np.expm1(np.minimum(t, 700.0)), t)
+        """[n, M] standardised values back to original units, column by column."""
+        columns = [self.inverse_column(z[:, j], j) for j in range(len(self.metrics))]
+        return np.stack(columns, axis=1) if columns else np.asarray(z, dtype=np.float64).copy()
 
     def inverse_column(self, z: np.ndarray, j: int) -> np.ndarray:
-        """:meth:`inverse` of values (any shape) that all belong to metric ``j``."""
+        """Values (any shape) that all belong to metric ``j`` back to original units."""
         t = z * self.scale[j] + self.center[j]
+        # expm1 of an extrapolated log value can overflow; 700 keeps it finite in float64.
         return np.expm1(np.minimum(t, 700.0)) if self.use_log[j] else t
 
     def state(self, prefix: str = "target.") -> dict[str, torch.Tensor]:

@@ -105,9 +105,8 @@ class FlatTrees:
         return cached
 
     def raw(self, x: np.ndarray) -> np.ndarray:
-        """The ensemble's raw output per row: ``baseline + weight * sum of the rows' leaves``."""
-        if len(self.roots) == 0:
-            return np.full(len(x), self.baseline)
+        """The ensemble's raw output per row: ``baseline + weight * sum of the rows' leaves``
+        (just the baseline for an empty ensemble)."""
         return self.output(self.leaves(x))
 
     def output(self, leaves: np.ndarray) -> np.ndarray:
