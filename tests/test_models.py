@@ -55,7 +55,7 @@ def test_each_model_fits_and_predicts_finite(name, records):
     assert ((pred.p_fail >= 0) & (pred.p_fail <= 1)).all()
 
 
-@pytest.mark.parametrize("name", ["combined_gcn", "trees"])
+@pytest.mark.parametrize("name", ["combined_gcn", "trees", "stack"])
 def test_same_seed_same_predictions(name, records):
     preds = []
     for _ in range(2):

@@ -57,7 +57,7 @@ def test_cancel_without_checkpoint_dir_still_raises(records):
     assert info.value.checkpoint is None and info.value.epoch == 0
 
 
-@pytest.mark.parametrize("name", ["trees", "frnas"])
+@pytest.mark.parametrize("name", ["stack", "trees", "frnas"])
 def test_bundle_round_trip_is_exact(name, records, tmp_path):
     model = create(name, {**FAST, "ensemble": 2})
     model.fit(records)

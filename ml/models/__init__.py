@@ -5,14 +5,15 @@ Public API (stable; ``ml.evaluation`` and the CLI build on it)::
     from ml.models import create, available_models, Prediction, Predictor, TrainingCancelled
     from ml.train import fit_predictor, save_bundle, load_bundle, as_records
 
-    model: Predictor = create("auto" | "trees" | "gbt" | "blend" | "simple_gcn" | "combined_gcn"
+    model: Predictor = create("auto" | "stack" | "trees" | "gbt" | "blend" | "simple_gcn" | "combined_gcn"
                               | "bigcn" | "frnas",
                               config={"metrics": ("uw_val_epoch_loss", ...), "seed": 0,
                                       "epochs": 200, "ensemble": 1, ...})
     history: dict = model.fit(train_records, val_records=None, callbacks=None, resume_from=None)
     pred: Prediction = model.predict(records)
     pred.mean      # np.ndarray [n, M] float64, original metric units, columns = model.metrics
-    pred.std       # np.ndarray [n, M] (spread over ensemble members) or None when K == 1
+    pred.std       # np.ndarray [n, M]: spread over ensemble members (forests: over their
+                   # trees); None for a single non-forest member
     pred.p_fail    # np.ndarray [n] probability that the evaluation fails
     state = model.state_dict(); model.load_state_dict(state)   # flat dict[str, Tensor]
 
@@ -32,8 +33,10 @@ Public API (stable; ``ml.evaluation`` and the CLI build on it)::
   Neural models add ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``hidden``,
   ``patience``, ``rank_weight`` (pairwise hinge), ``device`` ("cpu"/"cuda"; default CUDA when
   present). ``trees`` adds ``n_estimators``, ``min_samples_leaf``, ``max_features``; ``gbt``
-  adds ``max_iter``, ``learning_rate``, ``max_depth``, ``min_samples_leaf``; ``blend`` adds
-  ``members``, ``weights``, ``fail_weights``, ``member_configs``.
+  adds ``max_iter``, ``learning_rate``, ``max_depth``, ``min_samples_leaf``; ``stack`` adds to
+  the trees' keys ``svr_c``, ``svr_epsilon``, ``tree_weights``, ``inner_folds``,
+  ``inner_estimators``; ``blend`` adds ``members``, ``weights``, ``fail_weights``,
+  ``member_configs``.
 * Bundles: ``save_bundle(model, out_dir, manifest_hash=None, metrics=None) -> Path`` writes a
   versioned directory (``config.json``, ``weights.pt`` flat tensors loadable with
   ``torch.load(weights_only=True)``, ``normalisation.json``, ``training_metrics.json``,
@@ -42,8 +45,11 @@ Public API (stable; ``ml.evaluation`` and the CLI build on it)::
 
 Models (see ``available_models()``):
 
+* ``stack`` (what ``auto`` means): per metric, ``trees`` blended with an RBF SVR on the same
+  rows (``ml.models.kernel``), the trees' weight (0.5, 0.75 or 1) chosen by Kendall tau on
+  inner grouped folds of the training rows (``ml.models.stack``); P(fail) from the trees.
 * ``trees``: extremely randomised trees on per-genome + op-histogram + hyper-parameter summary
-  features (``ml.models.features.tabular_features``).
+  + path features (``ml.models.features.tabular_features``), on winsorised targets.
 * ``gbt``: histogram gradient boosting on the same features.
 * ``blend``: trees + combined_gcn averaged in standardised target space; P(fail) from trees.
 * ``auto``: whichever of these measured best (``ml.models.registry.AUTO_MODEL``).

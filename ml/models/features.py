@@ -406,6 +406,25 @@ TABULAR_VERSION = 3
 TABULAR_DIM = GENOME_VECTOR_DIM + 34 + 2 * 86 + PATH_FEATURE_DIM
 
 
+def _feature_blocks() -> tuple[tuple[str, slice], ...]:
+    sizes = (("model_info", 34), ("training", len(TRAINING_KEYS)),
+             ("global", len(GLOBAL_FEATURES)), ("op_histogram", 34),
+             ("hyperparams", 2 * 86), ("paths", _SUMMARY_DIM),
+             ("edge_types", NUM_NODE_TYPES * NUM_NODE_TYPES))
+    blocks, start = [], 0
+    for name, size in sizes:
+        blocks.append((name, slice(start, start + size)))
+        start += size
+    assert start == TABULAR_DIM
+    return tuple(blocks)
+
+
+#: The column families of :func:`tabular_features`, in order. A distance-based model weighs
+#: each family equally (:mod:`ml.models.kernel`): otherwise the 784 edge-type columns would
+#: drown the 34 of ``model_info`` in every distance.
+FEATURE_BLOCKS: tuple[tuple[str, slice], ...] = _feature_blocks()
+
+
 class ColumnScaler:
     """Per-column standardisation fitted on training rows; constant columns pass through."""
 

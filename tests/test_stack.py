@@ -1,0 +1,104 @@
+"""The default predictor (``stack``: trees + kernel SVR) and its parts, on real genomes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.svm import SVR
+
+from ml.models import create
+from ml.models.features import FEATURE_BLOCKS, TABULAR_DIM, tabular_features
+from ml.models.kernel import KernelSVR
+from ml.models.stack import blend_scores, pick_weight
+from ml.models.trees import TARGET_CLIP
+from test_models import FAST, records, subset_csv  # noqa: F401 - fixtures
+
+
+def test_feature_blocks_tile_the_design_matrix():
+    spans = [(block.start, block.stop) for _, block in FEATURE_BLOCKS]
+    assert spans[0][0] == 0 and spans[-1][1] == TABULAR_DIM
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+
+
+def test_kernel_svr_equals_scikit_learn_and_weighs_blocks_equally(records):  # noqa: F811
+    x = tabular_features(records)
+    z = np.random.default_rng(0).standard_normal(len(x))
+    train, test = x[:16], x[16:]
+    kernel = KernelSVR.fit(train, z[:16])
+    # Each non-constant family contributes unit total variance on the training rows.
+    xs = kernel.transform(train)
+    cols = kernel.arrays["columns"]
+    families = 0
+    for _, block in FEATURE_BLOCKS:
+        inside = (cols >= block.start) & (cols < block.stop)
+        if inside.any():
+            families += 1
+            assert xs[:, inside].var(axis=0).sum() == pytest.approx(1.0)
+    assert kernel.gamma == pytest.approx(1.0 / families)
+    reference = SVR(kernel="rbf", C=1.0, epsilon=0.1, gamma=kernel.gamma)
+    reference.fit(kernel.transform(train), z[:16])
+    np.testing.assert_allclose(kernel.predict(test), reference.predict(kernel.transform(test)),
+                               rtol=1e-9, atol=1e-12)
+    restored = KernelSVR.load({k: v.clone() for k, v in kernel.state("k.").items()}, "k.")
+    np.testing.assert_array_equal(restored.predict(test), kernel.predict(test))
+    with_nan = test.copy()
+    with_nan[:, cols[0]] = np.nan  # a non-finite input counts as the training mean
+    mean_row = test.copy()
+    mean_row[:, cols[0]] = kernel.arrays["mean"][0]
+    np.testing.assert_allclose(kernel.predict(with_nan), kernel.predict(mean_row))
+
+
+def test_pick_weight_takes_the_best_inner_blend():
+    rng = np.random.default_rng(1)
+    truth = rng.standard_normal(300)
+    weights = (0.5, 0.75, 1.0)
+    noisy_trees = truth + 2.0 * rng.standard_normal(300)
+    good_kernel = truth + 0.3 * rng.standard_normal(300)
+    assert pick_weight(blend_scores(truth, noisy_trees, good_kernel, weights)) == 0.5
+    good_trees, junk_kernel = truth + 0.3 * rng.standard_normal(300), rng.standard_normal(300)
+    assert pick_weight(blend_scores(truth, good_trees, junk_kernel, weights)) == 1.0
+    constant = np.ones(300)  # no ranking to score: the trees keep all the weight
+    assert pick_weight(blend_scores(constant, good_trees, good_kernel, weights)) == 1.0
+    assert pick_weight({0.5: 0.4, 0.75: 0.4, 1.0: 0.3}) == 0.5  # a tie: first in grid order
+
+
+def test_stack_blends_trees_and_kernel_with_the_chosen_weights(records):  # noqa: F811
+    model = create("stack", {**FAST, "seed": 4})
+    history = model.fit(records)
+    x = model.featurize(records)
+    pred = model.predict_features(x)
+    assert set(history["tree_weight"]) == set(model.metrics)
+    z_columns, spread = [], []
+    for j, metric in enumerate(model.metrics):
+        scores = model.inner_scores[0][metric]
+        w = model.tree_weight[0][metric]
+        assert w == pick_weight(scores) and w in (0.5, 0.75, 1.0)
+        flat, kernel = model.members[0][metric], model.kernels[0][metric]
+        per_tree = w * flat.leaves(x) + (1 - w) * kernel.predict(x)[:, None]
+        z_columns.append(w * flat.raw(x) + (1 - w) * kernel.predict(x))
+        spread.append(model.targets.inverse_column(per_tree, j).std(axis=1))
+    np.testing.assert_allclose(pred.mean, model.targets.inverse(np.stack(z_columns, axis=1)),
+                               rtol=1e-12)
+    np.testing.assert_allclose(pred.std, np.stack(spread, axis=1), rtol=1e-12)
+    assert ((pred.p_fail >= 0) & (pred.p_fail <= 1)).all()
+    again = create("stack", {**FAST, "seed": 4})
+    again.fit(records)
+    np.testing.assert_array_equal(again.predict_features(x).mean, pred.mean)
+
+
+def test_tree_targets_are_winsorised(records):  # noqa: F811
+    """One absurd label (hundreds of robust sigmas out) may not set any leaf beyond the clip."""
+    altered = [r.clone() for r in records]
+    ok = [i for i, r in enumerate(altered) if float(r.failed.reshape(-1)[0]) == 0.0]
+    j = 3  # iou_loss: real values sit in 0.9997-0.9999
+    altered[ok[0]].y = altered[ok[0]].y.clone()
+    altered[ok[0]].y[0, j] = 0.5
+    model = create("trees", {**FAST, "seed": 5})
+    assert model.metrics[j] == "iou_loss"
+    model.fit(altered)
+    z = model.targets.transform(np.concatenate([r.y.numpy() for r in altered]))
+    assert abs(z[ok[0], j]) > 10 * TARGET_CLIP
+    for trees in model.members:
+        for metric in model.metrics:
+            assert np.abs(trees[metric].arrays["value"]).max() <= TARGET_CLIP + 1e-12
+    assert torch.is_tensor(next(iter(model.state_dict().values())))
