@@ -39,6 +39,12 @@ def test_kernel_svr_equals_scikit_learn_and_weighs_blocks_equally(records):  # n
     reference.fit(kernel.transform(train), z[:16])
     np.testing.assert_allclose(kernel.predict(test), reference.predict(kernel.transform(test)),
                                rtol=1e-9, atol=1e-12)
+    # A row's value does not depend on the batch it is predicted in (bit for bit).
+    whole = kernel.predict(x)
+    np.testing.assert_array_equal(np.concatenate([kernel.predict(x[i:i + 1])
+                                                  for i in range(len(x))]), whole)
+    np.testing.assert_array_equal(np.concatenate([kernel.predict(x[:7]), kernel.predict(x[7:])]),
+                                  whole)
     restored = KernelSVR.load({k: v.clone() for k, v in kernel.state("k.").items()}, "k.")
     np.testing.assert_array_equal(restored.predict(test), kernel.predict(test))
     with_nan = test.copy()

@@ -86,15 +86,21 @@ class KernelSVR:
         return np.where(np.isfinite(out), out, 0.0)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """One row at a time, so a genome's value never depends on the batch it came in: a
+        matrix product's blocking, and the SIMD lanes an element of a batched ``exp`` lands
+        in, both change the last bits with the batch (the service scores in chunks and
+        caches rows). 2,000 rows x 220 support vectors: ~25 ms."""
         a = self.arrays
         if a["support"].size == 0:
             return np.full(len(x), self.intercept)
         xs = self.transform(x)
-        sv = a["support"]
-        d2 = ((xs * xs).sum(axis=1)[:, None] + (sv * sv).sum(axis=1)[None, :]
-              - 2.0 * xs @ sv.T)
-        kernel = np.exp(-self.gamma * np.maximum(d2, 0.0))
-        return kernel @ a["dual"] + self.intercept
+        sv, dual = a["support"], a["dual"]
+        sv_sq = (sv * sv).sum(axis=1)
+        out = np.empty(len(xs))
+        for i, row in enumerate(xs):
+            d2 = (row * row).sum() + sv_sq - 2.0 * (sv @ row)
+            out[i] = (np.exp(-self.gamma * np.maximum(d2, 0.0)) * dual).sum()
+        return out + self.intercept
 
     def state(self, prefix: str) -> dict[str, torch.Tensor]:
         return {prefix + f: torch.from_numpy(np.ascontiguousarray(self.arrays[f]))
