@@ -9,7 +9,8 @@ count bound would let memory run away):
 * ``(canonical hash, encoder version) → graph record``: skips compiling and encoding a genome
   seen before in any spelling;
 * ``(canonical hash, encoder version, feature key) → feature row`` for predictors that take one
-  row per genome (the trees): a warm batch needs neither the graph nor the featurisation.
+  row per genome (stack, trees, gbt): a warm batch needs neither the graph nor the
+  featurisation.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from sklearn.svm import SVR
 from ml.models import create
 from ml.models.features import FEATURE_BLOCKS, TABULAR_DIM, tabular_features
 from ml.models.kernel import KernelSVR
-from ml.models.stack import blend_scores, pick_weight
+from ml.models.stack import blend_scores, pick_weight, spread_scale
 from ml.models.trees import TARGET_CLIP
 from test_models import FAST, records, subset_csv  # noqa: F401 - fixtures
 
@@ -68,24 +68,37 @@ def test_pick_weight_takes_the_best_inner_blend():
     assert pick_weight({0.5: 0.4, 0.75: 0.4, 1.0: 0.3}) == 0.5  # a tie: first in grid order
 
 
+def test_spread_scale_is_the_conformal_quantile():
+    rng = np.random.default_rng(2)
+    spread = rng.uniform(0.5, 1.5, 4000)
+    z = 2.0 * spread * rng.standard_normal(4000)   # residuals twice the spread
+    scale = spread_scale(z, np.zeros(4000), spread)
+    assert scale == pytest.approx(2.0, rel=0.05)
+    assert np.mean(np.abs(z) <= 1.96 * scale * spread) == pytest.approx(0.95, abs=0.002)
+    assert spread_scale(z, np.zeros(4000), np.zeros(4000)) == 1.0   # no spread to scale
+
+
 def test_stack_blends_trees_and_kernel_with_the_chosen_weights(records):  # noqa: F811
     model = create("stack", {**FAST, "seed": 4})
     history = model.fit(records)
     x = model.featurize(records)
     pred = model.predict_features(x)
-    assert set(history["tree_weight"]) == set(model.metrics)
+    assert set(history["tree_weight"]) == set(model.metrics) == set(history["spread_scale"])
     z_columns, spread = [], []
     for j, metric in enumerate(model.metrics):
-        scores = model.inner_scores[0][metric]
-        w = model.tree_weight[0][metric]
-        assert w == pick_weight(scores) and w in (0.5, 0.75, 1.0)
-        flat, kernel = model.members[0][metric], model.kernels[0][metric]
-        per_tree = w * flat.leaves(x) + (1 - w) * kernel.predict(x)[:, None]
-        z_columns.append(w * flat.raw(x) + (1 - w) * kernel.predict(x))
-        spread.append(model.targets.inverse_column(per_tree, j).std(axis=1))
+        blend = model.blends[0][metric]
+        w = blend.tree_weight
+        assert w == pick_weight(blend.inner_scores) and w in (0.5, 0.75, 1.0)
+        assert np.isfinite(blend.spread_scale) and blend.spread_scale > 0
+        flat, kernel = model.members[0][metric], blend.kernel.predict(x)
+        mean = w * flat.raw(x) + (1 - w) * kernel
+        per_tree = w * flat.leaves(x) + (1 - w) * kernel[:, None]
+        scaled = mean[:, None] + blend.spread_scale * (per_tree - mean[:, None])
+        z_columns.append(mean)
+        spread.append(model.targets.inverse_column(scaled, j).std(axis=1))
     np.testing.assert_allclose(pred.mean, model.targets.inverse(np.stack(z_columns, axis=1)),
                                rtol=1e-12)
-    np.testing.assert_allclose(pred.std, np.stack(spread, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(pred.std, np.stack(spread, axis=1), rtol=1e-9)
     assert ((pred.p_fail >= 0) & (pred.p_fail <= 1)).all()
     again = create("stack", {**FAST, "seed": 4})
     again.fit(records)
