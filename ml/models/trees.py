@@ -16,6 +16,7 @@ from sklearn.ensemble import (ExtraTreesClassifier, ExtraTreesRegressor,
                               HistGradientBoostingClassifier, HistGradientBoostingRegressor)
 from threadpoolctl import threadpool_limits
 
+from ml.evaluation.records import groups as record_groups
 from ml.models.base import (Prediction, Predictor, TrainingCancelled, as_records, labels,
                             notify, stop_requested)
 from ml.models.features import TABULAR_VERSION, tabular_features
@@ -27,16 +28,6 @@ from ml.models.targets import TargetScaler
 #: genomes: tau-b average_precision .421 -> .450, iou_loss .416 -> .492, the rest within .006;
 #: nas-bench-graph/arxiv (N = 100, validation split) .574 -> .581.
 TARGET_CLIP = 5.0
-
-
-def record_groups(records: list[Any]) -> np.ndarray:
-    """Grouping key per record (canonical hash; the row position when a record has none), so
-    inner splits keep a genome and its duplicates on one side, as the evaluation's folds do."""
-    keys = []
-    for i, record in enumerate(records):
-        key = getattr(record, "canonical_hash", None)
-        keys.append(str(key) if key is not None else f"row-{i}")
-    return np.asarray(keys, dtype=object)
 
 
 class FlatTrees:
@@ -241,7 +232,7 @@ class TreePredictor(Predictor):
         ok = ~failed
         self.targets = TargetScaler(self.metrics).fit(y[ok])
         z = np.clip(self.targets.transform(y), -TARGET_CLIP, TARGET_CLIP)
-        groups = record_groups(records)
+        groups = np.asarray(record_groups(records), dtype=object)
         seed = int(self.config["seed"])
         k = int(self.config["ensemble"])
         self._reset_members()
@@ -349,7 +340,8 @@ class TreePredictor(Predictor):
 
 
 class ExtraTreesPredictor(TreePredictor):
-    """Extremely randomised trees: the best measured model on ~250 genomes (robust, fast)."""
+    """Extremely randomised trees: robust and fast on ~250 genomes; the tree member of
+    ``stack`` (the default), which blends them with a kernel SVR."""
 
     name = "trees"
     #: 2: tabular_features gained the path block; 3: the mean path's counts; 4: winsorised
