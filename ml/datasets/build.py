@@ -48,7 +48,10 @@ LOGGED_ERRORS = 20
 #: after torchvision + pyg + the encoder, ~0.9 GB peak while encoding, the extra ~0.15 GB being
 #: the per-variant caches that ``ml.arch.backbones.warm_up()`` also fills). Two workers cannot
 #: fit 1.5 GB summed RSS: their import floor alone is 2 x 0.73 GB + the parent (~25 MB), and
-#: measured peaks are ~1.9-2.0 GB RSS / ~1.6 GB PSS. Hence the default of one worker.
+#: measured peaks are ~1.75-2.0 GB RSS / ~1.4-1.6 GB PSS. Hence the default of one worker
+#: (2026-12-01: 900 MB summed RSS at 1,000 genomes, 924 MB at 100,000). The floor is the
+#: CUDA build of torch this project pins: ``import torch`` is 508 MB RSS there (279 MB of it
+#: anonymous, from the CUDA libraries' load) against 207 MB for the CPU build of 2.13.0.
 MEMORY_BUDGET_MB = 1500
 WORKER_RSS_MB = 1000
 
