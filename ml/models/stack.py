@@ -147,10 +147,14 @@ class StackedPredictor(ExtraTreesPredictor):
         self.blends[-1][self.metrics[j]] = blend
         return super()._fit_metric(j, x, z, groups, seed)
 
+    def _per_metric(self, key: str) -> dict[str, list[float]]:
+        """``{metric: [each member's MetricBlend.<key>]}`` (history and normalisation.json)."""
+        return {m: [getattr(b[m], key) for b in self.blends] for m in self.metrics}
+
     def fit(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         history = super().fit(*args, **kwargs)
         for key in ("tree_weight", "spread_scale"):
-            history[key] = {m: [getattr(b[m], key) for b in self.blends] for m in self.metrics}
+            history[key] = self._per_metric(key)
         history["inner_kendall_tau"] = {
             m: [{str(w): s for w, s in b[m].inner_scores.items()} for b in self.blends]
             for m in self.metrics}
@@ -188,6 +192,5 @@ class StackedPredictor(ExtraTreesPredictor):
     def normalisation(self) -> dict[str, Any]:
         return {**super().normalisation(),
                 "kernel": "per-block standardised tabular_features (ml.models.kernel)",
-                "tree_weight": {m: [b[m].tree_weight for b in self.blends] for m in self.metrics},
-                "spread_scale": {m: [b[m].spread_scale for b in self.blends]
-                                 for m in self.metrics}}
+                "tree_weight": self._per_metric("tree_weight"),
+                "spread_scale": self._per_metric("spread_scale")}
