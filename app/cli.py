@@ -55,8 +55,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "      -d '{\"genomes\": [\"" + _example_genome(settings) + "\"], \"top_k\": 1}'",
     ]
     print("\n".join(lines), flush=True)
+    # SIGTERM: uvicorn stops accepting, gives in-flight requests the grace period, then the
+    # lifespan's shutdown releases a running job (it resumes on the next start).
     uvicorn.run(application, host=args.host, port=args.port, log_level="info",
-                access_log=False)  # app.access logs one JSON line per request instead
+                access_log=False,  # app.access logs one JSON line per request instead
+                timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)))
     return 0
 
 
@@ -86,6 +89,46 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    """One JSON object per key (id, name, prefix, scopes, created_at, revoked_at)."""
+    _configure(args)
+    from app.bootstrap import migrate
+    from app.core.config import get_settings
+    from app.core.db import session_scope
+    from app.store.keys import key_public, list_keys
+
+    migrate(get_settings())
+    with session_scope() as session:
+        rows, _ = list_keys(session, include_revoked=not args.active, limit=1_000_000)
+        for row in rows:
+            item = key_public(row)
+            sys.stdout.write(json.dumps({k: v.isoformat() if hasattr(v, "isoformat") else v
+                                         for k, v in item.items()}) + "\n")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    """Revoke a key by id; running API processes refuse it within their key cache's TTL."""
+    _configure(args)
+    from app.bootstrap import migrate
+    from app.core.config import get_settings
+    from app.core.db import session_scope
+    from app.store.keys import get_key, revoke
+
+    from app.core.errors import ServiceError
+
+    migrate(get_settings())
+    try:
+        with session_scope() as session:
+            get_key(session, args.id)
+            changed = revoke(session, args.id)
+    except ServiceError as exc:
+        print(f"nas-surrogate: {exc.message}", file=sys.stderr)
+        return 2
+    sys.stdout.write(json.dumps({"id": args.id, "revoked": True, "changed": changed}) + "\n")
+    return 0
+
+
 def register(sub: "argparse._SubParsersAction") -> None:
     serve = sub.add_parser("serve", help="run the HTTP service (embedded: SQLite + thread jobs)")
     serve.add_argument("--host", default="127.0.0.1")
@@ -105,3 +148,11 @@ def register(sub: "argparse._SubParsersAction") -> None:
                         choices=["predict", "train", "admin"])
     create.add_argument("--data-dir", default=None)
     create.set_defaults(func=cmd_keys_create)
+    listing = keys_sub.add_parser("list", help="list keys (id, name, prefix, scopes, revoked)")
+    listing.add_argument("--active", action="store_true", help="only keys not revoked")
+    listing.add_argument("--data-dir", default=None)
+    listing.set_defaults(func=cmd_keys_list)
+    revoking = keys_sub.add_parser("revoke", help="revoke a key by id")
+    revoking.add_argument("id", type=int)
+    revoking.add_argument("--data-dir", default=None)
+    revoking.set_defaults(func=cmd_keys_revoke)

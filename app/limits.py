@@ -1,10 +1,17 @@
-"""Request body limit as a small ASGI wrapper: 413 from ``Content-Length`` before reading, and
-413 while streaming once the counted bytes pass the limit (chunked bodies have no length).
-Until Starlette's own ``max_body_size`` is in the pinned versions (service-notes §3)."""
+"""Small ASGI wrappers that bound what requests can take from the process.
+
+* :class:`BodySizeLimit`: 413 from ``Content-Length`` before reading, and 413 while streaming
+  once the counted bytes pass the limit (chunked bodies have no length). Until Starlette's own
+  ``max_body_size`` is in the pinned versions (service-notes §3).
+* :class:`ConcurrencyLimit`: the heavy routes share a few slots; a request waits for one in
+  the event loop (no thread is taken while it waits) within a short queue, and past the queue or
+  its timeout it is answered 503 ``SERVER_BUSY`` with ``Retry-After`` instead of piling up.
+"""
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -70,4 +77,65 @@ class BodySizeLimit:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _busy_body(limit: int) -> bytes:
+    return json.dumps({"error": {"code": "SERVER_BUSY", "message":
+                                 f"the service is scoring {limit} heavy requests already; "
+                                 "retry after the Retry-After seconds",
+                                 "details": {"concurrency": limit}}}).encode()
+
+
+class ConcurrencyLimit:
+    """At most ``limit`` requests to ``paths`` run at once; ``queue`` more may wait up to
+    ``timeout_s`` for a slot. The slot is held until the response has been sent."""
+
+    def __init__(self, app: ASGIApp, paths: Iterable[str], limit: int, queue: int,
+                 timeout_s: float, retry_after_s: int = 2) -> None:
+        self.app, self.paths = app, frozenset(paths)
+        self.limit, self.queue, self.timeout_s = limit, queue, timeout_s
+        self.retry_after_s = retry_after_s
+        self.running = 0
+        self.waiting = 0
+        self._slots: asyncio.Semaphore | None = None
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.limit)
+        if not await self._acquire():
+            await self._reject(send)
+            return
+        self.running += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.running -= 1
+            self._slots.release()
+
+    async def _acquire(self) -> bool:
+        assert self._slots is not None
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return True
+        if self.waiting >= self.queue:
+            return False
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.timeout_s)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self.waiting -= 1
+
+    async def _reject(self, send: Any) -> None:
+        body = _busy_body(self.limit)
+        await send({"type": "http.response.start", "status": 503,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"retry-after", str(self.retry_after_s).encode())]})
         await send({"type": "http.response.body", "body": body})

@@ -20,22 +20,26 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from app.api.deps import KeyCache
-from app.api.routes import datasets, health, jobs, models, predict
+from app.api.deps import KeyCache, WindowCounter
+from app.api.routes import datasets, health, jobs, keys, models, predict
 from app.core.config import Settings, get_settings
 from app.core.errors import ServiceError
-from app.limits import BodySizeLimit
+from app.limits import BodySizeLimit, ConcurrencyLimit
 from app.scoring import Scorer
-from app.telemetry import Metrics
+from app.telemetry import REQUEST_ID, Metrics
 
 log = logging.getLogger("app")
 access_log = logging.getLogger("app.access")
 
 _HTTP_CODES = {404: "NOT_FOUND", 405: "INVALID_REQUEST", 413: "BODY_TOO_LARGE",
                415: "UNSUPPORTED_MEDIA_TYPE", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}
+#: Routes whose work grows with the request (encoding, featurising, ranking): they share the
+#: ``heavy_concurrency`` slots.
+HEAVY_ROUTES = ("/predict", "/genomes/encode")
 
 
 def _route_id(route: APIRoute) -> str:
@@ -98,6 +102,12 @@ def install_handlers(app: FastAPI) -> None:
         return _envelope(422, "INVALID_REQUEST", "a value in the request cannot be stored or "
                          "compared (a NUL character or a number out of range?)")
 
+    @app.exception_handler(PoolTimeout)
+    async def pool_exhausted(_: Request, exc: PoolTimeout) -> JSONResponse:
+        log.warning("database connection pool exhausted")
+        return _envelope(503, "DATABASE_UNAVAILABLE", "the database connection pool is "
+                         "exhausted; retry shortly", headers={"Retry-After": "1"})
+
     @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)
     async def database_error(_: Request, exc: DBAPIError) -> JSONResponse:
@@ -129,8 +139,11 @@ def create_app(settings: Settings | None = None, dispatcher: Any = None) -> Fast
         if shutdown is not None:
             shutdown()
 
+    docs = bool(settings.docs_enabled)
     app = FastAPI(title="nas-surrogate", version="0.1.0", lifespan=lifespan,
                   generate_unique_id_function=_route_id,
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+                  openapi_url="/openapi.json" if docs else None,
                   description="Predicts how well an evolved object-detection architecture will "
                               "perform before it is trained. Send `X-API-Key`.")
     if dispatcher is None:
@@ -141,10 +154,15 @@ def create_app(settings: Settings | None = None, dispatcher: Any = None) -> Fast
     app.state.start_reconciler = True
     app.state.scorer = Scorer(settings)
     app.state.key_cache = KeyCache()
+    app.state.auth_failures = WindowCounter()
+    app.state.key_rates = WindowCounter()
     app.state.metrics = Metrics()
-    for router in (predict.router, jobs.router, datasets.router, models.router, health.router):
+    for router in (predict.router, jobs.router, datasets.router, models.router, keys.router,
+                   health.router):
         app.include_router(router)
     install_handlers(app)
+    app.add_middleware(ConcurrencyLimit, paths=HEAVY_ROUTES, limit=settings.heavy_concurrency,
+                       queue=settings.heavy_queue, timeout_s=settings.heavy_queue_timeout_s)
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Any) -> Any:
@@ -152,7 +170,11 @@ def create_app(settings: Settings | None = None, dispatcher: Any = None) -> Fast
         one JSON access line joining API and worker logs. Headers are never logged (keys)."""
         started = time.perf_counter()
         request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
-        response = await call_next(request)
+        token = REQUEST_ID.set(request_id)
+        try:
+            response = await call_next(request)
+        finally:
+            REQUEST_ID.reset(token)
         elapsed = time.perf_counter() - started
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.core.config import MAX_BATCH_CEILING
+
 
 def _utc(value: datetime | None) -> datetime | None:
     """SQLite returns naive datetimes; everything stored is UTC."""
@@ -35,8 +37,9 @@ class GenomeErrorOut(BaseModel):
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # no "0" -> false, "5" -> 5
 
-    genomes: list[str] = Field(min_length=1,
-                               description="genome strings, scored and ranked together")
+    genomes: list[str] = Field(min_length=1, max_length=MAX_BATCH_CEILING,
+                               description="genome strings, scored and ranked together "
+                               "(at most SURROGATE_MAX_BATCH)")
     rank_by: str = Field("nsga2", description="'nsga2' (the evolution's objectives) or a metric")
     direction: Literal["min", "max"] | None = Field(
         None, description="for a metric: defaults to the metric's known direction")
@@ -66,8 +69,9 @@ class PredictResponse(BaseModel):
 class EncodeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # no "0" -> false, "5" -> 5
 
-    genomes: list[str] = Field(min_length=1)
-    full: bool = Field(False, description="include node-level tensors (ops, edges, shapes)")
+    genomes: list[str] = Field(min_length=1, max_length=MAX_BATCH_CEILING)
+    full: bool = Field(False, description="include node-level tensors (ops, edges, shapes); "
+                       "at most SURROGATE_MAX_ENCODE_FULL genomes")
 
 
 class EncodeItem(BaseModel):
@@ -97,13 +101,23 @@ class TrainRequest(BaseModel):
     predictor: str = Field("auto", max_length=64)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     model_name: str | None = Field(None, min_length=1, max_length=200,
-                                   pattern=r"^[A-Za-z0-9_.-]+$")
+                                   pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                                   description="registry name (a directory name: no '..'); "
+                                   "another name than the configured one needs admin")
     activate: bool = Field(False, description="move the `active` alias to the new version "
-                           "(the first version of a model is always activated)")
+                           "(admin only; the first version of a model is always activated)")
     cv_folds: int = Field(0, ge=0, le=10, description="0: no report; k >= 2: also run grouped "
                           "k-fold cross-validation (one seed) and keep its trust report "
                           "(Kendall tau, validity AUC, NSGA-II/SPEA2 top-30% overlap) and "
                           "plots with the model version")
+
+
+    @field_validator("model_name")
+    @classmethod
+    def _no_parent_segments(cls, value: str | None) -> str | None:
+        if value is not None and ".." in value:
+            raise ValueError("model_name may not contain '..'")
+        return value
 
 
 class JobError(BaseModel):
@@ -205,6 +219,35 @@ class ModelsPublic(BaseModel):
     data: list[ModelVersionPublic]
     count: int
     active_version: int | None
+
+
+# -- keys ----------------------------------------------------------------------------------
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[Literal["predict", "train", "admin"]] = Field(min_length=1, max_length=3)
+
+
+class KeyPublic(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None
+
+    _utc = field_validator("created_at", "revoked_at")(_utc)
+
+
+class KeyCreated(KeyPublic):
+    key: str = Field(description="the key itself, shown once")
+
+
+class KeysPublic(BaseModel):
+    data: list[KeyPublic]
+    count: int
 
 
 # -- health --------------------------------------------------------------------------------

@@ -7,10 +7,17 @@ count bound would let memory run away):
 * ``text → canonical hash`` (or the genome's error): skips parsing a string seen before, and
   makes a resubmitted bad genome free;
 * ``(canonical hash, encoder version) → graph record``: skips compiling and encoding a genome
-  seen before in any spelling;
+  seen before in any spelling (kept only for predictors that read graphs);
 * ``(canonical hash, encoder version, feature key) → feature row`` for predictors that take one
   row per genome (stack, trees, gbt): a warm batch needs neither the graph nor the
   featurisation.
+
+A batch is worked through in chunks (``predict_chunk`` genomes or ``predict_chunk_mb`` of graph
+records, whichever comes first): encode, featurise, predict, then drop the chunk's records, so a
+request holds at most one chunk of graphs whatever its size. A :class:`RequestBudget` bounds the
+encoding work (graph nodes) and the wall time of one request; what was done before it ran out
+is cached, so a retry continues where it stopped. Whatever a genome holds, it fails alone: a
+``GenomeError`` (or, for a bug below the encoder, ``INTERNAL_ERROR``) is that item's answer.
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ import numpy as np
 
 from app.core.config import Settings
 from app.core.errors import ServiceError
-from ml.jsonsafe import json_safe
+from app.telemetry import current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +92,42 @@ def row_bytes(_: Any, row: np.ndarray) -> int:
 
 @dataclass
 class Encoded:
-    """One genome's outcome: its canonical hash and (when needed) its graph record, or its
-    error."""
+    """One genome's outcome: its canonical hash and (while its chunk is scored) its graph
+    record, or its error."""
 
     canonical_hash: str | None
     record: Any = None
     error: dict[str, Any] | None = None
+    num_nodes: int = 0
+
+
+class RequestBudget:
+    """The work one request may cause: graph nodes encoded (cache misses) and wall time.
+
+    Exceeding either answers with a code (413 ``REQUEST_TOO_LARGE``, 503 ``DEADLINE_EXCEEDED``
+    with ``Retry-After``) instead of letting memory or latency run away; the genomes encoded so
+    far stay cached."""
+
+    def __init__(self, max_nodes: int, deadline_s: float) -> None:
+        self.max_nodes, self.deadline_s = max_nodes, deadline_s
+        self.nodes = 0
+        self.started = time.monotonic()
+
+    def spend(self, nodes: int, index: int) -> None:
+        self.nodes += nodes
+        if self.max_nodes and self.nodes > self.max_nodes:
+            raise ServiceError("REQUEST_TOO_LARGE", f"the genomes up to index {index} already "
+                               f"need {self.nodes} graph nodes of encoding (limit "
+                               f"{self.max_nodes}); send smaller batches",
+                               details={"max_request_nodes": self.max_nodes, "index": index})
+
+    def check_time(self, index: int) -> None:
+        if self.deadline_s and time.monotonic() - self.started > self.deadline_s:
+            raise ServiceError("DEADLINE_EXCEEDED", f"the request ran past its {self.deadline_s:g}"
+                               f" s deadline at index {index}; the work done is cached, retry to "
+                               "continue", details={"deadline_s": self.deadline_s,
+                                                    "index": index},
+                               headers={"Retry-After": "1"})
 
 
 class EncodingCache:
@@ -113,9 +150,10 @@ class EncodingCache:
     def has_row(self, digest: str | None, key: str) -> bool:
         return (digest, self.version, key) in self.rows
 
-    def encode(self, text: str) -> tuple[Encoded, bool]:
-        """``(outcome with its record, cache_hit)``; never raises for a bad genome."""
-        from ml.errors import GenomeError
+    def encode(self, text: str, keep_record: bool = True) -> tuple[Encoded, bool]:
+        """``(outcome with its record, cache_hit)``; never raises for a bad genome.
+        ``keep_record=False`` (row-based predictors) does not cache the graph record."""
+        from ml.errors import GenomeError, internal_error
         from ml.genome import canonical_hash, load
 
         known = self.by_text.get(text)
@@ -135,31 +173,46 @@ class EncodingCache:
                     record = self.encoder.encode_genome(genome, text).to_data("combined")
                 except GenomeError as exc:
                     raise exc.with_text(text) from None
-                self.by_hash.put((digest, self.version), record)
-        except GenomeError as exc:
-            outcome = Encoded(None, error=exc.to_dict())
-            self.by_text.put(text, outcome)
+                if keep_record:
+                    self.by_hash.put((digest, self.version), record)
+        except Exception as exc:  # noqa: BLE001 - whatever the text holds, it fails alone
+            error = exc if isinstance(exc, GenomeError) else internal_error("encoding", exc)
+            outcome = Encoded(None, error=error.to_dict())
+            if error.code == "INTERNAL_ERROR":
+                log.error("request %s: genome failed with INTERNAL_ERROR: %s",
+                          current_request_id(), error.message)
+            if not isinstance(exc, MemoryError):
+                self.by_text.put(text, outcome)
             return outcome, False
         self.by_text.put(text, Encoded(digest))
-        return Encoded(digest, record), hit
+        return Encoded(digest, record, num_nodes=int(record.num_nodes)), hit
 
-    def feature_rows(self, model: Any, texts: list[str], outcomes: list[Encoded]) -> np.ndarray:
+    def feature_rows(self, model: Any, texts: list[str], outcomes: list[Encoded]
+                     ) -> tuple[list[np.ndarray | None], dict[int, dict[str, Any]]]:
         """``model.featurize`` rows, computed once per genome and feature key (re-encoding a
-        genome whose row and record were both evicted meanwhile)."""
+        genome whose row and record were both evicted meanwhile). Returns the rows and the
+        ``INTERNAL_ERROR`` of each position whose featurisation raised (its row is None)."""
+        from ml.inference import run_isolated
+
         key = model.feature_key
-        rows = [self.rows.get((o.canonical_hash, self.version, key)) for o in outcomes]
+        rows: list[np.ndarray | None] = [self.rows.get((o.canonical_hash, self.version, key))
+                                         for o in outcomes]
         missing = [i for i, row in enumerate(rows) if row is None]
+        failed: dict[int, dict[str, Any]] = {}
         if missing:
             records = []
             for i in missing:
                 record = outcomes[i].record
                 if record is None:
-                    record = self.encode(texts[i])[0].record
+                    record = self.encode(texts[i], keep_record=False)[0].record
                 records.append(record)
-            for i, row in zip(missing, model.featurize(records)):
+            kept, computed, errors = run_isolated(model.featurize, records, "featurising")
+            for j, row in zip(kept, computed):
+                i = missing[j]
                 rows[i] = row
                 self.rows.put((outcomes[i].canonical_hash, self.version, key), row)
-        return np.stack(rows)
+            failed = {missing[j]: error for j, error in errors.items()}
+        return rows, failed
 
 
 @dataclass
@@ -171,12 +224,27 @@ class LoadedModel:
     model: Any
 
 
+@dataclass
+class _LoadFailure:
+    retry_at: float
+    delay: float
+    message: str
+
+
 class ActiveModel:
-    """Holds the active model version; ``current()`` reloads when the alias has moved."""
+    """Holds the active model version; ``current()`` reloads when the alias has moved.
+
+    A version that cannot be loaded never takes ``/predict`` down while another is in memory:
+    the loaded model keeps serving, and the load is retried with exponential backoff
+    (``model_load_backoff_s`` doubling up to 5 minutes) instead of on every request. While one
+    request loads, the others keep serving the loaded model."""
+
+    MAX_BACKOFF_S = 300.0
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.loaded: LoadedModel | None = None
+        self._failures: dict[int, _LoadFailure] = {}
         self._lock = threading.Lock()
 
     def current(self, wanted: int | None) -> LoadedModel:
@@ -188,12 +256,45 @@ class ActiveModel:
         if wanted is None:
             raise ServiceError("NO_ACTIVE_MODEL", "no model is active; train one with "
                                "POST /jobs/train (or activate a version)")
-        with self._lock:
-            if self.loaded is None or self.loaded.version != wanted:
-                self.loaded = self._load(wanted)
-            return self.loaded
+        failure = self._failures.get(wanted)
+        if failure is not None and time.monotonic() < failure.retry_at:
+            return self._fallback(wanted, failure.message)
+        if not self._lock.acquire(blocking=loaded is None):
+            return loaded  # another request is loading it; serve what is loaded meanwhile
+        try:
+            if self.loaded is not None and self.loaded.version == wanted:
+                return self.loaded
+            try:
+                model = self.load(wanted)
+            except ServiceError as exc:
+                previous = self._failures.get(wanted)
+                delay = min(self.MAX_BACKOFF_S, previous.delay * 2 if previous
+                            else self.settings.model_load_backoff_s)
+                self._failures[wanted] = _LoadFailure(time.monotonic() + delay, delay,
+                                                      exc.message)
+                log.error("%s; %s (retry in %.0f s)", exc.message,
+                          f"v{self.loaded.version} keeps serving" if self.loaded else
+                          "nothing to serve", delay)
+                return self._fallback(wanted, exc.message)
+            self._failures.pop(wanted, None)
+            self.loaded = model
+            return model
+        finally:
+            self._lock.release()
 
-    def _load(self, version: int) -> LoadedModel:
+    def install(self, model: LoadedModel) -> None:
+        """Serve ``model`` now (activation already loaded it to check it)."""
+        with self._lock:
+            self._failures.pop(model.version, None)
+            self.loaded = model
+
+    def _fallback(self, wanted: int, message: str) -> LoadedModel:
+        if self.loaded is not None:
+            return self.loaded
+        raise ServiceError("NO_ACTIVE_MODEL", message, details={"version": wanted})
+
+    def load(self, version: int) -> LoadedModel:
+        """Load a registered version (no caching); any failure is ``NO_ACTIVE_MODEL``."""
         from app.core.db import session_scope
         from app.store import registry
         from ml.train import load_bundle
@@ -204,9 +305,9 @@ class ActiveModel:
         started = time.perf_counter()
         try:
             model = load_bundle(path)
-        except (OSError, ValueError) as exc:
-            raise ServiceError("NO_ACTIVE_MODEL", f"model v{version} cannot be loaded: {exc}") \
-                from exc
+        except Exception as exc:  # noqa: BLE001 - a bad bundle is a refused version, not a 500
+            raise ServiceError("NO_ACTIVE_MODEL", f"model v{version} cannot be loaded: "
+                               f"{type(exc).__name__}") from exc
         log.info("loaded %s v%d (%s) in %.2fs", self.settings.model_name, version, predictor,
                  time.perf_counter() - started)
         return LoadedModel(self.settings.model_name, version, predictor, encoder, model)
@@ -221,75 +322,113 @@ class Scorer:
         self.active = ActiveModel(settings)
         self._predict_lock = threading.Lock()
 
+    def budget(self) -> RequestBudget:
+        return RequestBudget(self.settings.max_request_nodes, self.settings.request_deadline_s)
+
     def score(self, genomes: list[str], loaded: LoadedModel, rank_by: str = "nsga2",
-              direction: str | None = None, top_k: int | None = None) -> dict[str, Any]:
-        from ml.ranking import rank_candidates
+              direction: str | None = None, top_k: int | None = None,
+              budget: RequestBudget | None = None) -> dict[str, Any]:
+        from ml.inference import error_item, ok_item
+        from ml.ranking import rank_candidates, ranking_objectives
 
         model = loaded.model
         metrics = list(model.metrics)
-        if rank_by != "nsga2" and rank_by not in metrics:
+        if rank_by == "nsga2":
+            if not ranking_objectives(metrics):
+                raise ServiceError("UNKNOWN_METRIC", f"model v{loaded.version} predicts none of "
+                                   "the evolution's objectives; rank by one of its metrics",
+                                   details={"metrics": metrics})
+        elif rank_by not in metrics:
             raise ServiceError("UNKNOWN_METRIC", f"rank_by {rank_by!r} is not predicted by "
                                f"model v{loaded.version}", details={"metrics": metrics})
+        budget = budget or self.budget()
         key = getattr(model, "feature_key", None)
+        n, m = len(genomes), len(metrics)
         outcomes: list[Encoded] = []
+        mean, std, p_fail = np.full((n, m), np.nan), np.full((n, m), np.nan), np.ones(n)
+        has_std = True
         hits = 0
-        for text in genomes:
+        chunk: list[int] = []
+        chunk_bytes = 0
+        chunk_limit = max(1, self.settings.predict_chunk)
+        bytes_limit = self.settings.predict_chunk_mb * 2 ** 20
+
+        def flush() -> None:
+            nonlocal has_std, chunk, chunk_bytes
+            if chunk:
+                has_std &= self._predict(model, key, chunk, genomes, outcomes, mean, std, p_fail)
+            for i in chunk:
+                outcomes[i].record = None  # the graph is not needed past its chunk
+            chunk, chunk_bytes = [], 0
+
+        for i, text in enumerate(genomes):
+            budget.check_time(i)
             known = self.cache.identify(text)
             if known is not None and (known.error is not None or (
                     key is not None and self.cache.has_row(known.canonical_hash, key))):
-                outcomes.append(known)   # nothing to encode: an error, or a cached row
-                hits += 1
-                continue
-            outcome, hit = self.cache.encode(text)
+                outcome, hit = Encoded(known.canonical_hash, error=known.error), True
+            else:
+                outcome, hit = self.cache.encode(text, keep_record=key is None)
+                if not hit:
+                    budget.spend(outcome.num_nodes, i)
             outcomes.append(outcome)
             hits += hit
+            if outcome.error is None:
+                chunk.append(i)
+                if outcome.record is not None:
+                    chunk_bytes += record_bytes(None, outcome.record)
+                if len(chunk) >= chunk_limit or chunk_bytes >= bytes_limit:
+                    flush()
+        flush()
         self.cache.hits += hits
-        self.cache.misses += len(genomes) - hits
+        self.cache.misses += n - hits
         ok_rows = [i for i, o in enumerate(outcomes) if o.error is None]
-        n, m = len(ok_rows), len(metrics)
-        mean, std, p_fail = np.zeros((n, m)), None, np.zeros(n)
-        chunk = max(1, self.settings.predict_chunk)
-        if n:
-            std = np.zeros((n, m))
-            with self._predict_lock:
-                for start in range(0, n, chunk):
-                    rows = ok_rows[start:start + chunk]
-                    batch = [outcomes[i] for i in rows]
-                    if key is not None:
-                        x = self.cache.feature_rows(model, [genomes[i] for i in rows], batch)
-                        pred = model.predict_features(x)
-                    else:
-                        pred = model.predict([o.record for o in batch])
-                    mean[start:start + len(rows)] = pred.mean
-                    p_fail[start:start + len(rows)] = pred.p_fail
-                    if pred.std is None:
-                        std = None
-                    elif std is not None:
-                        std[start:start + len(rows)] = pred.std
         if direction is None and rank_by != "nsga2":
             from ml.datasets.labels import DIRECTIONS
             direction = "max" if DIRECTIONS.get(rank_by, -1) > 0 else "min"
-        order = rank_candidates(mean, p_fail, metrics, rank_by, direction)
+        order = rank_candidates(mean[ok_rows], p_fail[ok_rows], metrics, rank_by, direction)
         ranking = [ok_rows[i] for i in order]
         rank_of = {index: r + 1 for r, index in enumerate(ranking)}
-        row_of = {index: r for r, index in enumerate(ok_rows)}
         items = []
         for i, outcome in enumerate(outcomes):
             if outcome.error is not None:
-                items.append({"index": i, "ok": False, "error": outcome.error,
-                              "canonical_hash": None, "p_fail": None, "predictions": None,
-                              "std": None, "rank": None})
+                items.append({**error_item(i, outcome.error), "rank": None})
                 continue
-            r = row_of[i]
-            items.append({
-                "index": i, "ok": True, "error": None, "canonical_hash": outcome.canonical_hash,
-                "p_fail": json_safe(p_fail[r]),
-                "predictions": {k: json_safe(mean[r, j]) for j, k in enumerate(metrics)},
-                "std": None if std is None else {k: json_safe(std[r, j])
-                                                 for j, k in enumerate(metrics)},
-                "rank": rank_of[i]})
+            items.append({**ok_item(i, outcome.canonical_hash, metrics, mean[i],
+                                    std[i] if has_std else None, p_fail[i]),
+                          "rank": rank_of[i]})
         if top_k is not None:
             ranking = ranking[:top_k]
         return {"items": items, "ranking": ranking, "model_version": loaded.version,
                 "model_name": loaded.name, "encoder_version": self.cache.version,
                 "rank_by": rank_by, "cache_hits": hits}
+
+    def _predict(self, model: Any, key: str | None, chunk: list[int], genomes: list[str],
+                 outcomes: list[Encoded], mean: np.ndarray, std: np.ndarray,
+                 p_fail: np.ndarray) -> bool:
+        """Predict one chunk into the request's arrays; an item whose featurisation or
+        prediction raises becomes ``INTERNAL_ERROR``. Returns whether the model gave a std."""
+        from ml.inference import predict_chunk
+
+        failed: dict[int, dict[str, Any]] = {}
+        positions = list(range(len(chunk)))
+        with self._predict_lock:
+            if key is not None:
+                rows, failed = self.cache.feature_rows(
+                    model, [genomes[i] for i in chunk], [outcomes[i] for i in chunk])
+                positions = [j for j in positions if j not in failed]
+                result = predict_chunk(model, [rows[j] for j in positions], rows=True)
+            else:
+                result = predict_chunk(model, [outcomes[i].record for i in chunk], rows=False)
+        for j, error in result.failed.items():
+            failed[positions[j]] = error
+        for r, j in enumerate(result.kept):
+            i = chunk[positions[j]]
+            mean[i], p_fail[i] = result.mean[r], result.p_fail[r]
+            if result.std is not None:
+                std[i] = result.std[r]
+        for j, error in failed.items():
+            log.error("request %s: genome %d failed with INTERNAL_ERROR: %s",
+                      current_request_id(), chunk[j], error["message"])
+            outcomes[chunk[j]] = Encoded(None, error=error)
+        return result.std is not None or not result.kept

@@ -2,11 +2,21 @@
 durations read from SQL at scrape time (so they cover Celery workers on other machines)."""
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+
+#: The ``X-Request-ID`` of the request being served (set by the app's middleware; the
+#: threadpool that runs sync endpoints copies the context), for log lines deep in a request.
+REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
+
+
+def current_request_id() -> str:
+    return REQUEST_ID.get()
 
 
 class JobCollector(Collector):

@@ -56,14 +56,19 @@ def cmd_genome_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _encode_items(path: str, encoding: str) -> Iterable[tuple[int, Any, GenomeError | None]]:
+def _encode_items(path: str, encoding: str, as_data: bool
+                  ) -> Iterable[tuple[int, Any, GenomeError | None]]:
+    """Per genome: its JSON summary (or its ``Data`` with ``as_data``), or its error. Every
+    step runs inside the per-genome guard, so one genome can only fail its own line."""
     from ml.encoding.encoder import GenomeEncoder
     from ml.sources import iter_genomes
 
     encoder = GenomeEncoder()
     for index, text in iter_genomes(path):
         try:
-            yield index, encoder.encode(text, encoding=encoding), None
+            encoded = encoder.encode(text, encoding=encoding)
+            yield index, (encoded.to_data(encoding, index=index) if as_data
+                          else encoded.summary()), None
         except GenomeError as exc:
             yield index, None, exc
 
@@ -73,7 +78,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     all_ok = True
     saved: list[Any] = []
-    for index, encoded, exc in _encode_items(args.file, args.encoding):
+    for index, encoded, exc in _encode_items(args.file, args.encoding, args.out is not None):
         if exc is not None:
             all_ok = False
             if args.out is None:
@@ -82,9 +87,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
                 print(json.dumps(_error_item(index, exc)), file=sys.stderr)
             continue
         if args.out is None:
-            _emit({"index": index, **encoded.summary()})
+            _emit({"index": index, **encoded})
         else:
-            saved.append(encoded.to_data(index=index))
+            saved.append(encoded)
     if args.out is not None:
         torch.save(saved, args.out)
         print(f"wrote {len(saved)} graphs to {args.out}", file=sys.stderr)

@@ -48,6 +48,19 @@ def _zero_weights(root: Call) -> None:
     root.args[3:] = [Literal(0, 0) for _ in range(7)]
 
 
+def _head(chain: str, weights: str = "0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1",
+          optimizer: str = "Adam(0.5, 0.5, False)") -> str:
+    """A minimal genome around a layer chain (the head and training genes of a real one)."""
+    return f"FasterRCNN_Head({chain}, {optimizer}, StepLR(2, 0.5), {weights})"
+
+
+def _conv(**override: str) -> str:
+    args = {"out": "8", "k0": "3", "k1": "3", "s0": "1", "s1": "1", "p0": "0", "p1": "0",
+            "mode": "0", "d0": "1", "d1": "1", "groups": "1", **override}
+    return _head("LazyConv2d(IN0, " + ", ".join(args.values()) + ")")
+
+
+BIG = "9" * 4300  # the longest integer literal Python converts
 SEED = next(s for s in seed_genomes() if SHUFFLE in s)
 EXAMPLES: dict[str, tuple[str, dict]] = {
     "NOT_A_STRING": (None, {}),
@@ -70,9 +83,19 @@ EXAMPLES: dict[str, tuple[str, dict]] = {
     "WEIGHTS_UNAVAILABLE": (SEED.replace(SHUFFLE, "ShuffleNet_V2(IN0, 1, dummyOp(dummyOp(2)))"), {}),
     "TOO_MANY_LAYERS": (_edit_tree(R0, lambda root: _wrap_chain(root, 9)), {}),
     "LOSS_WEIGHTS_ZERO": (_edit_tree(R0, _zero_weights), {}),
+    # upper bounds (ml.genome.limits)
+    "INTEGER_OUT_OF_RANGE": (_conv(out="100000000000000000000"), {}),
+    "CHANNELS_TOO_LARGE": (_conv(out="4294967296"), {}),
+    "GROUPS_TOO_LARGE": (_conv(groups="4294967296"), {}),
+    "KERNEL_TOO_LARGE": (_conv(k0="100000000000"), {}),
+    "STRIDE_TOO_LARGE": (_conv(s1="9223372036854775807"), {}),
+    "PADDING_TOO_LARGE": (_conv(p0="257"), {}),
+    "DILATION_TOO_LARGE": (_conv(d1="4294967296"), {}),
+    "OUTPUT_SIZE_TOO_LARGE": (_head("AdaptiveAvgPool2d(IN0, 100000, 7)"), {}),
 }
-# Codes raised after load() (by the compiler) are tested in tests/test_arch.py.
-COMPILER_CODES = {"SHAPE_ERROR", "INVALID_LAYER", "UNSUPPORTED_LAYER"}
+# Codes raised after load() (by the compiler) are tested in tests/test_arch.py and below.
+COMPILER_CODES = {"SHAPE_ERROR", "INVALID_LAYER", "UNSUPPORTED_LAYER",
+                  "PARAMETER_BUDGET_EXCEEDED", "ACTIVATION_BUDGET_EXCEEDED"}
 
 
 @pytest.mark.parametrize("code", sorted(EXAMPLES))
@@ -98,6 +121,62 @@ def test_more_examples_of_shared_codes():
         with pytest.raises(GenomeError) as info:
             load(text)
         assert info.value.code == code, (code, info.value)
+
+
+def test_the_issue_examples_fail_alone_with_their_own_codes():
+    """The cases of the isolation issue, each a GenomeError with a specific code (never a torch
+    TypeError/RuntimeError, never INTERNAL_ERROR) from load() or the encoder."""
+    from ml.encoding.encoder import GenomeEncoder
+
+    encoder = GenomeEncoder()
+    cases = {
+        "INTEGER_OUT_OF_RANGE": _conv(out="100000000000000000000"),  # TypeError in torch.empty
+        "CHANNELS_TOO_LARGE": _conv(out="9223372036854775807"),      # storage size overflow
+        "NUMERIC_OVERFLOW": _conv(out=f"toChannel(mul({BIG}, {BIG}))"),  # int->str ValueError
+    }
+    cases["NUMERIC_OVERFLOW_OPTIMIZER"] = _head(
+        "ReLU_2D(IN0)", optimizer=f"Adam(0.5, 0.5, mul({BIG}, 3))")
+    for code, text in cases.items():
+        with pytest.raises(GenomeError) as info:
+            encoder.encode(text)
+        assert info.value.code == code.replace("_OPTIMIZER", ""), info.value
+        assert len(info.value.message) < 400  # no 4,300-digit number in a message
+    with pytest.raises(GenomeError) as info:                           # was accepted
+        encoder.encode(_conv(out="4294967296"))
+    assert info.value.code == "CHANNELS_TOO_LARGE"
+
+
+@pytest.mark.parametrize("chain, code", [
+    # 3 x 202,752 x 242,352 after one Upsample, x 81 after the next: past 2^38 elements
+    ("Upsample_2D(Upsample_2D(IN0, 99.0, 2), 9.0, 2)", "ACTIVATION_BUDGET_EXCEEDED"),
+    ("LazyConvTranspose2d(LazyConvTranspose2d(IN0, 64, 9, 9, 9, 9, 0, 0, 0, 10, 10, 1), 64, 9, "
+     "9, 9, 9, 0, 0, 0, 10, 10, 1)", "ACTIVATION_BUDGET_EXCEEDED"),
+    # 4096 x 4096 x 256 x 256 weights: 1.1e12 parameters
+    ("LazyConv2d(LazyConv2d(IN0, 4096, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1), 4096, 256, 256, 64, 64, 0, "
+     "0, 0, 1, 1, 1)", "PARAMETER_BUDGET_EXCEEDED"),
+])
+def test_budgets_stop_a_genome_at_the_layer_that_passes_them(chain, code):
+    from ml.encoding.encoder import GenomeEncoder
+
+    text = _head(chain)
+    with pytest.raises(GenomeError) as info:
+        GenomeEncoder().encode(text)
+    assert info.value.code == code, info.value
+    assert text[info.value.offset:].startswith(chain.split("(")[0])
+
+
+def test_real_genomes_are_far_inside_every_bound():
+    """No real genome comes near a limit: the bounds cannot reject what the evolution wrote."""
+    from ml.arch.compiler import compile_genome
+    from ml.genome.limits import MAX_ACTIVATION_ELEMENTS, MAX_PARAMETERS
+
+    from conftest import real_genomes
+    worst_params = worst_activations = 0
+    for text in real_genomes():
+        network = compile_genome(load(text))
+        worst_params = max(worst_params, network.total_parameter_count)
+        worst_activations = max(worst_activations, network.activation_elements)
+    assert worst_params * 10 < MAX_PARAMETERS and worst_activations * 10 < MAX_ACTIVATION_ELEMENTS
 
 
 def test_every_code_is_documented_and_exemplified():

@@ -47,6 +47,28 @@ class LeaseLost(Exception):
     the job belongs to the newer attempt."""
 
 
+#: Why the executor asked a running job of this process to stop: "time_limit" (past its soft
+#: limit: it fails with TIME_LIMIT) or "shutdown" (the process is stopping: the job is released
+#: to the queue and resumes from its checkpoint on the next start). Read by JobContext.
+_stop_reasons: dict[str, str] = {}
+_stop_lock = threading.Lock()
+
+
+def request_stop(job_id: str, reason: str) -> None:
+    with _stop_lock:
+        _stop_reasons.setdefault(job_id, reason)
+
+
+def stop_reason(job_id: str) -> str | None:
+    with _stop_lock:
+        return _stop_reasons.get(job_id)
+
+
+def clear_stop(job_id: str) -> None:
+    with _stop_lock:
+        _stop_reasons.pop(job_id, None)
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
@@ -128,7 +150,7 @@ class JobContext:
                     self.lost.set()
 
     def should_stop(self) -> bool:
-        if self.lost.is_set() or self._cancelled:
+        if self.lost.is_set() or self._cancelled or stop_reason(self.job_id) is not None:
             return True
         now = time.monotonic()
         if now - self._last_cancel_check >= min(1.0, self.settings.progress_interval_s):
@@ -165,6 +187,12 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
                 return _run_train(ctx, params, settings)
             raise JobFailure("INTERNAL_ERROR", f"unknown job kind {kind!r}")
     except Cancelled:
+        reason = stop_reason(job_id)
+        if reason == "time_limit":
+            return _end(job_id, attempt, "failed", "soft time limit exceeded", "TIME_LIMIT")
+        if reason == "shutdown":
+            _release(job_id, attempt, "released at shutdown; resumes on the next start")
+            return "released"
         return _end(job_id, attempt, "cancelled", "cancelled on request")
     except LeaseLost:
         log.warning("job %s: attempt %d lost its lease to a newer attempt", job_id, attempt)
@@ -187,10 +215,26 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
             return _end(job_id, attempt, "failed", "soft time limit exceeded", "TIME_LIMIT")
         log.exception("job %s failed", job_id)
         return _end(job_id, attempt, "failed", f"{type(exc).__name__}: {exc}", "INTERNAL_ERROR")
+    finally:
+        clear_stop(job_id)
 
 
 def _is_time_limit(exc: BaseException) -> bool:
     return type(exc).__name__ == "SoftTimeLimitExceeded"
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """Host or CUDA out of memory (``torch.OutOfMemoryError`` is a RuntimeError subclass, so it
+    must be recognised before the generic TRAINING_FAILED mapping)."""
+    if isinstance(exc, MemoryError):
+        return True
+    try:
+        import torch
+        if isinstance(exc, torch.OutOfMemoryError):
+            return True
+    except (ImportError, AttributeError):
+        pass
+    return "out of memory" in str(exc).lower() and isinstance(exc, RuntimeError)
 
 
 def _end(job_id: str, attempt: int, status: str, message: str, code: str | None = None) -> str:
@@ -203,14 +247,16 @@ def _end(job_id: str, attempt: int, status: str, message: str, code: str | None 
     return status
 
 
-def _release(job_id: str, attempt: int) -> None:
-    """Give a claimed job back to the queue after a transient error (best effort)."""
+def _release(job_id: str, attempt: int,
+             message: str = "retrying after a transient error") -> None:
+    """Give a claimed job back to the queue (best effort): after a transient error, or at
+    shutdown. ``dispatched_at`` is cleared so the reconciler sends it again."""
     try:
         with session_scope() as session:
             from sqlalchemy import update
             session.execute(update(Job).where(Job.id == job_id, Job.attempt == attempt,
                                               Job.status == "running")
-                            .values(status="queued", message="retrying after a transient error"))
+                            .values(status="queued", message=message, dispatched_at=None))
     except TRANSIENT + (ServiceError,):
         log.warning("job %s: could not release the claim; the lease will expire", job_id)
 
@@ -288,9 +334,14 @@ class _TrainCallbacks:
 def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> str:
     from ml.encoding.encoder import ENCODER_VERSION
     from ml.models.base import TrainingCancelled
+    from ml.models.hyperparameters import DeviceUnavailable, check_device
     from ml.models.registry import create, resolve_name
-    from ml.train import fit_predictor, load_training_records, save_bundle
+    from ml.train import fit_predictor, load_bundle, load_training_records, save_bundle
 
+    try:
+        check_device(params.get("hyperparameters") or {})
+    except DeviceUnavailable as exc:
+        raise JobFailure("DEVICE_UNAVAILABLE", f"{exc} (worker {socket.gethostname()})") from exc
     with session_scope() as session:
         ds = dataset_store.get_dataset(session, params["dataset_id"])
         if ds.status != "ready":
@@ -321,20 +372,36 @@ def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
         if ctx.lost.is_set():
             raise LeaseLost() from exc
         raise Cancelled() from exc
-    except (ValueError, RuntimeError) as exc:
-        raise JobFailure("TRAINING_FAILED", f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - classified below; anything else is a bug
+        if _is_out_of_memory(exc):
+            raise JobFailure("OUT_OF_MEMORY", f"{type(exc).__name__}: {exc}"[:2000]) from exc
+        if isinstance(exc, (ValueError, RuntimeError)):
+            raise JobFailure("TRAINING_FAILED", f"{type(exc).__name__}: {exc}") from exc
+        raise
     if ctx.lost.is_set():
         raise LeaseLost()
     model_name = params.get("model_name") or settings.model_name
-    bundle = save_bundle(model, settings.models_dir / model_name / ctx.job_id,
-                         manifest_hash=source["hash"],
+    # One directory per attempt, never overwritten: a stale attempt that finishes late cannot
+    # touch the files of the version another attempt registered.
+    bundle = save_bundle(model, settings.models_dir / model_name / ctx.job_id /
+                         f"attempt-{ctx.attempt}", manifest_hash=source["hash"],
                          metrics={"fit_seconds": info["fit_seconds"],
-                                  "history": info["history"], "records": len(records)})
+                                  "history": info["history"], "records": len(records)},
+                         replace=False)
     summary = _summarise(info["history"])
     folds = int(params.get("cv_folds") or 0)
     if folds >= 2:
         ctx.progress(0.99, f"cross-validating ({folds} folds) for the trust report")
         summary["cv"] = _trust_report(records, name, config, folds, bundle / "report")
+    activate = bool(params.get("activate"))
+    with session_scope() as session:
+        first = registry.alias_version(session, model_name) is None
+    if activate or first:
+        try:  # activation loads the bundle first, as POST /models/{v}/activate does
+            load_bundle(bundle)
+        except Exception as exc:  # noqa: BLE001
+            raise JobFailure("MODEL_INCOMPATIBLE", f"the new bundle does not load: "
+                             f"{type(exc).__name__}: {exc}") from exc
     with session_scope() as session:
         version = registry.register_version(
             session, name=model_name, predictor=name, source_path=str(bundle.resolve()),
@@ -342,7 +409,7 @@ def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
             training_metrics={"fit_seconds": round(info["fit_seconds"], 3),
                               "records": len(records), **summary},
             job_id=ctx.job_id, dataset_id=dataset_id)
-        if params.get("activate") or registry.alias_version(session, model_name) is None:
+        if activate or registry.alias_version(session, model_name) is None:
             registry.set_alias(session, model_name, version.version)
         job_store.finish(session, ctx.job_id, ctx.attempt, "succeeded",
                          f"registered {model_name} v{version.version}",

@@ -1,8 +1,12 @@
 """Dependencies: settings, a database session, the authenticated principal with a scope.
 
-Authentication caches verified keys in memory for ``KEY_CACHE_TTL_S``; while the database is
-unreachable a key verified before keeps working (so ``/predict`` survives a database outage),
-and unknown keys are refused with 503, never let through.
+Authentication caches *verified* keys in memory for ``KEY_CACHE_TTL_S`` (an LRU of at most
+``KEY_CACHE_SIZE``; unknown keys are never cached, so random keys cannot evict real ones, and a
+revoked key stops working within the TTL, at once in the process that revoked it). While the
+database is unreachable a key verified before keeps working (so ``/predict`` survives a
+database outage), and unknown keys are refused with 503, never let through. Failed
+authentications are counted per client address and answered 429 past
+``auth_failures_per_minute``; ``rate_limit_per_key`` caps each key's requests per minute.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Callable, Iterator
 
+from cachetools import TTLCache
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
@@ -21,6 +26,10 @@ from app.core.security import allows, hash_key
 from app.store import keys as key_store
 
 KEY_CACHE_TTL_S = 30.0
+KEY_CACHE_SIZE = 10_000
+#: Client addresses (failed authentications) and keys (request rates) tracked at once.
+TRACKED = 100_000
+WINDOW_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -33,36 +42,88 @@ class Principal:
     def ident(self) -> str:
         return f"key:{self.key_id}"
 
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.scopes
+
 
 class KeyCache:
+    """Verified keys by digest (TTL + LRU). The stale copy of an entry survives its TTL only to
+    serve through a database outage."""
+
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[Principal | None, float]] = {}
+        self._fresh: TTLCache[str, Principal] = TTLCache(KEY_CACHE_SIZE, KEY_CACHE_TTL_S)
+        self._stale: TTLCache[str, Principal] = TTLCache(KEY_CACHE_SIZE, 24 * 3600)
         self._lock = threading.Lock()
 
     def lookup(self, plaintext: str) -> Principal | None:
         digest = hash_key(plaintext)
         with self._lock:
-            cached = self._entries.get(digest)
-        if cached is not None and time.monotonic() - cached[1] < KEY_CACHE_TTL_S:
-            return cached[0]
+            cached = self._fresh.get(digest)
+        if cached is not None:
+            return cached
         try:
             with session_scope() as session:
                 row = key_store.authenticate(session, plaintext)
                 principal = None if row is None else Principal(row.id, row.name,
                                                                tuple(row.scopes))
         except ServiceError:
-            if cached is not None and cached[0] is not None:
-                return cached[0]  # stale but verified: keep serving during a DB outage
+            with self._lock:
+                stale = self._stale.get(digest)
+            if stale is not None:
+                return stale  # verified before: keep serving during a DB outage
             raise
         with self._lock:
-            if len(self._entries) > 10_000:
-                self._entries.clear()
-            self._entries[digest] = (principal, time.monotonic())
+            if principal is None:
+                self._stale.pop(digest, None)
+            else:
+                self._fresh[digest] = self._stale[digest] = principal
         return principal
+
+    def forget(self, key_id: int) -> None:
+        """Drop a revoked key at once (other processes drop it within the TTL)."""
+        with self._lock:
+            for cache in (self._fresh, self._stale):
+                for digest in [d for d, p in cache.items() if p.key_id == key_id]:
+                    cache.pop(digest, None)
 
     def clear(self) -> None:
         with self._lock:
-            self._entries.clear()
+            self._fresh.clear()
+            self._stale.clear()
+
+
+class WindowCounter:
+    """Events per key in fixed windows of ``WINDOW_S`` (bounded: an LRU of ``TRACKED`` keys)."""
+
+    def __init__(self) -> None:
+        self._counts: TTLCache[str, list[float]] = TTLCache(TRACKED, WINDOW_S)
+        self._lock = threading.Lock()
+
+    def count(self, key: str) -> int:
+        with self._lock:
+            entry = self._counts.get(key)
+            return 0 if entry is None else int(entry[1])
+
+    def add(self, key: str) -> int:
+        """Count one event; returns the count in the current window."""
+        now = time.monotonic()
+        with self._lock:
+            entry = self._counts.get(key)
+            if entry is None or now - entry[0] >= WINDOW_S:
+                entry = [now, 0.0]
+            entry[1] += 1
+            self._counts[key] = entry
+            return int(entry[1])
+
+    def retry_after(self, key: str) -> int:
+        with self._lock:
+            entry = self._counts.get(key)
+        return 1 if entry is None else max(1, int(WINDOW_S - (time.monotonic() - entry[0])) + 1)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -78,15 +139,38 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+def _too_many(message: str, retry_after: int) -> ServiceError:
+    return ServiceError("TOO_MANY_REQUESTS", message, details={"retry_after_s": retry_after},
+                        headers={"Retry-After": str(retry_after)})
+
+
+def authenticate(request: Request, x_api_key: str | None) -> Principal:
+    """The principal of a key, counting failures per client address (429 past the limit)."""
+    settings = request.app.state.settings
+    failures = request.app.state.auth_failures
+    address = client_address(request)
+    limit = settings.auth_failures_per_minute
+    if limit and failures.count(address) >= limit:
+        raise _too_many("too many failed authentications from this address",
+                        failures.retry_after(address))
+    if not x_api_key:
+        raise ServiceError("UNAUTHENTICATED", "send an API key in the X-API-Key header")
+    principal = request.app.state.key_cache.lookup(x_api_key)
+    if principal is None:
+        failures.add(address)
+        raise ServiceError("UNAUTHENTICATED", "the API key is unknown or revoked")
+    per_key = settings.rate_limit_per_key
+    if per_key and request.app.state.key_rates.add(principal.ident) > per_key:
+        raise _too_many(f"this key is limited to {per_key} requests per minute",
+                        request.app.state.key_rates.retry_after(principal.ident))
+    return principal
+
+
 def require(scope: str) -> Callable[..., Principal]:
     def dependency(request: Request,
                    x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None
                    ) -> Principal:
-        if not x_api_key:
-            raise ServiceError("UNAUTHENTICATED", "send an API key in the X-API-Key header")
-        principal = request.app.state.key_cache.lookup(x_api_key)
-        if principal is None:
-            raise ServiceError("UNAUTHENTICATED", "the API key is unknown or revoked")
+        principal = authenticate(request, x_api_key)
         if not allows(principal.scopes, scope):
             raise ServiceError("PERMISSION_DENIED", f"this key lacks the {scope!r} scope")
         return principal

@@ -15,6 +15,9 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SEED_CSV_NAME = "surrogate_evolution_train.csv"
+#: The schema's hard cap on genomes per request (``max_batch`` may only lower it): a list longer
+#: than this is refused while the body is validated, before any genome is looked at.
+MAX_BATCH_CEILING = 10_000
 
 
 def _default_seed_csv() -> Path | None:
@@ -36,12 +39,19 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     #: SQLAlchemy URL; empty means ``sqlite:///<data_dir>/surrogate.db``.
     database_url: str = ""
+    #: PostgreSQL connection pool per process; a request that waits longer than the timeout for
+    #: a connection answers 503 DATABASE_UNAVAILABLE.
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
+    db_pool_timeout_s: float = 5.0
     #: ``thread``: jobs run in the API process (embedded); ``celery``: sent to the broker.
     executor: Literal["thread", "celery"] = "thread"
     broker_url: str = "redis://127.0.0.1:6379/0"
     #: The CSV the embedded mode trains its first model from (the real evaluated genomes).
     seed_csv: Path | None = Field(default_factory=_default_seed_csv)
-    #: Server-side dataset paths must lie under one of these (plus ``data_dir``).
+    #: Server-side dataset paths (``POST /datasets`` with ``path``) must lie under one of these
+    #: explicit roots; none by default. ``data_dir`` (database, bundles, ``admin.key``) is never
+    #: reachable, even when a root contains it.
     dataset_roots: list[Path] = Field(default_factory=list)
 
     # Model registry
@@ -49,25 +59,58 @@ class Settings(BaseSettings):
     default_predictor: str = "auto"
 
     # Request limits (checked before any encoding)
-    max_batch: int = 5000
+    max_batch: int = Field(5000, ge=1, le=MAX_BATCH_CEILING)
     max_genome_length: int = 20_000
     max_body_bytes: int = 32 * 2**20
-    #: Encoding cache budgets (MB, LRU): genome text → hash; graph records (~0.27 MB each);
-    #: per-genome feature rows of row-based predictors (~9 KB each).
-    text_cache_mb: int = 256
-    encoding_cache_mb: int = 1024
-    feature_cache_mb: int = 512
+    #: /genomes/encode with ``full=true`` (node tensors in the answer) takes at most this many.
+    max_encode_full: int = 50
+    #: Work one request may cause: graph nodes encoded (cache misses; a genome has 3 to ~14,000)
+    #: and wall time. Past either the request answers 413 REQUEST_TOO_LARGE / 503
+    #: DEADLINE_EXCEEDED; what was encoded stays cached. 0 turns a bound off.
+    max_request_nodes: int = 10_000_000
+    request_deadline_s: float = 120.0
+    #: Heavy routes (/predict, /genomes/encode) run at most this many at once per API process;
+    #: up to ``heavy_queue`` more wait (in the event loop, not in threads) for at most
+    #: ``heavy_queue_timeout_s``; the rest answer 503 SERVER_BUSY with Retry-After.
+    heavy_concurrency: int = Field(2, ge=1)
+    heavy_queue: int = Field(8, ge=0)
+    heavy_queue_timeout_s: float = 30.0
+    #: Encoding cache budgets (MB, LRU): genome text → hash; graph records (~0.27 MB each, kept
+    #: only for graph-reading predictors); per-genome feature rows of row-based predictors
+    #: (~9 KB each).
+    text_cache_mb: int = 64
+    encoding_cache_mb: int = 256
+    feature_cache_mb: int = 256
     #: Build every backbone variant in the background at start-up (~20 s of one core) so the
     #: first batches do not pay per-variant cold costs.
     warm_up: bool = True
+    #: A batch is encoded, featurised and predicted in chunks of at most this many genomes or
+    #: this many MB of graph records, then the chunk's graphs are dropped.
     predict_chunk: int = 512
+    predict_chunk_mb: int = 64
+    #: A model version that fails to load is retried after this, doubling up to 5 minutes; the
+    #: loaded model keeps serving meanwhile.
+    model_load_backoff_s: float = 5.0
+
+    # Access
+    #: Failed authentications per client address per minute before 429 (0: no limit).
+    auth_failures_per_minute: int = 20
+    #: Requests per API key per minute before 429 (0: no limit).
+    rate_limit_per_key: int = 0
+    #: ``/metrics``: ``public``, ``admin`` (an admin key in X-API-Key or ``Authorization: Bearer``)
+    #: or ``off``. Empty: public, except ``admin`` in production.
+    metrics_access: Literal["", "public", "admin", "off"] = ""
+    #: Serve /docs, /redoc and /openapi.json. None: on, except in production.
+    docs_enabled: bool | None = None
 
     # Jobs
     max_attempts: int = 3
     job_lease_s: float = 60.0
     heartbeat_interval_s: float = 10.0
     progress_interval_s: float = 2.0
-    redispatch_after_s: float = 300.0
+    #: A queued job that was dispatched is re-sent only when its message can really be lost:
+    #: after this long (0 = the visibility timeout), never merely because it waits its turn.
+    redispatch_after_s: float = 0.0
     reconcile_interval_s: float = 30.0
     train_soft_limit_s: int = 6 * 3600
     train_hard_limit_s: int = 6 * 3600 + 600
@@ -76,6 +119,9 @@ class Settings(BaseSettings):
     #: Redis re-delivers an unacked task after this; 0 = hard limit + 2 h (service-notes §1.1).
     visibility_timeout_s: int = 0
     dataset_workers: int = 1
+    #: ``serve`` on SIGTERM: how long the running embedded job gets to stop and release itself
+    #: (it resumes on the next start) before the process exits anyway.
+    shutdown_grace_s: float = 10.0
     #: Sleep after each training epoch. Only for demos and crash tests that need a slow job.
     epoch_delay_s: float = 0.0
     #: Broker/DB probes in /readyz and job submission give up after this.
@@ -87,6 +133,12 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{(self.data_dir / 'surrogate.db').resolve()}"
         if self.visibility_timeout_s <= 0:
             self.visibility_timeout_s = self.train_hard_limit_s + 7200
+        if self.redispatch_after_s <= 0:
+            self.redispatch_after_s = float(self.visibility_timeout_s)
+        if not self.metrics_access:
+            self.metrics_access = "admin" if self.environment == "production" else "public"
+        if self.docs_enabled is None:
+            self.docs_enabled = self.environment != "production"
         if self.visibility_timeout_s <= max(self.train_hard_limit_s, self.build_hard_limit_s) \
                 and self.environment == "production":
             raise ValueError("visibility_timeout_s must exceed the hard time limits in production "

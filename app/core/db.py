@@ -11,6 +11,7 @@ from typing import Iterator
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.errors import ServiceError
@@ -29,12 +30,16 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 
 
 def make_engine(url: str) -> Engine:
-    """A new engine for ``url`` with the per-dialect settings above."""
+    """A new engine for ``url`` with the per-dialect settings above (pool sizes from the
+    settings)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 20})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=5,
+    from app.core.config import get_settings
+    s = get_settings()
+    return create_engine(url, pool_pre_ping=True, pool_size=s.db_pool_size,
+                         max_overflow=s.db_max_overflow, pool_timeout=s.db_pool_timeout_s,
                          connect_args={"connect_timeout": 2,
                                        "options": "-c statement_timeout=30000"})
 
@@ -72,13 +77,18 @@ def dispose_engines() -> None:
 def session_scope(url: str | None = None) -> Iterator[Session]:
     """A session that commits when the block succeeds and rolls back otherwise.
 
-    A lost database connection becomes ``ServiceError(DATABASE_UNAVAILABLE)`` so callers (the API)
-    answer 503 with a code instead of a 500.
+    A lost database connection, and an exhausted connection pool (every connection busy past
+    ``pool_timeout``), become ``ServiceError(DATABASE_UNAVAILABLE)`` so callers (the API) answer
+    503 with a code instead of a 500, and workers retry.
     """
     session = session_factory(url)()
     try:
         yield session
         session.commit()
+    except PoolTimeout as exc:
+        _quiet_rollback(session)
+        raise ServiceError("DATABASE_UNAVAILABLE", "the database connection pool is exhausted; "
+                           "retry shortly", headers={"Retry-After": "1"}) from exc
     except (OperationalError, DBAPIError) as exc:
         _quiet_rollback(session)
         if _is_connection_error(exc):

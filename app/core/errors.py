@@ -13,14 +13,18 @@ ERROR_STATUS: dict[str, int] = {
     "UNAUTHENTICATED": 401,
     "PERMISSION_DENIED": 403,
     "PATH_NOT_ALLOWED": 403,
+    "TOO_MANY_REQUESTS": 429,
     "NOT_FOUND": 404,
+    "KEY_NOT_FOUND": 404,
     "JOB_NOT_FOUND": 404,
     "MODEL_NOT_FOUND": 404,
     "DATASET_NOT_FOUND": 404,
     "JOB_NOT_CANCELLABLE": 409,
     "IDEMPOTENCY_KEY_REUSED": 409,
     "DATASET_NOT_READY": 409,
+    "MODEL_NOT_LOADABLE": 409,
     "BODY_TOO_LARGE": 413,
+    "REQUEST_TOO_LARGE": 413,
     "UNSUPPORTED_MEDIA_TYPE": 415,
     "INVALID_REQUEST": 422,
     "BATCH_TOO_LARGE": 422,
@@ -28,10 +32,13 @@ ERROR_STATUS: dict[str, int] = {
     "ALL_GENOMES_INVALID": 422,
     "UNKNOWN_METRIC": 422,
     "UNKNOWN_PREDICTOR": 422,
+    "INVALID_HYPERPARAMETER": 422,
     "INTERNAL_ERROR": 500,
     "DATABASE_UNAVAILABLE": 503,
     "BROKER_UNAVAILABLE": 503,
     "NO_ACTIVE_MODEL": 503,
+    "SERVER_BUSY": 503,
+    "DEADLINE_EXCEEDED": 503,
 }
 
 #: Job failure codes written to ``jobs.error_code`` (not HTTP errors).
@@ -43,7 +50,8 @@ JOB_ERROR_CODES: dict[str, str] = {
     "DATASET_NOT_FOUND": "the job names a dataset that does not exist",
     "TRAINING_FAILED": "training raised a deterministic error",
     "MODEL_INCOMPATIBLE": "the bundle's encoder or format does not match this service",
-    "OUT_OF_MEMORY": "the job ran out of memory",
+    "OUT_OF_MEMORY": "the job ran out of memory (host or CUDA)",
+    "DEVICE_UNAVAILABLE": "the job asks for a device (e.g. cuda) this worker does not have",
     "INTERNAL_ERROR": "an unexpected error; see the job events",
 }
 

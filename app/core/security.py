@@ -1,13 +1,13 @@
-"""API keys: random tokens shown once, stored as SHA-256 digests, compared in constant time.
+"""API keys: random tokens shown once, stored as SHA-256 digests.
 
 Keys are 256-bit random, so an unsalted digest is enough (no dictionary to attack) and lets the
-lookup use the unique index. The plaintext is never stored or logged; ``prefix`` (the first
-characters) identifies a key in listings.
+lookup use the unique index; timing reveals nothing useful, since a caller cannot choose the
+digest it probes. The plaintext is never stored or logged; ``prefix`` (the first characters)
+identifies a key in listings.
 """
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 
 SCOPES = ("predict", "train", "admin")
@@ -20,10 +20,6 @@ def new_key() -> str:
 
 def hash_key(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def same_digest(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
 
 
 def allows(scopes: list[str] | tuple[str, ...], needed: str) -> bool:

@@ -178,11 +178,16 @@ def request_cancel(session: Session, job_id: str) -> Job:
 
 
 def list_jobs(session: Session, *, status: str | None = None, kind: str | None = None,
-              limit: int = 50, page_token: str | None = None) -> tuple[list[Job], int, str | None]:
-    """Newest first; ``(jobs, total, next_page_token)``. The token encodes an offset (MLflow)."""
+              limit: int = 50, page_token: str | None = None,
+              principal: str | None = None) -> tuple[list[Job], int, str | None]:
+    """Newest first; ``(jobs, total, next_page_token)``. The token encodes an offset (MLflow).
+    ``principal`` restricts the list to that owner's jobs."""
     offset = _decode_token(page_token)
     query = select(Job)
     count = select(func.count()).select_from(Job)
+    if principal is not None:
+        query, count = query.where(Job.principal == principal), count.where(
+            Job.principal == principal)
     if status:
         query, count = query.where(Job.status == status), count.where(Job.status == status)
     if kind:

@@ -1,10 +1,10 @@
-"""API key rows: create (returns the plaintext once), authenticate, revoke."""
+"""API key rows: create (returns the plaintext once), authenticate, list, revoke."""
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.core.security import SCOPES, hash_key, new_key, same_digest
+from app.core.security import SCOPES, hash_key, new_key
 from app.models import ApiKey, utcnow
 
 
@@ -21,10 +21,10 @@ def create_key(session: Session, name: str, scopes: list[str]) -> tuple[ApiKey, 
 
 
 def authenticate(session: Session, plaintext: str) -> ApiKey | None:
-    """The active key row for ``plaintext``, or None (unknown or revoked)."""
-    digest = hash_key(plaintext)
-    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
-    if row is None or row.revoked_at is not None or not same_digest(row.key_hash, digest):
+    """The active key row for ``plaintext``, or None (unknown or revoked). The lookup is by
+    digest on the unique index: the database compares digests, never plaintexts."""
+    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(plaintext)))
+    if row is None or row.revoked_at is not None:
         return None
     return row
 
@@ -35,3 +35,24 @@ def revoke(session: Session, key_id: int) -> bool:
         return False
     row.revoked_at = utcnow()
     return True
+
+
+def list_keys(session: Session, *, include_revoked: bool = True, limit: int = 500,
+              offset: int = 0) -> tuple[list[ApiKey], int]:
+    """Key rows, oldest first (never the plaintext: only the stored prefix identifies one)."""
+    query, count = select(ApiKey), select(func.count()).select_from(ApiKey)
+    if not include_revoked:
+        query, count = (query.where(ApiKey.revoked_at.is_(None)),
+                        count.where(ApiKey.revoked_at.is_(None)))
+    rows = list(session.scalars(query.order_by(ApiKey.id).offset(offset).limit(limit)))
+    return rows, int(session.scalar(count) or 0)
+
+
+def get_key(session: Session, key_id: int) -> ApiKey:
+    from app.store import get_or_raise
+    return get_or_raise(session, ApiKey, key_id, "KEY_NOT_FOUND", f"no API key {key_id}")
+
+
+def key_public(row: ApiKey) -> dict:
+    return {"id": row.id, "name": row.name, "prefix": row.prefix, "scopes": list(row.scopes),
+            "created_at": row.created_at, "revoked_at": row.revoked_at}

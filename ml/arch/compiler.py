@@ -15,25 +15,31 @@ Costs are reported for the chain below the head:
   (incl. transposed and adapter convs), linear layers, and the projections and attention
   matmuls inside Swin's functional window attention. Pooling, norms and activations are not
   counted.
+* ``activation_elements``: the sum over the graph's nodes of their output elements at batch 1.
+
+Both budgets of :mod:`ml.genome.limits` are checked layer by layer, before the next layer is
+built, so a genome that asks for a 10^20-element feature map stops where it asks
+(``ACTIVATION_BUDGET_EXCEEDED`` / ``PARAMETER_BUDGET_EXCEEDED`` at that layer's offset) and no
+later shape ever exceeds int64. ``compile_genome`` lets only ``GenomeError`` escape.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 from torch import nn
 
 from ml.arch.backbones import BackboneFeatures, BackboneVariant, gene_builder, get_variant
 from ml.arch.heads import HeadSpec, build_detector, describe_head
 from ml.arch.layers import META, Shape, build_layer
 from ml.arch.shape_program import ProgramResult, ShapeFailure
-from ml.errors import ArchitectureError
+from ml.errors import ArchitectureError, isolated
 from ml.genome.catalogue import BACKBONES, ENUMS, HEADS, LAYERS, PRIMITIVES, weights_name
+from ml.genome.limits import MAX_ACTIVATION_ELEMENTS, MAX_PARAMETERS
 from ml.genome.model import EvaluatedGenome, Layer
 
 #: (C, H, W) of the image the evolution's materialising forward used.
 INPUT_SHAPE: Shape = (3, 2048, 2448)
-#: torch cannot hold a tensor with more elements (chained Upsample/ConvTranspose layers get there).
-MAX_NUMEL = 2 ** 63 - 1
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class CompiledLayer:
     variant: BackboneVariant | None = None
     shapes: ProgramResult | None = None
     weights: str | None = None
+    #: Output elements of this layer's graph nodes at batch 1 (a backbone: all of its nodes).
+    activation_elements: int = 0
 
     @property
     def is_backbone(self) -> bool:
@@ -70,6 +78,7 @@ class CompiledNetwork:
     parameter_count: int
     macs: int
     head: HeadSpec
+    activation_elements: int = 0
 
     @property
     def total_parameter_count(self) -> int:
@@ -111,36 +120,60 @@ def _compile_backbone(index: int, layer: Layer, in_shape: Shape) -> CompiledLaye
     adapter = nn.Conv2d(channels, out, 1, device=META)
     module = BackboneFeatures(adapter, variant.part, variant.builder)
     adapter_params = channels * out + out
+    # Node outputs are (-1-padded) last three dims; at batch 1 their positive product is the
+    # element count. float64: no int64 wrap even for a map near the activation budget.
+    chw = shapes.node_chw().astype(np.float64)
+    elements = int(np.where(chw > 0, chw, 1.0).prod(axis=1).sum())
     return CompiledLayer(
         index, layer, module, in_shape, shapes.output_shape[1:4],
         variant.parameter_count + adapter_params, shapes.macs + height * width * channels * out,
-        variant, shapes, weights_name(layer.name, layer.args[-1]))
+        variant, shapes, weights_name(layer.name, layer.args[-1]), elements)
 
 
+def _check_budgets(layer: Layer, parameters: int, activations: int) -> None:
+    if parameters > MAX_PARAMETERS:
+        raise _fail(layer, f"the network reaches {parameters:.3g} parameters here (budget "
+                           f"{MAX_PARAMETERS:.3g})", "PARAMETER_BUDGET_EXCEEDED")
+    if activations > MAX_ACTIVATION_ELEMENTS:
+        raise _fail(layer, f"the network's activations reach {activations:.3g} elements here at "
+                           f"1x3x2048x2448 (budget {MAX_ACTIVATION_ELEMENTS:.3g})",
+                    "ACTIVATION_BUDGET_EXCEEDED")
+
+
+@isolated("compiling")
 def compile_genome(genome: EvaluatedGenome, input_shape: Shape = INPUT_SHAPE) -> CompiledNetwork:
-    """Compile the genome's chain at ``input_shape``; raise ArchitectureError if it cannot run."""
+    """Compile the genome's chain at ``input_shape``; raise ArchitectureError if it cannot run
+    or passes a budget of :mod:`ml.genome.limits`."""
     shape = input_shape
     compiled: list[CompiledLayer] = []
+    parameters = activations = 0
     for index, layer in enumerate(genome.layers):
         if layer.name in BACKBONES:
             item = _compile_backbone(index, layer, shape)
         elif layer.name in LAYERS:
             built = build_layer(layer, shape)
-            item = CompiledLayer(index, layer, built.module, shape, built.out_shape,
-                                 built.parameter_count, built.macs)
+            out = built.out_shape
+            item = CompiledLayer(index, layer, built.module, shape, out, built.parameter_count,
+                                 built.macs, activation_elements=out[0] * out[1] * out[2])
         else:
             raise _fail(layer, "not a layer or backbone primitive", "UNSUPPORTED_LAYER")
-        if item.out_shape[0] * item.out_shape[1] * item.out_shape[2] > MAX_NUMEL:
-            raise _fail(layer, f"output {item.out_shape} has more elements than a tensor can hold")
+        parameters += item.parameter_count
+        activations += item.activation_elements
+        _check_budgets(layer, parameters, activations)
         compiled.append(item)
         shape = item.out_shape
+    head = _describe_head(genome, shape[0])
+    if parameters + head.parameter_count > MAX_PARAMETERS:
+        raise ArchitectureError(f"{genome.head}: the network has "
+                                f"{parameters + head.parameter_count:.3g} parameters with its "
+                                f"head (budget {MAX_PARAMETERS:.3g})", offset=genome.head_offset,
+                                code="PARAMETER_BUDGET_EXCEEDED")
     return CompiledNetwork(
         genome=genome, layers=tuple(compiled),
         modules=nn.ModuleList(item.module for item in compiled),
         input_shape=input_shape, output_shape=shape,
-        parameter_count=sum(item.parameter_count for item in compiled),
-        macs=sum(item.macs for item in compiled),
-        head=_describe_head(genome, shape[0]))
+        parameter_count=parameters, macs=sum(item.macs for item in compiled), head=head,
+        activation_elements=activations)
 
 
 def _describe_head(genome: EvaluatedGenome, in_channels: int) -> HeadSpec:

@@ -58,16 +58,27 @@ def build_key(source_sha256: str, encoder_version: str, metrics: tuple[str, ...]
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+class ColumnsError(ValueError):
+    """The CSV lacks the ``genome`` column or requested metric columns. ``str()`` lists the
+    file's columns (for the CLI); ``missing`` holds only names the caller asked for, so a
+    service can explain the problem without echoing the file."""
+
+    def __init__(self, message: str, missing: list[str]) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
 def check_metrics(path: str | Path, metrics: tuple[str, ...]) -> None:
-    """Raise ValueError naming unknown metric columns (or a missing ``genome`` column)."""
+    """Raise :class:`ColumnsError` naming unknown metric columns (or a missing ``genome``
+    column)."""
     with open(path, newline="", encoding="utf-8") as handle:
         fields = csv.DictReader(handle).fieldnames or []
     if "genome" not in fields:
-        raise ValueError(f"{path}: CSV has no 'genome' column (columns: {fields})")
+        raise ColumnsError(f"{path}: CSV has no 'genome' column (columns: {fields})", ["genome"])
     unknown = [m for m in metrics if m not in fields]
     if unknown:
-        raise ValueError(f"{path}: unknown metric column(s) {unknown}; "
-                         f"numeric columns are {metric_columns(fields)}")
+        raise ColumnsError(f"{path}: unknown metric column(s) {unknown}; "
+                           f"numeric columns are {metric_columns(fields)}", unknown)
 
 
 def iter_labelled_rows(path: str | Path, metrics: tuple[str, ...]) -> Iterator[SourceRow]:

@@ -60,7 +60,7 @@ def encode_chunk(chunk: Chunk, shards_dir: str, meta: dict[str, Any]) -> dict[st
     from ml.datasets.records import make_record
     from ml.datasets.atomic import atomic_write_json
     from ml.datasets.storage import save_shard
-    from ml.errors import GenomeError
+    from ml.errors import GenomeError, internal_error
 
     if _ENCODER is None:
         init_worker()
@@ -69,16 +69,19 @@ def encode_chunk(chunk: Chunk, shards_dir: str, meta: dict[str, Any]) -> dict[st
     for item in chunk.rows:
         try:
             encoded = _ENCODER.encode(item.genome)
-        except GenomeError as exc:
-            log.warning("row %d skipped: %s", item.row, exc)
-            errors.append({"row": item.row, "code": exc.code, "message": exc.message})
+            record = make_record(encoded, item.labels, item.row, item.generation)
+        except Exception as exc:  # noqa: BLE001 - a bad row is logged and skipped, never fatal
+            error = exc if isinstance(exc, GenomeError) else internal_error("recording", exc)
+            log.warning("row %d skipped: %s", item.row, error)
+            errors.append({"row": item.row, "code": error.code, "message": error.message,
+                           "offset": error.offset})
             continue
         entries.append([item.row, encoded.canonical_hash, encoded.individual_hash,
                         _status(item.labels), len(records), item.generation,
                         None if item.labels is None else item.labels.reason,
                         item.individual_hash or ""])
-        records.append(make_record(encoded, item.labels, item.row, item.generation))
-        del encoded  # the compiled network and graph are not needed past the record
+        records.append(record)
+        del encoded, record  # the compiled network and graph are not needed past the record
     folder = Path(shards_dir)
     shard_meta = {**meta, "chunk": chunk.index, "start": chunk.start, "stop": chunk.stop}
     save_shard(folder / shard_name(chunk.index), records, shard_meta)

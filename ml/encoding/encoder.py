@@ -30,7 +30,7 @@ from ml.encoding.genome_vector import TRAINING_KEYS, model_info, training_vector
 from ml.encoding.graph import GenomeGraph, Segment, build_graph
 from ml.encoding.hyperparams import NUM_COLUMNS, HYPERPARAM_KEYS, module_vector
 from ml.encoding.vocab import NUM_NODE_TYPES, type_index
-from ml.errors import GenomeError
+from ml.errors import GenomeError, isolated
 from ml.genome import canonical_hash, individual_hash, load
 from ml.genome.catalogue import BACKBONES, HEADS
 from ml.genome.model import EvaluatedGenome
@@ -118,34 +118,40 @@ class EncodedGenome:
     def num_edges(self) -> int:
         return int(self.graph.edges.shape[0])
 
+    @isolated("summarising")
     def summary(self) -> dict[str, Any]:
         """The CLI's ``encode`` JSON object (without ``index``)."""
-        out_c, out_h, out_w = self.network.output_shape
         return {
             "ok": True, "error": None, "canonical_hash": self.canonical_hash,
             "num_nodes": self.num_nodes, "num_edges": self.num_edges,
             "node_ops": self.graph.ops, "node_module_types": self.graph.module_types,
             "edges": self.graph.edges.tolist(), "model_info": self.model_info,
-            "global": {
-                "individual_hash": self.individual_hash,
-                "encoder_version": ENCODER_VERSION,
-                "backbones": self.backbones,
-                "head": self.network.head.type,
-                "head_in_channels": self.network.head.in_channels,
-                "head_anchors_per_location": self.network.head.anchors_per_location,
-                "backbone_params": self.network.parameter_count,
-                "head_params": self.network.head.parameter_count,
-                "total_params": self.network.total_parameter_count,
-                "macs": self.network.macs,
-                "flops": 2 * self.network.macs,
-                "depth": int(self.global_features["depth"]),
-                "num_layers": len(self.genome.layers),
-                "output_shape": [out_c, out_h, out_w],
-                "node_shapes": self.graph.shapes.tolist(),
-                "training": dict(zip(TRAINING_KEYS, self.training.tolist())),
-            },
+            "global": {**self.global_summary(), "node_shapes": self.graph.shapes.tolist()},
         }
 
+    @isolated("summarising")
+    def global_summary(self) -> dict[str, Any]:
+        """The per-genome part of :meth:`summary` (no per-node lists: cheap for any graph)."""
+        out_c, out_h, out_w = self.network.output_shape
+        return {
+            "individual_hash": self.individual_hash,
+            "encoder_version": ENCODER_VERSION,
+            "backbones": self.backbones,
+            "head": self.network.head.type,
+            "head_in_channels": self.network.head.in_channels,
+            "head_anchors_per_location": self.network.head.anchors_per_location,
+            "backbone_params": self.network.parameter_count,
+            "head_params": self.network.head.parameter_count,
+            "total_params": self.network.total_parameter_count,
+            "macs": self.network.macs,
+            "flops": 2 * self.network.macs,
+            "depth": int(self.global_features["depth"]),
+            "num_layers": len(self.genome.layers),
+            "output_shape": [out_c, out_h, out_w],
+            "training": dict(zip(TRAINING_KEYS, self.training.tolist())),
+        }
+
+    @isolated("converting")
     def to_data(self, encoding: str = "combined", **extra: Any) -> Data:
         """A ``torch_geometric`` graph in the chosen encoding (extra keys are attached as-is)."""
         if encoding not in ENCODINGS:
@@ -181,14 +187,17 @@ class GenomeEncoder:
         self.max_length = max_length
         self._segments: dict[str, _SegmentTables] = {}
 
+    @isolated("encoding")
     def encode(self, text: str, encoding: str | None = None) -> EncodedGenome:
-        """Encode one genome string; raises :class:`GenomeError` (with offset and excerpt)."""
+        """Encode one genome string; raises :class:`GenomeError` (with offset and excerpt) and
+        nothing else, whatever the string holds."""
         genome = load(text, max_length=self.max_length)
         try:
             return self.encode_genome(genome, text)
         except GenomeError as exc:
             raise exc.with_text(text) from None
 
+    @isolated("encoding")
     def encode_genome(self, genome: EvaluatedGenome, text: str = "") -> EncodedGenome:
         network = compile_genome(genome)
         graph = build_graph(network)

@@ -11,7 +11,9 @@ tuple. Here values are read from the module's own attributes, with one rule per 
 * ``Permute.dims`` is its permutation read as a base-``len(dims)`` number;
 * ``None`` inside a tuple (adaptive pooling's "keep this size") is -1;
 * the mask column of a key is 1 iff the module has the attribute with a value other than None,
-  so an absent key and a zero value stay distinguishable.
+  so an absent key and a zero value stay distinguishable;
+* a value beyond float32's range (a hand-written ``1e308`` slope) is clipped to its largest
+  finite value, so no feature is ever inf.
 
 Values stay raw; standardisation is fitted on training data by the trainer.
 """
@@ -44,6 +46,7 @@ STRING_VOCABULARY: dict[str, tuple[str, ...]] = {
     "padding": ("valid", "same"),
 }
 _KEY_INDEX = {k: i for i, k in enumerate(HYPERPARAM_KEYS)}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _scalar(key: str, value: Any) -> float:
@@ -117,7 +120,8 @@ def _read(module: nn.Module | None) -> tuple[np.ndarray, np.ndarray]:
         if encoded is None:
             continue
         i = _KEY_INDEX[key]
-        values[2 * i], values[2 * i + 1] = encoded
+        values[2 * i], values[2 * i + 1] = (min(max(v, -_FLOAT32_MAX), _FLOAT32_MAX)
+                                            for v in encoded)
         mask[i] = 1.0
     values.flags.writeable = False  # shared through the memo
     mask.flags.writeable = False

@@ -4,7 +4,7 @@
 """
 from __future__ import annotations
 
-from ml.errors import GenomeError
+from ml.errors import GenomeError, isolated
 from ml.genome.evaluator import evaluate
 from ml.genome.identity import canonical_form, canonical_hash, canonical_json, individual_hash
 from ml.genome.model import EvaluatedGenome, Layer
@@ -17,19 +17,14 @@ __all__ = ["EvaluatedGenome", "GenomeError", "Layer", "canonical_form", "canonic
            "validate"]
 
 
+@isolated("reading")
 def load(text: str, *, max_length: int | None = None) -> EvaluatedGenome:
     """Parse, evaluate and validate a genome string.
 
     Any failure is a :class:`GenomeError` with a stable code; an unforeseen exception is wrapped
     as ``INTERNAL_ERROR`` so a batch never loses more than the one bad item.
     """
-    try:
-        tree = parse(text, max_length=max_length)
-        genome = evaluate(tree, text)
-        validate(genome, text)
-        return genome
-    except GenomeError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a bug must cost one item, not the batch
-        raise GenomeError(f"internal error while reading the genome: {exc!r}",
-                          code="INTERNAL_ERROR") from exc
+    tree = parse(text, max_length=max_length)
+    genome = evaluate(tree, text)
+    validate(genome, text)
+    return genome

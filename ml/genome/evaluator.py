@@ -12,13 +12,15 @@ from typing import Any, Callable
 
 from ml.errors import GenomeEvaluationError
 from ml.genome import catalogue as cat
+from ml.genome.limits import MAX_INTEGER_DIGITS, show
 from ml.genome.model import EvaluatedGenome, Layer
 from ml.genome.tree import Call, Literal, Node, Terminal
 
 Number = int | float | bool
 
-#: Integers beyond this many bits are refused (the original would grind on; nothing real is close).
-MAX_INT_BITS = 1 << 16
+#: The smallest integer magnitude the codec's ``str(result)`` refuses (MAX_INTEGER_DIGITS + 1
+#: digits). Real genomes' helper products reach ~500 digits, so the bound is on digits, not int64.
+_TOO_MANY_DIGITS = 10 ** MAX_INTEGER_DIGITS
 
 
 def _protected_div(a: Number, b: Number) -> Number:
@@ -73,10 +75,10 @@ def _apply(call: Call, values: list[Number], text: str) -> Number:
         if not math.isfinite(result):
             raise GenomeEvaluationError(f"{call.name} gives a non-finite value ({result})",
                                         offset=call.offset, text=text, code="NON_FINITE_VALUE")
-    elif result.bit_length() > MAX_INT_BITS:
-        raise GenomeEvaluationError(f"{call.name} gives an integer of {result.bit_length()} bits "
-                                    f"(max {MAX_INT_BITS})", offset=call.offset, text=text,
-                                    code="NUMERIC_OVERFLOW")
+    elif not -_TOO_MANY_DIGITS < result < _TOO_MANY_DIGITS:
+        raise GenomeEvaluationError(f"{call.name} gives {show(result)}, more than "
+                                    f"{MAX_INTEGER_DIGITS} digits (the codec's str() refuses it)",
+                                    offset=call.offset, text=text, code="NUMERIC_OVERFLOW")
     return result
 
 
@@ -122,14 +124,14 @@ def _field_value(field: cat.Field, value: Number, call: Call, text: str,
         try:
             out = transform_value(value, lo, hi)
         except (OverflowError, TypeError) as exc:
-            raise GenomeEvaluationError(f"{call.name}.{field.name}: cannot transform {value!r}: "
-                                        f"{exc}", offset=call.offset, text=text,
+            raise GenomeEvaluationError(f"{call.name}.{field.name}: cannot transform "
+                                        f"{show(value)}: {exc}", offset=call.offset, text=text,
                                         code="NUMERIC_OVERFLOW") from None
         return int(out) if field.integer else out
     if field.type in cat.ENUMS:
         members = cat.ENUMS[field.type]
         if not isinstance(value, int) or not -len(members) <= value < len(members):
-            raise GenomeEvaluationError(f"{call.name}.{field.name}: {value!r} is not an index of "
+            raise GenomeEvaluationError(f"{call.name}.{field.name}: {show(value)} is not an index of "
                                         f"{field.type}", offset=call.offset, text=text,
                                         code="ENUM_OUT_OF_RANGE")
         return members[value]

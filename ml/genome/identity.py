@@ -5,9 +5,11 @@ import hashlib
 import json
 from typing import Any
 
+from ml.errors import isolated
 from ml.genome.model import EvaluatedGenome
 
 
+@isolated("hashing")
 def individual_hash(genome: EvaluatedGenome) -> str:
     """``shake_256(str(layer_list)).hexdigest(5)`` exactly as the evolution computed it.
 
@@ -28,6 +30,7 @@ def canonical_form(genome: EvaluatedGenome) -> dict[str, Any]:
     }
 
 
+@isolated("hashing")
 def canonical_json(genome: EvaluatedGenome) -> str:
     """Deterministic JSON (floats as Python's shortest round-trip repr, portable across hosts)."""
     return json.dumps(canonical_form(genome), separators=(",", ":"), allow_nan=False)

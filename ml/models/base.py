@@ -11,6 +11,7 @@ import torch
 from torch_geometric.data import Data
 
 from ml.datasets.labels import DEFAULT_METRICS
+from ml.models.hyperparameters import COMMON, Param, validate
 
 
 class TrainingCancelled(RuntimeError):
@@ -84,10 +85,18 @@ class Predictor(abc.ABC):
     name: str = "base"
     version: int = 1
     defaults: dict[str, Any] = {}
+    #: What a caller may set, with types and bounds (``ml.models.hyperparameters``).
+    hyperparameters: dict[str, Param] = COMMON
     #: Set by predictors whose input is one feature row per genome: they implement
     #: ``featurize(records) -> [n, d]`` and ``predict_features(x) -> Prediction``, and the
     #: service caches the rows per genome under this key (bump it when the rows change).
     feature_key: str | None = None
+
+    @classmethod
+    def validate_hyperparameters(cls, config: dict[str, Any]) -> None:
+        """Raise ``HyperparameterError`` (naming the field) for a key or value a caller may
+        not set."""
+        validate(cls.hyperparameters, config)
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         merged = {"metrics": tuple(DEFAULT_METRICS), "seed": 0, "ensemble": 1,

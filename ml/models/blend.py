@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ml.models.base import Prediction, Predictor, as_records, labels
+from ml.models.hyperparameters import COMMON, HyperparameterError, Param, validate
 from ml.models.targets import TargetScaler
 
 
@@ -27,6 +28,40 @@ class BlendPredictor(Predictor):
                             "average_precision": (0.0, 1.0), "default": (0.5, 0.5)},
                 "fail_weights": (1.0, 0.0),
                 "member_configs": {"combined_gcn": {"epochs": 40, "patience": 15}}}
+    hyperparameters = {**COMMON, "members": Param(str, sequence=True, max_len=4),
+                       "fail_weights": Param(float, 0.0, 1.0, sequence=True, max_len=4)}
+
+    @classmethod
+    def validate_hyperparameters(cls, config: dict[str, Any]) -> None:
+        """The flat keys as usual; ``weights`` ({metric or "default": [w per member]}) and
+        ``member_configs`` ({member: its own config}) against the members' own specs."""
+        from ml.models.registry import model_class
+
+        flat = {k: v for k, v in config.items() if k not in ("weights", "member_configs")}
+        validate(cls.hyperparameters, flat)
+        members = list(config.get("members") or cls.defaults["members"])
+        for name in members:
+            if model_class(name) in (None, cls):
+                raise HyperparameterError("members", f"{name!r} is not a predictor to blend")
+        weights = config.get("weights", {})
+        if not isinstance(weights, dict):
+            raise HyperparameterError("weights", "must be an object {metric: [w, ...]}")
+        for metric, pair in weights.items():
+            Param(float, 0.0, 1.0, sequence=True, min_len=len(members),
+                  max_len=len(members)).check(f"weights.{metric}", pair)
+        configs = config.get("member_configs", {})
+        if not isinstance(configs, dict):
+            raise HyperparameterError("member_configs", "must be an object {member: config}")
+        for name, member_config in configs.items():
+            cls_ = model_class(name)
+            if name not in members or cls_ is None or not isinstance(member_config, dict):
+                raise HyperparameterError(f"member_configs.{name}", "must be a config object "
+                                                                    "of one of the members")
+            try:
+                cls_.validate_hyperparameters(member_config)
+            except HyperparameterError as exc:
+                raise HyperparameterError(f"member_configs.{name}.{exc.field}",
+                                          exc.message) from None
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)

@@ -25,6 +25,7 @@ from torch_geometric.data import Batch, Data
 
 from ml.models.base import (Prediction, Predictor, TrainingCancelled, as_records, default_device,
                             labels, notify, stop_requested)
+from ml.models.hyperparameters import COMMON, NEURAL, Param
 from ml.models.features import GENOME_VECTOR_DIM, ColumnScaler, genome_vector, signed_log
 from ml.models.gnn import BiGCNNet, FRNASNet, GCNNet, NodeInput, pairwise_distances
 from ml.models.targets import TargetScaler
@@ -47,6 +48,7 @@ class NeuralPredictor(Predictor):
         "patience": 40, "rank_weight": 0.2, "huber_delta": 1.0, "warmup_epochs": 5,
         "clip_norm": 5.0, "val_fraction": 0.15, "device": None, "eval_every": 1,
     }
+    hyperparameters = {**COMMON, **NEURAL}
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
@@ -342,6 +344,7 @@ class FRNASPredictor(NeuralPredictor):
     name = "frnas"
     node_input = "onehot"
     defaults = {**NeuralPredictor.defaults, "lr": 0.005, "irg_weight": 0.8, "rank_weight": 0.0}
+    hyperparameters = {**NeuralPredictor.hyperparameters, "irg_weight": Param(float, 0.0, 100.0)}
 
     def build(self) -> nn.Module:
         return FRNASNet(self.make_input, GENOME_VECTOR_DIM, len(self.metrics))

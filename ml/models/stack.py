@@ -43,6 +43,7 @@ from sklearn.ensemble import ExtraTreesRegressor
 
 from ml.evaluation.cv import grouped_fold_ids
 from ml.evaluation.metrics import Z95, kendall_tau_b
+from ml.models.hyperparameters import COMMON, STACK
 from ml.models.kernel import KernelSVR
 from ml.models.trees import ExtraTreesPredictor, FlatTrees
 
@@ -97,6 +98,7 @@ class StackedPredictor(ExtraTreesPredictor):
     defaults = {**ExtraTreesPredictor.defaults, "min_samples_leaf": 2, "svr_c": 1.0,
                 "svr_epsilon": 0.1, "tree_weights": (0.5, 0.75, 1.0), "inner_folds": 4,
                 "inner_estimators": 100}
+    hyperparameters = {**COMMON, **STACK}
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)

@@ -19,6 +19,7 @@ from threadpoolctl import threadpool_limits
 from ml.evaluation.records import groups as record_groups
 from ml.models.base import (Prediction, Predictor, TrainingCancelled, as_records, labels,
                             notify, stop_requested)
+from ml.models.hyperparameters import COMMON, GBT, TREES
 from ml.models.features import TABULAR_VERSION, tabular_features
 from ml.models.targets import TargetScaler
 
@@ -348,6 +349,7 @@ class ExtraTreesPredictor(TreePredictor):
     #: training targets (TARGET_CLIP)
     version = 4
     defaults = {"n_estimators": 200, "min_samples_leaf": 3, "max_features": 0.5}
+    hyperparameters = {**COMMON, **TREES}
     fail_is_probability = True
     tree_spread = True
 
@@ -374,6 +376,7 @@ class GBTPredictor(TreePredictor):
     version = 4  # as ``trees``
     defaults = {"max_iter": 300, "learning_rate": 0.04, "max_depth": 3, "min_samples_leaf": 8,
                 "l2_regularization": 1.0, "max_features": 0.5}
+    hyperparameters = {**COMMON, **GBT}
 
     def _kw(self, seed: int) -> dict[str, Any]:
         c = self.config

@@ -13,7 +13,6 @@ Layout (``BUNDLE_FORMAT`` versions it)::
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from datetime import datetime, timezone
@@ -22,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ml.datasets.atomic import fsync_tree, publish_dir
 from ml.encoding.encoder import ENCODER_VERSION
 from ml.jsonsafe import json_safe
 from ml.models.base import Predictor
@@ -36,8 +36,11 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def save_bundle(model: Predictor, out_dir: str | Path, manifest_hash: str | None = None,
-                metrics: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` to ``out_dir`` (replaced atomically if it exists); returns the path."""
+                metrics: dict[str, Any] | None = None, replace: bool = True) -> Path:
+    """Write ``model`` to ``out_dir``: every file is written into a temporary sibling, fsync'd,
+    and the directory is published with one rename. ``replace=False`` (the service: one
+    directory per training attempt) refuses to touch an existing directory; the CLI's default
+    replaces it. Returns the path."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
@@ -53,9 +56,8 @@ def save_bundle(model: Predictor, out_dir: str | Path, manifest_hash: str | None
             "encoder_version": ENCODER_VERSION, "metrics": list(model.metrics),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "dataset_manifest_hash": manifest_hash})
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        fsync_tree(tmp)
+        publish_dir(tmp, out, replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

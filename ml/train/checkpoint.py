@@ -19,5 +19,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Checkpoints hold optimiser/RNG state (not only tensors), so they are our own files only."""
-    return torch.load(Path(path), map_location="cpu", weights_only=False)
+    """Checkpoints hold tensors, optimiser/scheduler state dicts, RNG state tensors and plain
+    lists/dicts/numbers: ``weights_only=True`` loads all of it and runs no pickled code, so a
+    tampered checkpoint file cannot execute anything."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)

@@ -57,23 +57,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _flush(model: Any, pending: list[tuple[int, Any]]) -> None:
-    prediction = model.predict([data for _, data in pending])
-    for row, (index, data) in enumerate(pending):
-        std = None
-        if prediction.std is not None:
-            std = {m: _finite(prediction.std[row, j]) for j, m in enumerate(model.metrics)}
-        _emit({"index": index, "ok": True, "error": None,
-               "canonical_hash": data.canonical_hash,
-               "p_fail": _finite(prediction.p_fail[row]),
-               "predictions": {m: _finite(prediction.mean[row, j])
-                               for j, m in enumerate(model.metrics)},
-               "std": std})
+def _flush(model: Any, pending: list[tuple[int, Any]]) -> bool:
+    """Predict and print the queued genomes in order; False when one of them failed."""
+    from ml.inference import error_item, ok_item, predict_chunk
+
+    result = predict_chunk(model, [data for _, data in pending], rows=False)
+    row_of = {position: r for r, position in enumerate(result.kept)}
+    for position, (index, data) in enumerate(pending):
+        if position in result.failed:
+            _emit(error_item(index, result.failed[position]))
+            continue
+        r = row_of[position]
+        _emit(ok_item(index, data.canonical_hash, model.metrics, result.mean[r],
+                      None if result.std is None else result.std[r], result.p_fail[r]))
+    return not result.failed
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ml.encoding.encoder import GenomeEncoder
     from ml.errors import GenomeError
+    from ml.inference import error_item
     from ml.sources import iter_genomes
     from ml.train.bundle import load_bundle
 
@@ -88,17 +91,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             all_ok = False
             # Keep output in input order: predict what is queued before the bad line.
             if pending:
-                _flush(model, pending)
+                all_ok &= _flush(model, pending)
                 pending = []
-            _emit({"index": index, "ok": False, "error": exc.to_dict(), "canonical_hash": None,
-                   "p_fail": None, "predictions": None, "std": None})
+            _emit(error_item(index, exc.to_dict()))
             continue
         pending.append((index, data))
         if len(pending) >= PREDICT_CHUNK:
-            _flush(model, pending)
+            all_ok &= _flush(model, pending)
             pending = []
     if pending:
-        _flush(model, pending)
+        all_ok &= _flush(model, pending)
     return 0 if all_ok else 1
 
 

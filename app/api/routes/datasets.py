@@ -2,6 +2,7 @@
 ``GET /datasets``, ``GET /datasets/{id}``."""
 from __future__ import annotations
 
+import csv
 import shutil
 import uuid
 from pathlib import Path
@@ -32,28 +33,37 @@ def dataset_public(row: Dataset, job: Job | None) -> dict[str, Any]:
 
 
 def allowed_path(path: str, settings: Settings) -> Path:
-    """A server-side CSV must lie under ``dataset_roots``, ``data_dir`` or the seed CSV's folder."""
+    """A server-side CSV must lie under one of the explicit ``dataset_roots``, and never under
+    ``data_dir`` (database, bundles) or at the admin key file, even when a root contains them.
+    Refusals name no server path, root or file content."""
     try:
         resolved = Path(path).expanduser().resolve()
     except (ValueError, OSError, RuntimeError) as exc:  # a NUL byte, a loop, no home dir
-        raise ServiceError("INVALID_REQUEST", f"not a usable path: {exc}") from exc
-    roots = [settings.data_dir.resolve(), *(r.resolve() for r in settings.dataset_roots)]
-    if settings.seed_csv is not None:
-        roots.append(settings.seed_csv.resolve().parent)
-    if not any(resolved.is_relative_to(root) for root in roots):
-        raise ServiceError("PATH_NOT_ALLOWED", "the path is outside the allowed dataset roots",
-                           details={"roots": [str(r) for r in roots]})
+        raise ServiceError("INVALID_REQUEST", "not a usable path") from exc
+    protected = [settings.data_dir.resolve(), settings.admin_key_file.resolve()]
+    roots = [r.resolve() for r in settings.dataset_roots]
+    if any(resolved.is_relative_to(p) for p in protected) or \
+            not any(resolved.is_relative_to(root) for root in roots):
+        raise ServiceError("PATH_NOT_ALLOWED", "the path is not under an allowed dataset root "
+                           "(SURROGATE_DATASET_ROOTS); upload the file instead")
     if not resolved.is_file():
-        raise ServiceError("INVALID_REQUEST", f"{resolved} is not a file")
+        raise ServiceError("INVALID_REQUEST", "the path is not a readable file")
     return resolved
 
 
 def check_csv(path: Path, metrics: tuple[str, ...]) -> None:
-    from ml.datasets.source import check_metrics
+    """The CSV has a ``genome`` column and the requested metric columns. The message names only
+    what the request asked for, never the file's header or content."""
+    from ml.datasets.source import ColumnsError, check_metrics
     try:
         check_metrics(path, metrics)
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise ServiceError("INVALID_REQUEST", f"not a usable CSV: {exc}") from exc
+    except ColumnsError as exc:
+        what = ("has no 'genome' column" if exc.missing == ["genome"] else
+                f"lacks the requested metric column(s) {exc.missing}")
+        raise ServiceError("INVALID_REQUEST", f"the CSV {what}",
+                           details={"missing": exc.missing}) from exc
+    except (ValueError, OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ServiceError("INVALID_REQUEST", "not a readable UTF-8 CSV") from exc
 
 
 @router.post("/datasets", response_model=DatasetPublic, status_code=202,

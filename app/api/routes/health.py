@@ -52,7 +52,22 @@ def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics", response_class=Response, include_in_schema=False)
 def metrics(request: Request) -> Response:
+    """Prometheus. ``SURROGATE_METRICS_ACCESS``: ``public``; ``admin`` (an admin key in
+    ``X-API-Key`` or ``Authorization: Bearer``, as Prometheus' ``authorization`` sends it); or
+    ``off`` (404)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from app.api.deps import authenticate
+
+    access = request.app.state.settings.metrics_access
+    if access == "off":
+        raise ServiceError("NOT_FOUND", "metrics are not served on this port")
+    if access == "admin":
+        bearer = request.headers.get("authorization", "")
+        key = request.headers.get("x-api-key") or (
+            bearer[7:].strip() if bearer.lower().startswith("bearer ") else None)
+        if not authenticate(request, key).is_admin:
+            raise ServiceError("PERMISSION_DENIED", "metrics need an admin key")
 
     return Response(generate_latest(request.app.state.metrics.registry),
                     media_type=CONTENT_TYPE_LATEST)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from app.api.deps import SessionDep, SettingsDep, TrainPrincipal
+from app.api.deps import Principal, SessionDep, SettingsDep, TrainPrincipal
 from app.api.routes import errors
 from app.core.db import session_scope
 from app.core.errors import ServiceError
@@ -20,8 +20,6 @@ from app.store import jobs as job_store
 router = APIRouter(tags=["jobs"])
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
-#: Config keys a client may not set (the worker owns them).
-RESERVED_HYPERPARAMETERS = {"checkpoint_dir", "metrics"}
 
 
 def request_digest(body: dict[str, Any]) -> str:
@@ -60,19 +58,45 @@ def require_broker(request: Request) -> None:
                            "submitted, retry later (the same Idempotency-Key is safe)")
 
 
-def check_predictor(name: str, hyperparameters: dict[str, Any]) -> None:
-    from ml.models.registry import available_models, create
+def check_predictor(name: str, hyperparameters: dict[str, Any], settings: Any) -> None:
+    """The predictor exists and every hyper-parameter has its type and bounds (422 naming the
+    field); ``device: "cuda"`` is refused here when jobs run in this process and it has no CUDA
+    (Celery workers check their own device when the job starts)."""
+    from ml.models.hyperparameters import HyperparameterError, check_device
+    from ml.models.registry import available_models, model_class
 
     if name not in available_models():
         raise ServiceError("UNKNOWN_PREDICTOR", f"unknown predictor {name!r}",
                            details={"choose_from": list(available_models())})
-    reserved = RESERVED_HYPERPARAMETERS & set(hyperparameters)
-    known = set(create(name).config)
-    unknown = set(hyperparameters) - known
-    if reserved or unknown:
-        raise ServiceError("INVALID_REQUEST", "unsupported hyperparameters",
-                           details={"unknown": sorted(unknown), "reserved": sorted(reserved),
-                                    "allowed": sorted(known - RESERVED_HYPERPARAMETERS)})
+    cls = model_class(name)
+    try:
+        cls.validate_hyperparameters(hyperparameters)
+        if settings.executor == "thread":
+            check_device(hyperparameters)
+    except HyperparameterError as exc:
+        raise ServiceError("INVALID_HYPERPARAMETER", str(exc),
+                           details={"field": exc.field,
+                                    "allowed": sorted(cls.hyperparameters)}) from exc
+
+
+def check_model_rights(body: TrainRequest, principal: Principal, settings: Any) -> None:
+    """Moving an alias and writing under another model name are admin decisions."""
+    if principal.is_admin:
+        return
+    if body.activate:
+        raise ServiceError("PERMISSION_DENIED", "activate=true needs an admin key (activation "
+                           "is admin-only, as at POST /models/{version}/activate)")
+    if body.model_name not in (None, settings.model_name):
+        raise ServiceError("PERMISSION_DENIED", f"training under a model name other than "
+                           f"{settings.model_name!r} needs an admin key")
+
+
+def visible_job(session: Any, job_id: str, principal: Principal) -> Job:
+    """A job its owner or an admin may see; anyone else gets the same 404 as for no job."""
+    job = job_store.get_job(session, job_id)
+    if not principal.is_admin and job.principal != principal.ident:
+        raise ServiceError("JOB_NOT_FOUND", f"no job {job_id}")
+    return job
 
 
 @router.post("/jobs/train", response_model=JobPublic, status_code=202,
@@ -82,7 +106,8 @@ def submit_train(body: TrainRequest, request: Request, response: Response,
                  idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     """Queue a training run on a built dataset. With an ``Idempotency-Key`` the same key and
     body return the original job (200); the same key with another body is 409."""
-    check_predictor(body.predictor, body.hyperparameters)
+    check_predictor(body.predictor, body.hyperparameters, settings)
+    check_model_rights(body, principal, settings)
     require_broker(request)
     params = body.model_dump()
     with session_scope() as session:
@@ -105,38 +130,43 @@ def submit_train(body: TrainRequest, request: Request, response: Response,
 
 
 @router.get("/jobs", response_model=JobsPublic, responses=errors())
-def list_jobs(session: SessionDep, _: TrainPrincipal,
+def list_jobs(session: SessionDep, principal: TrainPrincipal,
               status: Annotated[str | None, Query(pattern="^(queued|running|cancelling|"
                                                   "succeeded|failed|cancelled)$")] = None,
               kind: Annotated[str | None, Query(pattern="^(train|build_dataset)$")] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               page_token: Annotated[str | None, Query(max_length=200)] = None) -> dict[str, Any]:
-    """Newest first; pass ``next_page_token`` back as ``page_token`` for the next page."""
-    rows, total, token = job_store.list_jobs(session, status=status, kind=kind, limit=limit,
-                                             page_token=page_token)
+    """Newest first; pass ``next_page_token`` back as ``page_token`` for the next page. A key
+    sees its own jobs; an admin key sees every job."""
+    rows, total, token = job_store.list_jobs(
+        session, status=status, kind=kind, limit=limit, page_token=page_token,
+        principal=None if principal.is_admin else principal.ident)
     return {"data": [job_public(j) for j in rows], "count": total, "next_page_token": token}
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic, responses=errors(404))
-def get_job(job_id: str, session: SessionDep, _: TrainPrincipal) -> dict[str, Any]:
-    """State, progress, heartbeat, attempt, error code, model version and per-epoch metrics."""
-    job = job_store.get_job(session, job_id)
+def get_job(job_id: str, session: SessionDep, principal: TrainPrincipal) -> dict[str, Any]:
+    """State, progress, heartbeat, attempt, error code, model version and per-epoch metrics
+    (the owner's or an admin's)."""
+    job = visible_job(session, job_id, principal)
     return job_public(job, job_store.events(session, job_id, kind="epoch"))
 
 
 @router.get("/jobs/{job_id}/events", response_model=list[JobEventPublic], responses=errors(404))
-def job_events(job_id: str, session: SessionDep, _: TrainPrincipal,
+def job_events(job_id: str, session: SessionDep, principal: TrainPrincipal,
                limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[Any]:
     """The job's log: state changes, messages and epoch rows, oldest first."""
-    job_store.get_job(session, job_id)
+    visible_job(session, job_id, principal)
     return job_store.events(session, job_id, limit=limit)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobPublic, responses=errors(404, 409))
-def cancel_job(job_id: str, request: Request, _: TrainPrincipal) -> dict[str, Any]:
+def cancel_job(job_id: str, request: Request, principal: TrainPrincipal) -> dict[str, Any]:
     """Queued: cancelled at once. Running: ``cancelling`` until the worker stops between
-    epochs (its checkpoint is kept). Finished: 409 ``JOB_NOT_CANCELLABLE``."""
+    epochs (its checkpoint is kept). Finished: 409 ``JOB_NOT_CANCELLABLE``. Only the job's
+    owner or an admin may cancel it."""
     with session_scope() as session:
+        visible_job(session, job_id, principal)
         job = job_store.request_cancel(session, job_id)
         task_id, status = job.task_id, job.status
     if status == "cancelled":

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path as PathParam, Query
+from fastapi import APIRouter, Path as PathParam, Query, Request
 from fastapi.responses import FileResponse
 
 from app.api.deps import AdminPrincipal, PredictPrincipal, SessionDep, SettingsDep
@@ -60,13 +60,22 @@ def get_model(version: Version, session: SessionDep, settings: SettingsDep,
 
 
 @router.post("/models/{version}/activate", response_model=ModelVersionPublic,
-             responses=errors(404))
-def activate_model(version: Version, session: SessionDep, settings: SettingsDep,
-                   _: AdminPrincipal) -> dict[str, Any]:
+             responses=errors(404, 409))
+def activate_model(version: Version, request: Request, session: SessionDep,
+                   settings: SettingsDep, _: AdminPrincipal) -> dict[str, Any]:
     """Move the ``active`` alias to this version (one transaction; ``/predict`` switches on
-    its next request)."""
+    its next request). The bundle is loaded first: a version this code cannot load is refused
+    with 409 ``MODEL_NOT_LOADABLE`` and the alias does not move."""
+    registry.get_version(session, settings.model_name, version)
+    scorer = request.app.state.scorer
+    try:
+        loaded = scorer.active.load(version)
+    except ServiceError as exc:
+        raise ServiceError("MODEL_NOT_LOADABLE", f"{exc.message}; the active version is "
+                           "unchanged", details={"version": version}) from exc
     registry.set_alias(session, settings.model_name, version)
-    session.flush()
+    session.commit()
+    scorer.active.install(loaded)
     row = registry.get_version(session, settings.model_name, version)
     return version_public(row, version)
 

@@ -41,12 +41,14 @@ def active_version(settings: Settings) -> int | None:
         return None
 
 
-@router.post("/predict", response_model=PredictResponse, responses=errors())
+@router.post("/predict", response_model=PredictResponse, responses=errors(413, 503))
 def predict(body: PredictRequest, request: Request, _: PredictPrincipal,
             settings: SettingsDep) -> dict:
     """Score and rank genomes with the active model. A bad genome fails only its own item
     (``ok: false`` with ``error.code`` and ``error.offset``); ``ranking`` lists the ok items,
-    best first (predicted failures last)."""
+    best first (predicted failures last). One request's work is bounded
+    (``SURROGATE_MAX_REQUEST_NODES``, ``SURROGATE_REQUEST_DEADLINE_S``): past either it answers
+    413 ``REQUEST_TOO_LARGE`` or 503 ``DEADLINE_EXCEEDED``, and a retry reuses what was cached."""
     check_batch(body.genomes, settings)
     scorer = request.app.state.scorer
     wanted = active_version(settings)
@@ -62,33 +64,43 @@ def predict(body: PredictRequest, request: Request, _: PredictPrincipal,
     return result
 
 
-@router.post("/genomes/encode", response_model=EncodeResponse, responses=errors())
+@router.post("/genomes/encode", response_model=EncodeResponse, responses=errors(413, 503))
 def encode(body: EncodeRequest, request: Request, _: PredictPrincipal,
            settings: SettingsDep) -> dict:
     """Validate genomes and summarise their graphs (nodes, edges, parameters, FLOPs, the
-    per-genome features); ``full`` adds node ops, module types, edges and shapes."""
+    per-genome features); ``full`` adds node ops, module types, edges and shapes (for at most
+    ``SURROGATE_MAX_ENCODE_FULL`` genomes). Each genome is encoded, summarised and dropped in
+    turn, under the same per-request budget as ``/predict``."""
     from ml.errors import GenomeError
 
     check_batch(body.genomes, settings)
-    encoder = request.app.state.scorer.cache.encoder
+    if body.full and len(body.genomes) > settings.max_encode_full:
+        raise ServiceError("BATCH_TOO_LARGE", f"full=true answers at most "
+                           f"{settings.max_encode_full} genomes per request",
+                           details={"max_encode_full": settings.max_encode_full})
+    scorer = request.app.state.scorer
+    encoder, budget = scorer.cache.encoder, scorer.budget()
     items = []
     for i, text in enumerate(body.genomes):
+        budget.check_time(i)
         try:
-            summary = encoder.encode(text).summary()
+            encoded = encoder.encode(text)
+            budget.spend(encoded.num_nodes, i)
+            glob = encoded.global_summary()
+            item = {"index": i, "ok": True, "error": None,
+                    "canonical_hash": encoded.canonical_hash,
+                    "num_nodes": encoded.num_nodes, "num_edges": encoded.num_edges,
+                    "params": glob["total_params"], "flops": glob["flops"],
+                    "global_features": glob}
+            if body.full:
+                summary = encoded.summary()
+                item["graph"] = {"node_ops": summary["node_ops"],
+                                 "node_module_types": summary["node_module_types"],
+                                 "edges": summary["edges"],
+                                 "node_shapes": summary["global"]["node_shapes"],
+                                 "model_info": summary["model_info"]}
         except GenomeError as exc:
-            items.append({"index": i, "ok": False, "error": exc.to_dict(),
-                          "canonical_hash": None})
-            continue
-        glob = summary["global"]
-        item = {"index": i, "ok": True, "error": None,
-                "canonical_hash": summary["canonical_hash"],
-                "num_nodes": summary["num_nodes"], "num_edges": summary["num_edges"],
-                "params": glob["total_params"], "flops": glob["flops"],
-                "global_features": {k: v for k, v in glob.items() if k != "node_shapes"}}
-        if body.full:
-            item["graph"] = {"node_ops": summary["node_ops"],
-                             "node_module_types": summary["node_module_types"],
-                             "edges": summary["edges"], "node_shapes": glob["node_shapes"],
-                             "model_info": summary["model_info"]}
+            item = {"index": i, "ok": False, "error": exc.to_dict(), "canonical_hash": None}
         items.append(item)
-    return {"items": items, "encoder_version": request.app.state.scorer.cache.version}
+        encoded = None  # drop the graph before the next genome
+    return {"items": items, "encoder_version": scorer.cache.version}
