@@ -361,24 +361,30 @@ class Scorer:
                 outcomes[i].record = None  # the graph is not needed past its chunk
             chunk, chunk_bytes = [], 0
 
-        for i, text in enumerate(genomes):
-            budget.check_time(i)
-            known = self.cache.identify(text)
-            if known is not None and (known.error is not None or (
-                    key is not None and self.cache.has_row(known.canonical_hash, key))):
-                outcome, hit = Encoded(known.canonical_hash, error=known.error), True
-            else:
-                outcome, hit = self.cache.encode(text, keep_record=key is None)
-                if not hit:
+        try:
+            for i, text in enumerate(genomes):
+                budget.check_time(i)
+                known = self.cache.identify(text)
+                if known is not None and (known.error is not None or (
+                        key is not None and self.cache.has_row(known.canonical_hash, key))):
+                    outcome, hit = Encoded(known.canonical_hash, error=known.error), True
+                else:
+                    outcome, hit = self.cache.encode(text, keep_record=key is None)
+                outcomes.append(outcome)
+                hits += hit
+                if outcome.error is None:
+                    chunk.append(i)
+                    if outcome.record is not None:
+                        chunk_bytes += record_bytes(None, outcome.record)
+                if not hit:  # after the append: a genome that trips the budget is kept too
                     budget.spend(outcome.num_nodes, i)
-            outcomes.append(outcome)
-            hits += hit
-            if outcome.error is None:
-                chunk.append(i)
-                if outcome.record is not None:
-                    chunk_bytes += record_bytes(None, outcome.record)
                 if len(chunk) >= chunk_limit or chunk_bytes >= bytes_limit:
                     flush()
+        except ServiceError:
+            # Out of budget or time: keep the pending chunk's work (its feature rows) so the
+            # retry the error invites continues from here instead of starting over.
+            self._keep(model, key, chunk, genomes, outcomes)
+            raise
         flush()
         self.cache.hits += hits
         self.cache.misses += n - hits
@@ -402,6 +408,17 @@ class Scorer:
         return {"items": items, "ranking": ranking, "model_version": loaded.version,
                 "model_name": loaded.name, "encoder_version": self.cache.version,
                 "rank_by": rank_by, "cache_hits": hits}
+
+    def _keep(self, model: Any, key: str | None, chunk: list[int], genomes: list[str],
+              outcomes: list[Encoded]) -> None:
+        """Cache the feature rows of a chunk that will not be predicted (graph records of
+        graph-reading models are cached when encoded)."""
+        pending = [i for i in chunk if i < len(outcomes) and outcomes[i].record is not None]
+        if key is None or not pending:
+            return
+        with self._predict_lock:
+            self.cache.feature_rows(model, [genomes[i] for i in pending],
+                                    [outcomes[i] for i in pending])
 
     def _predict(self, model: Any, key: str | None, chunk: list[int], genomes: list[str],
                  outcomes: list[Encoded], mean: np.ndarray, std: np.ndarray,

@@ -9,6 +9,12 @@
 * load: ``--clients`` concurrent clients each send ``--rounds`` warm batches; throughput in
   genomes/s and requests/s, and the latency each request saw under load.
 
+* worst case (``--worst-case``): ``--clients`` concurrent requests of ``--worst-n`` distinct
+  genomes each with six chained DenseNets (~4,300 graph nodes, a 2.6 MB graph record each),
+  while the API process's RSS is sampled every 50 ms (``--pid``, or found by the port); prints
+  the peak RSS and how each request was answered (200, or the bound that stopped it: 413
+  REQUEST_TOO_LARGE, 503 SERVER_BUSY / DEADLINE_EXCEEDED). Goal: <= 2 GB whatever the genomes.
+
 Prints medians (p50/p95 over the repetitions) and ratios; ``--json`` adds one JSON object.
 The server's own cache counters (``GET /metrics``) confirm how cold the cold batches were.
 Sampling happens before any timing (about 0.1 s per genome on CPU: the compile check).
@@ -16,6 +22,7 @@ Sampling happens before any timing (about 0.1 s per genome on CPU: the compile c
     nas-surrogate serve --port 8000 &    # first start builds the dataset and trains (1-2 min)
     python benchmarks/predict_load.py [--url http://127.0.0.1:8000] [--key-file var/admin.key]
         [--n 2000] [--clients 4] [--repeats 3] [--rounds 3] [--seed S] [--json]
+        [--worst-case [--worst-n 5000] [--pid PID]]
 """
 from __future__ import annotations
 
@@ -124,6 +131,87 @@ def load_phase(url: str, headers: dict[str, str], genomes: list[str], clients: i
             "latency_p95_s": percentile(latencies, 95)}
 
 
+def worst_case_genomes(count: int, offset: int = 0) -> list[str]:
+    """``count`` distinct 311-character genomes, each six DenseNet-201s chained through 32x
+    upsamples (~4,300 nodes, 2.6 MB records): the most graph per character the grammar allows
+    without failing to compile. Only a Dropout probability differs between them."""
+    head = "Adam(0.5, 0.5, False), StepLR(2, 0.5), 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1"
+    out = []
+    for i in range(offset, offset + count):
+        chain = f"Dropout_2D(IN0, {0.1 + 0.8 * i / (offset + count + 1)!r})"
+        for level in range(6):
+            chain = f"DenseNet({chain}, 3, 0)"
+            if level < 5:
+                chain = f"Upsample_2D({chain}, 32.0, 0)"
+        out.append(f"FCOS_Head({chain}, {head})")
+    return out
+
+
+def server_pid(url: str) -> int | None:
+    """The PID listening on the URL's port (this machine only)."""
+    import psutil
+    from urllib.parse import urlparse
+
+    port = urlparse(url).port or 80
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+            return conn.pid
+    return None
+
+
+def worst_case_phase(url: str, headers: dict[str, str], clients: int, n: int, pid: int,
+                     timeout: float) -> dict[str, Any]:
+    """``clients`` concurrent worst-case requests; peak RSS of the server process tree."""
+    import httpx
+    import psutil
+
+    process = psutil.Process(pid)
+
+    def rss() -> int:
+        total = process.memory_info().rss
+        for child in process.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    baseline = rss()
+    peak = [baseline]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss())
+            stop.wait(0.05)
+
+    outcomes: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def client(i: int) -> None:
+        genomes = worst_case_genomes(n, offset=i * n + int(time.time()) % 100_000 * 7)
+        started = time.perf_counter()
+        with httpx.Client(base_url=url, headers=headers, timeout=timeout) as http:
+            response = http.post("/predict", json={"genomes": genomes})
+        body = response.json()
+        code = body.get("error", {}).get("code") if response.status_code != 200 else "ok"
+        with lock:
+            outcomes.append({"status": response.status_code, "code": code,
+                             "seconds": round(time.perf_counter() - started, 2)})
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stop.set()
+    sampler.join()
+    return {"clients": clients, "genomes_per_request": n, "baseline_rss_mb": baseline / 2**20,
+            "peak_rss_mb": peak[0] / 2**20, "outcomes": outcomes}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
@@ -139,6 +227,13 @@ def main() -> int:
                              "the same server is cold again)")
     parser.add_argument("--timeout", type=float, default=900.0, help="per request, seconds")
     parser.add_argument("--json", action="store_true", help="also print one JSON object")
+    parser.add_argument("--worst-case", action="store_true",
+                        help="also run the worst-case memory phase (see the module docstring)")
+    parser.add_argument("--worst-only", action="store_true",
+                        help="run only the worst-case memory phase")
+    parser.add_argument("--worst-n", type=int, default=5000,
+                        help="genomes per worst-case request (the default SURROGATE_MAX_BATCH)")
+    parser.add_argument("--pid", type=int, default=None, help="the API process (RSS)")
     args = parser.parse_args()
 
     import httpx
@@ -146,6 +241,22 @@ def main() -> int:
     key = args.key or Path(args.key_file).read_text().strip()
     headers = {"X-API-Key": key}
     seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000_000
+    worst: dict[str, Any] | None = None
+    if args.worst_case or args.worst_only:
+        pid = args.pid or server_pid(args.url)
+        if pid is None:
+            raise SystemExit(f"no process listens on {args.url}; pass --pid")
+        worst = worst_case_phase(args.url, headers, args.clients, args.worst_n, pid,
+                                 args.timeout)
+        print(f"worst case: {args.clients} concurrent requests of {args.worst_n} six-DenseNet "
+              f"genomes; API RSS {worst['baseline_rss_mb']:.0f} MB before, peak "
+              f"{worst['peak_rss_mb']:.0f} MB (goal <= 2048 MB)")
+        for outcome in worst["outcomes"]:
+            print(f"  {outcome['status']} {outcome['code']} after {outcome['seconds']} s")
+        if args.worst_only:
+            if args.json:
+                print(json.dumps({"url": args.url, "worst_case": worst}))
+            return 0
 
     real = real_genomes()
     fresh_per_batch = max(0, args.n - len(real))
@@ -214,7 +325,7 @@ def main() -> int:
                           "cold_cache_misses": misses,
                           "cold_p50_s": statistics.median(cold), "cold_p95_s": percentile(cold, 95),
                           "warm_p50_s": statistics.median(warm), "warm_p95_s": percentile(warm, 95),
-                          "load": load, "ratios": ratios}))
+                          "load": load, "ratios": ratios, "worst_case": worst}))
     return 0
 
 

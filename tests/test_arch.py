@@ -274,7 +274,7 @@ def _evaluated(layers: tuple[Layer, ...], head: str = "RetinaNet_Head") -> Evalu
     ((Layer("Skip_2D", (1,), 4),), "FCOS_Head", "UNSUPPORTED_LAYER", 4),
     ((Layer("ReLU_2D", (), 4),), "SSD_Head", "UNSUPPORTED_LAYER", 2),
     (tuple(Layer("Upsample_2D", (99.0, 0), 10 * i) for i in range(9)), "FCOS_Head",
-     "SHAPE_ERROR", 20),  # the third 99x upsample passes 2**63 elements
+     "ACTIVATION_BUDGET_EXCEEDED", 10),  # the second 99x upsample passes 2**38 elements
 ])
 def test_compiler_codes_on_unvalidated_genomes(layers, head, code, offset):
     """The compiler is defensive about genomes that did not come through ``load``'s validation."""

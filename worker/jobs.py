@@ -254,11 +254,22 @@ def _release(job_id: str, attempt: int,
     try:
         with session_scope() as session:
             from sqlalchemy import update
-            session.execute(update(Job).where(Job.id == job_id, Job.attempt == attempt,
-                                              Job.status == "running")
-                            .values(status="queued", message=message, dispatched_at=None))
+            released = session.execute(
+                update(Job).where(Job.id == job_id, Job.attempt == attempt,
+                                  Job.status == "running")
+                .values(status="queued", message=message, dispatched_at=None)).rowcount
+            if released:
+                job_store.add_event(session, job_id, "state", f"queued: {message}",
+                                    attempt=attempt)
     except TRANSIENT + (ServiceError,):
         log.warning("job %s: could not release the claim; the lease will expire", job_id)
+
+
+def _still_owned(session: Any, ctx: JobContext) -> None:
+    """Fence the result: lock the job row and check this attempt still owns it (a newer
+    attempt, a cancellation or the embedded hard time limit may have taken it meanwhile)."""
+    if not job_store.owns(session, ctx.job_id, ctx.attempt):
+        raise LeaseLost()
 
 
 # -- dataset builds ------------------------------------------------------------------------
@@ -306,6 +317,7 @@ def _run_build(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
     except (OSError, ValueError, KeyError) as exc:
         raise JobFailure("DATASET_INVALID", f"{source.name}: {exc}") from exc
     with session_scope() as session:
+        _still_owned(session, ctx)
         dataset_store.mark(session, params["dataset_id"], "ready", manifest)
         counts = manifest.get("counts", {})
         message = f"built {counts.get('rows', 0)} rows ({counts.get('ok', 0)} ok)"
@@ -403,6 +415,7 @@ def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
             raise JobFailure("MODEL_INCOMPATIBLE", f"the new bundle does not load: "
                              f"{type(exc).__name__}: {exc}") from exc
     with session_scope() as session:
+        _still_owned(session, ctx)
         version = registry.register_version(
             session, name=model_name, predictor=name, source_path=str(bundle.resolve()),
             encoder_version=ENCODER_VERSION, metrics=list(model.metrics),

@@ -113,6 +113,14 @@ def _owned(job_id: str, attempt: int) -> Any:
     return and_(Job.id == job_id, Job.attempt == attempt, Job.status.in_(ACTIVE_STATES))
 
 
+def owns(session: Session, job_id: str, attempt: int) -> bool:
+    """Whether ``attempt`` still owns the job, with the row locked until commit (PostgreSQL),
+    so no claim or terminal transition can slip in before the caller's result is written."""
+    row = session.execute(select(Job.id).where(_owned(job_id, attempt))
+                          .with_for_update()).first()
+    return row is not None
+
+
 def heartbeat(session: Session, job_id: str, attempt: int) -> bool:
     """Refresh the lease; False when this attempt no longer owns the job."""
     result = session.execute(update(Job).where(_owned(job_id, attempt))

@@ -8,6 +8,7 @@ reachable; ``.ci/run`` starts both first, so in CI they always run.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -65,11 +66,12 @@ def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         "SURROGATE_DATABASE_URL": url, "SURROGATE_DATA_DIR": str(data_dir),
         "SURROGATE_BROKER_URL": REDIS_URL, "SURROGATE_EXECUTOR": "celery",
         "SURROGATE_ENVIRONMENT": "test", "SURROGATE_SEED_CSV": str(TRAIN_CSV),
+        "SURROGATE_DATASET_ROOTS": json.dumps([str(TRAIN_CSV.parent)]),
         "SURROGATE_JOB_LEASE_S": "4", "SURROGATE_HEARTBEAT_INTERVAL_S": "1",
         "SURROGATE_PROGRESS_INTERVAL_S": "0.2", "SURROGATE_VISIBILITY_TIMEOUT_S": "6",
         "SURROGATE_TRAIN_SOFT_LIMIT_S": "600", "SURROGATE_TRAIN_HARD_LIMIT_S": "900",
         "SURROGATE_BUILD_SOFT_LIMIT_S": "600", "SURROGATE_BUILD_HARD_LIMIT_S": "900",
-        "SURROGATE_RECONCILE_INTERVAL_S": "2", "SURROGATE_WARM_UP": "false", "SURROGATE_REDISPATCH_AFTER_S": "60",
+        "SURROGATE_RECONCILE_INTERVAL_S": "2", "SURROGATE_WARM_UP": "false",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

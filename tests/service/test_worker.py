@@ -17,7 +17,7 @@ SLOW_GNN = {"epochs": 30, "checkpoint_every": 2, "patience": 1000, "ensemble": 1
 
 
 def _job(api: dict[str, Any], job_id: str) -> dict[str, Any]:
-    return api["client"].get(f"/jobs/{job_id}", headers=headers(api["keys"]["train"])).json()
+    return api["client"].get(f"/jobs/{job_id}", headers=headers(api["keys"]["admin"])).json()
 
 
 def _submit(api: dict[str, Any], **body: Any) -> str:
@@ -58,7 +58,7 @@ def test_dataset_build_and_training_through_the_queue(api, service_env, tmp_path
         assert ready["job"]["status"] == "succeeded" and ready["job"]["progress"] == 1.0
         r = c.post("/jobs/train", json={"dataset_id": dataset_id, "predictor": "trees",
                                         "hyperparameters": {"ensemble": 2}, "activate": True},
-                   headers=headers(train))
+                   headers=headers(api["keys"]["admin"]))  # activation is an admin decision
         job_id = r.json()["id"]
         done = wait_for(lambda: _status(api, job_id, "succeeded", "failed"), 240,
                         what="training")

@@ -60,7 +60,8 @@ def require_broker(request: Request) -> None:
 
 def check_predictor(name: str, hyperparameters: dict[str, Any], settings: Any) -> None:
     """The predictor exists and every hyper-parameter has its type and bounds (422 naming the
-    field); ``device: "cuda"`` is refused here when jobs run in this process and it has no CUDA
+    field in ``details.field``; the code stays INVALID_REQUEST, as before these checks);
+    ``device: "cuda"`` is refused here when jobs run in this process and it has no CUDA
     (Celery workers check their own device when the job starts)."""
     from ml.models.hyperparameters import HyperparameterError, check_device
     from ml.models.registry import available_models, model_class
@@ -74,7 +75,7 @@ def check_predictor(name: str, hyperparameters: dict[str, Any], settings: Any) -
         if settings.executor == "thread":
             check_device(hyperparameters)
     except HyperparameterError as exc:
-        raise ServiceError("INVALID_HYPERPARAMETER", str(exc),
+        raise ServiceError("INVALID_REQUEST", f"hyperparameters.{exc}",
                            details={"field": exc.field,
                                     "allowed": sorted(cls.hyperparameters)}) from exc
 
