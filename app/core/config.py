@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     #: and wall time. Past either the request answers 413 REQUEST_TOO_LARGE / 503
     #: DEADLINE_EXCEEDED; what was encoded stays cached. 0 turns a bound off.
     max_request_nodes: int = 10_000_000
-    request_deadline_s: float = 120.0
+    request_deadline_s: float = 60.0
     #: Heavy routes (/predict, /genomes/encode) run at most this many at once per API process;
     #: up to ``heavy_queue`` more wait (in the event loop, not in threads) for at most
     #: ``heavy_queue_timeout_s``; the rest answer 503 SERVER_BUSY with Retry-After.
