@@ -35,9 +35,9 @@ TRAIN_CSV = DATA / "surrogate_evolution_train.csv"
 
 from ml.datasets.labels import DEFAULT_METRICS, DIRECTIONS  # noqa: E402
 from ml.evaluation.cv import cross_validate, summarize  # noqa: E402
-from ml.evaluation.metrics import regression_metrics  # noqa: E402
+from ml.metrics import regression_metrics  # noqa: E402
 from ml.evaluation.predictors import available_predictors, make_factory  # noqa: E402
-from ml.evaluation.records import targets  # noqa: E402
+from ml.datasets.records import targets  # noqa: E402
 
 REAL_ONLY = {"rf_counts"}
 NASBENCH_ONLY = {"ridge_onehot"}
@@ -67,7 +67,7 @@ def mean_std(values: list[float]) -> dict[str, float]:
 # ---------------------------------------------------------------- (a) real genomes
 
 def run_real(models: list[str], folds: int, seeds: int) -> dict[str, Any]:
-    from ml.evaluation.records import load_csv_records
+    from ml.datasets.records import load_csv_records
 
     start = time.perf_counter()
     records, build = load_csv_records(TRAIN_CSV, DEFAULT_METRICS)
@@ -105,7 +105,7 @@ def run_nasbench(models: list[str], dataset: str, sizes: list[int], seeds: int,
     test = [records[i] for i in test_idx]
     y_test = targets(test, 1)[:, 0]
     valid_test = np.array([r.valid_perf for r in test])
-    from ml.evaluation.metrics import kendall_tau_b
+    from ml.metrics import kendall_tau_b
 
     out: dict[str, Any] = {"dataset": dataset, "archs": len(records), "test_size": len(test),
                            "test_seed": test_seed, "sizes": sizes, "seeds": seeds,
@@ -219,7 +219,7 @@ def real_bars(real: dict[str, Any]) -> list[str]:
 def auto_model() -> str:
     """What the models registry's ``auto`` meant for this run (it changes as models improve)."""
     try:
-        from ml.models import resolve_name
+        from ml.train.catalog import resolve_name
     except ImportError:
         return "n/a (no models registry)"
     return resolve_name("auto")

@@ -39,7 +39,7 @@ def main() -> int:
     from sklearn.model_selection import GroupKFold
 
     from ml.datasets.records import load_csv
-    from ml.models import create
+    from ml.train.catalog import create
 
     if args.threads:
         torch.set_num_threads(args.threads)

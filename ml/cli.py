@@ -11,10 +11,7 @@ import sys
 from typing import Any, Iterable
 
 from ml.errors import GenomeError
-
-
-def _emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, separators=(", ", ": "), allow_nan=False) + "\n")
+from ml.jsonsafe import emit
 
 
 def _error_item(index: int, exc: GenomeError) -> dict[str, Any]:
@@ -37,12 +34,12 @@ def cmd_genome_check(args: argparse.Namespace) -> int:
                     compile_check(genome)
                 except GenomeError as exc:
                     raise exc.with_text(text) from None
-            _emit({"index": index, "ok": True, "error": None,
+            emit({"index": index, "ok": True, "error": None,
                    "canonical_hash": canonical_hash(genome),
                    "individual_hash": individual_hash(genome)})
         except GenomeError as exc:
             all_ok = False
-            _emit({**_error_item(index, exc), "individual_hash": None})
+            emit({**_error_item(index, exc), "individual_hash": None})
     return 0 if all_ok else 1
 
 
@@ -82,12 +79,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
         if exc is not None:
             all_ok = False
             if args.out is None:
-                _emit({**_error_item(index, exc), "num_nodes": None, "num_edges": None})
+                emit({**_error_item(index, exc), "num_nodes": None, "num_edges": None})
             else:
                 print(json.dumps(_error_item(index, exc)), file=sys.stderr)
             continue
         if args.out is None:
-            _emit({"index": index, **encoded})
+            emit({"index": index, **encoded})
         else:
             saved.append(encoded)
     if args.out is not None:

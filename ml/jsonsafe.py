@@ -1,8 +1,11 @@
 """Strict JSON for reports, bundles and CLI output: numpy values become Python values, tuples
-become lists, and non-finite floats become null (JSON has no NaN)."""
+become lists, and non-finite floats become null (JSON has no NaN); :func:`emit` prints one such
+object per line (every command's output)."""
 from __future__ import annotations
 
+import json
 import math
+import sys
 from typing import Any
 
 
@@ -19,3 +22,8 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def emit(obj: Any) -> None:
+    """Print one strict JSON object per line on stdout (the CLI's per-genome output)."""
+    sys.stdout.write(json.dumps(json_safe(obj), separators=(", ", ": "), allow_nan=False) + "\n")

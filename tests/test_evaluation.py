@@ -11,12 +11,13 @@ import pytest
 import torch
 from torch_geometric.data import Data
 
-from ml.evaluation import metrics as M
+from ml import metrics as M
 from ml.evaluation.baselines import COUNT_VOCABULARY, primitive_counts
-from ml.evaluation.cv import cross_validate, grouped_fold_ids, summarize, trust_overlaps
+from ml.datasets.splits import grouped_fold_ids
+from ml.evaluation.cv import cross_validate, summarize, trust_overlaps
 from ml.evaluation.selection import (crowding_distance, select_nsga2, select_spea2,
                                      selection_overlap, sort_nondominated)
-from ml.evaluation.types import Prediction
+from ml.models.base import Prediction
 
 from conftest import TRAIN_CSV
 

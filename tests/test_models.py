@@ -11,7 +11,8 @@ import torch
 from conftest import train_rows
 from ml.datasets.labels import DEFAULT_METRICS, classify
 from ml.datasets.records import load_csv
-from ml.models import Prediction, available_models, create
+from ml.models.base import Prediction
+from ml.train.catalog import available_models, create
 from ml.models.targets import TargetScaler
 
 FAST = {"epochs": 2, "hidden": 16, "batch_size": 8, "n_estimators": 20, "max_iter": 20}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from sklearn.svm import SVR
 
-from ml.models import create
+from ml.train.catalog import create
 from ml.models.features import FEATURE_BLOCKS, TABULAR_DIM, tabular_features
 from ml.models.kernel import KernelSVR
 from ml.models.stack import blend_scores, pick_weight, spread_scale

@@ -9,7 +9,8 @@ import torch
 
 from conftest import SEEDS_TXT
 from ml.cli import main
-from ml.models import TrainingCancelled, create
+from ml.models.base import TrainingCancelled
+from ml.train.catalog import create
 from ml.train import load_bundle, save_bundle
 from test_models import FAST, records, subset_csv, write_subset  # noqa: F401 - fixtures
 

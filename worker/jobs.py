@@ -347,7 +347,7 @@ def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
     from ml.encoding.encoder import ENCODER_VERSION
     from ml.models.base import TrainingCancelled
     from ml.models.hyperparameters import DeviceUnavailable, check_device
-    from ml.models.registry import create, resolve_name
+    from ml.train.catalog import create, resolve_name
     from ml.train import fit_predictor, load_bundle, load_training_records, save_bundle
 
     try:
@@ -432,50 +432,36 @@ def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
 
 def _trust_report(records: list[Any], name: str, config: dict[str, Any], folds: int,
                   out: Path) -> dict[str, Any]:
-    """Grouped k-fold CV of the same predictor and config (one seed): report.json and PNG
-    plots under ``out``, and the headline numbers for the registry."""
-    from ml.datasets.labels import DIRECTIONS
-    from ml.evaluation.cv import cross_validate, summarize
-    from ml.evaluation.predictors import make_factory
-    from ml.evaluation.report import write_report
+    """The grouped k-fold CV report of ``nas-surrogate evaluate`` (one seed) for the same
+    predictor and config: report.json and plots under ``out``, and the headline figures."""
+    from ml.evaluation.protocols import grouped_cv_report, headline
 
     metrics = tuple(config["metrics"])
     base = {k: v for k, v in config.items() if k not in ("metrics", "checkpoint_dir", "seed")}
-    started = time.perf_counter()
-    result = cross_validate(records, make_factory(name, metrics, base), metrics,
-                            tuple(DIRECTIONS.get(m, -1) for m in metrics), folds, range(1))
-    summary = summarize(result)
-    write_report(out, {"model": name, "folds": folds, "seeds": [0], "metrics": list(metrics),
-                       "grouping": "canonical_hash"},
-                 {"records": len(records)}, result, summary, time.perf_counter() - started)
-    return json_safe({f"kendall_tau_b_{m}": summary["per_fold"][m]["kendall_tau_b"]["mean"]
-                    for m in metrics}) | json_safe({
-        "folds": folds,
-        "validity_auc": summary["validity_auc"]["per_fold"]["mean"],
-        "trust_spea2_top30": summary["trust_spea2_top30"]["per_fold"]["mean"],
-        "trust_nsga2_top30": summary["trust_nsga2_top30"]["per_fold"]["mean"]})
+    _, summary = grouped_cv_report(records, name, metrics, out, config=base, folds=folds,
+                                   seeds=range(1))
+    return {**headline(summary, metrics), "folds": folds}
 
 
 def _summarise(history: Any) -> dict[str, Any]:
-    """The final validation scores a history carries (JSON-safe scalars only)."""
+    """What the registry keeps of a fit history: the number of members; for neural fits the
+    epochs run and the mean best validation tau; for the stack its per-metric blend weights
+    and spread scales (what each predictor's ``fit`` actually returns)."""
     if not isinstance(history, dict):
         return {}
     out: dict[str, Any] = {}
+    members = history.get("members")
+    if isinstance(members, list):  # neural: one epoch-row list per member
+        out["members"] = len(members)
+        out["epochs"] = sum(len(h) for h in members)
+    elif isinstance(members, int):
+        out["members"] = members
     taus = [t for t in history.get("val_tau") or [] if isinstance(t, (int, float))]
     if taus:
         out["val_tau_mean"] = sum(taus) / len(taus)
-    if isinstance(history.get("members"), list):
-        out["members"] = len(history["members"])
-        out["epochs"] = sum(len(h) for h in history["members"])
-    for key in ("best_val_tau", "best_epoch", "val", "members", "epochs_run"):
-        if key in out:
-            continue
-        value = history.get(key)
-        if isinstance(value, (int, float, str)) or value is None:
-            if value is not None:
-                out[key] = value
-        elif isinstance(value, dict):
-            out[key] = json_safe(value)
+    for key in ("tree_weight", "spread_scale"):
+        if isinstance(history.get(key), dict):
+            out[key] = json_safe(history[key])
     return out
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ml.datasets import worker
+from ml.datasets import shard_encoder as worker
 from ml.datasets.labels import DEFAULT_METRICS, DIRECTIONS, BuildReport
 from ml.datasets.memory import PeakMemory
 from ml.datasets.source import (Chunk, build_key, check_metrics, file_digest, iter_chunks,

@@ -17,8 +17,9 @@ import csv
 import logging
 import math
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch_geometric.data import Data
 
@@ -79,3 +80,46 @@ def load_csv(path: str | Path, metrics: tuple[str, ...] = DEFAULT_METRICS,
     report = BuildReport()
     records = list(iter_csv_records(path, metrics, encoding=encoding, report=report))
     return records, report
+
+
+def load_csv_records(path: str | Path,
+                     metrics: tuple[str, ...] = DEFAULT_METRICS) -> tuple[list[Data], dict]:
+    """:func:`load_csv`, each record also carrying its ``genome`` string (the string-based
+    floor ``rf_counts`` reads it); the report as a dict."""
+    records, report = load_csv(path, metrics)
+    with open(path, newline="") as handle:
+        texts = [row.get("genome") or "" for row in csv.DictReader(handle)]
+    for record in records:
+        record.genome = texts[int(record.row)]
+    return records, vars(report)
+
+
+# -- label arrays of a list of records ------------------------------------------------------
+
+def as_records(source: Any) -> list[Data]:
+    """A list of ``Data`` from a list/tuple of records or a GraphDataset-like ``.records()``."""
+    if source is None:
+        return []
+    if hasattr(source, "records") and callable(source.records):
+        return list(source.records())
+    return list(source)
+
+
+def labels(records: Sequence[Data]) -> tuple[np.ndarray, np.ndarray]:
+    """``(y [n, M] float64, failed [n] bool)`` for training; unlabelled counts as not failed."""
+    y = np.concatenate([r.y.numpy().astype(np.float64) for r in records], axis=0)
+    failed = np.array([float(r.failed.reshape(-1)[0]) == 1.0 for r in records])
+    return y, failed
+
+
+def targets(records: Sequence[Data], num_metrics: int) -> np.ndarray:
+    """[n, M] float64 labels (NaN where missing), for scoring."""
+    if not records:
+        return np.zeros((0, num_metrics))
+    return np.concatenate([r.y.double().numpy().reshape(1, -1)[:, :num_metrics]
+                           for r in records])
+
+
+def failed_flags(records: Sequence[Data]) -> np.ndarray:
+    """[n] 0/1 failed-evaluation flags (NaN for unlabelled), for scoring."""
+    return np.array([float(r.failed.reshape(-1)[0]) for r in records], dtype=np.float64)

@@ -7,9 +7,9 @@
   (alpha 1, unpenalised intercept) on the record's ``op_onehot`` features (one-hot op per
   position; :mod:`ml.evaluation.nasbench_graph`).
 
-Both follow the predictor interface of :mod:`ml.evaluation.predictors`: ``fit(train, val, config,
-callbacks)`` and ``predict(records) -> Prediction`` in original units. They have no early stopping,
-so ``fit`` trains on train ∪ val.
+Both implement the one predictor contract (:class:`ml.models.base.Predictor`): ``fit(train,
+val)`` and ``predict(records) -> Prediction`` in original units; they are never saved as bundles.
+They have no early stopping, so ``fit`` trains on train ∪ val.
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ import numpy as np
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from torch_geometric.data import Data
 
-from ml.evaluation.records import failed_flags, targets
-from ml.evaluation.types import Prediction
+from ml.datasets.records import failed_flags, targets
 from ml.genome.catalogue import HELPERS, PRIMITIVES
+from ml.models.base import Prediction, Predictor
 
 #: Feature names of ``rf_counts``, in column order.
 COUNT_VOCABULARY: tuple[str, ...] = tuple(PRIMITIVES) + tuple(HELPERS)
@@ -47,14 +47,14 @@ def _genome_text(record: Data) -> str:
     return text
 
 
-class RandomForestCounts:
+class RandomForestCounts(Predictor):
     """Issue 3's floor: per-metric RandomForestRegressor + a failure RandomForestClassifier."""
 
     name = "rf_counts"
 
     def __init__(self, metrics: Sequence[str], seed: int = 0, n_estimators: int = 100,
                  log_targets: Sequence[str] = ()) -> None:
-        self.metrics = tuple(metrics)
+        super().__init__({"metrics": tuple(metrics), "seed": seed})
         self.seed = seed
         self.n_estimators = n_estimators
         self.log_targets = frozenset(log_targets)
@@ -68,7 +68,8 @@ class RandomForestCounts:
         return np.stack([primitive_counts(_genome_text(r)) for r in records])
 
     def fit(self, train: Sequence[Data], val: Sequence[Data] | None = None,
-            config: dict | None = None, callbacks: Any = None) -> "RandomForestCounts":
+            config: dict | None = None, callbacks: Any = None,
+            resume_from: Any = None) -> dict[str, Any]:
         records = list(train) + list(val or ())
         x = self.features(records)
         y = targets(records, len(self.metrics))
@@ -91,7 +92,7 @@ class RandomForestCounts:
             self._classifier = RandomForestClassifier(n_estimators=self.n_estimators,
                                                       random_state=self.seed, n_jobs=1)
             self._classifier.fit(x, failed.astype(int))
-        return self
+        return {}
 
     def predict(self, records: Sequence[Data]) -> Prediction:
         x = self.features(records)
@@ -112,13 +113,13 @@ class RandomForestCounts:
         return Prediction(mean, std, p_fail)
 
 
-class RidgeOneHot:
+class RidgeOneHot(Predictor):
     """predictors.md's floor: closed-form ridge on ``op_onehot``, per metric, no failure model."""
 
     name = "ridge_onehot"
 
     def __init__(self, metrics: Sequence[str], seed: int = 0, alpha: float = 1.0) -> None:
-        self.metrics = tuple(metrics)
+        super().__init__({"metrics": tuple(metrics), "seed": seed})
         self.alpha = alpha
         self._coef: np.ndarray | None = None
         self.history: list[dict[str, float]] = []
@@ -131,7 +132,8 @@ class RidgeOneHot:
         return np.hstack([x, np.ones((len(x), 1))])  # intercept column
 
     def fit(self, train: Sequence[Data], val: Sequence[Data] | None = None,
-            config: dict | None = None, callbacks: Any = None) -> "RidgeOneHot":
+            config: dict | None = None, callbacks: Any = None,
+            resume_from: Any = None) -> dict[str, Any]:
         records = [r for r in list(train) + list(val or ())
                    if float(r.failed.reshape(-1)[0]) == 0]
         x = self.features(records)
@@ -139,7 +141,7 @@ class RidgeOneHot:
         penalty = self.alpha * np.eye(x.shape[1])
         penalty[-1, -1] = 0.0  # do not shrink the intercept
         self._coef = np.linalg.solve(x.T @ x + penalty, x.T @ np.nan_to_num(y))
-        return self
+        return {}
 
     def predict(self, records: Sequence[Data]) -> Prediction:
         if self._coef is None:

@@ -8,19 +8,19 @@ Writes ``REPORT_DIR/report.json`` and PNG plots, prints a one-line JSON summary 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
 from typing import Any
 
 from ml.datasets.labels import DEFAULT_METRICS, DIRECTIONS
+from ml.jsonsafe import emit
 
 
 def _load(args: argparse.Namespace, metrics: tuple[str, ...]) -> tuple[list[Any], dict[str, Any]]:
     """Records plus a description of where they came from."""
     if args.csv:
-        from ml.evaluation.records import load_csv_records
+        from ml.datasets.records import load_csv_records
 
         records, build = load_csv_records(args.csv, metrics)
         return records, {"source": str(args.csv), "kind": "csv", "build": build}
@@ -37,43 +37,28 @@ def _load(args: argparse.Namespace, metrics: tuple[str, ...]) -> tuple[list[Any]
                      "manifest_metrics": list(stored)}
 
 
-def _describe(records: list[Any], base: dict[str, Any]) -> dict[str, Any]:
-    from ml.evaluation.records import failed_flags, groups
-
-    failed = failed_flags(records)
-    return {**base, "records": len(records), "failed": int((failed == 1).sum()),
-            "groups": len(set(groups(records)))}
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ml.evaluation.cv import cross_validate, summarize
     from ml.evaluation.predictors import make_factory
-    from ml.evaluation.report import json_safe, write_report
+    from ml.evaluation.protocols import grouped_cv_report, headline
 
     metrics = tuple(args.metrics.split(",")) if args.metrics else DEFAULT_METRICS
     unknown = [m for m in metrics if m not in DIRECTIONS]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}")
-    directions = tuple(DIRECTIONS[m] for m in metrics)
-    factory = make_factory(args.model, metrics)
+    make_factory(args.model, metrics)  # an unknown model fails before the data is loaded
     start = time.perf_counter()
     records, source = _load(args, metrics)
     load_s = time.perf_counter() - start
     log = (lambda line: print(line, file=sys.stderr)) if args.verbose else None
-    start = time.perf_counter()
-    result = cross_validate(records, factory, metrics, directions, args.folds,
-                            range(args.seeds), args.val_fraction, k=args.top_k, log=log)
-    cv_s = time.perf_counter() - start
-    summary = summarize(result, k=args.top_k)
-    config = {"model": args.model, "folds": args.folds, "seeds": list(range(args.seeds)),
-              "val_fraction": args.val_fraction, "top_k": args.top_k, "metrics": list(metrics),
-              "grouping": "canonical_hash", "load_s": load_s}
-    path = write_report(args.out, config, _describe(records, source), result, summary, cv_s)
-    taus = {m: summary["per_fold"][m]["kendall_tau_b"]["mean"] for m in metrics}
-    line = {"report": str(path), "model": args.model, "kendall_tau_b": taus,
-            "validity_auc": summary["validity_auc"]["per_fold"]["mean"],
-            "trust_spea2_top30": summary["trust_spea2_top30"]["per_fold"]["mean"]}
-    sys.stdout.write(json.dumps(json_safe(line), allow_nan=False) + "\n")
+    path, summary = grouped_cv_report(
+        records, args.model, metrics, args.out, folds=args.folds, seeds=range(args.seeds),
+        val_fraction=args.val_fraction, top_k=args.top_k, source=source,
+        extra={"load_s": load_s}, log=log)
+    figures = headline(summary, metrics)
+    emit({"report": str(path), "model": args.model,
+          "kendall_tau_b": {m: figures[f"kendall_tau_b_{m}"] for m in metrics},
+          "validity_auc": figures["validity_auc"],
+          "trust_spea2_top30": figures["trust_spea2_top30"]})
     return 0
 
 

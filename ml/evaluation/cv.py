@@ -1,7 +1,8 @@
 """Grouped k-fold cross-validation of a predictor, repeated over seeds.
 
-Folds are grouped by ``canonical_hash`` so a genome and its duplicates are never on both sides of a
-split (otherwise memorised duplicates inflate every ranking metric). Each seed reshuffles which
+Folds are grouped by ``canonical_hash`` (:mod:`ml.datasets.splits`) so a genome and its
+duplicates are never on both sides of a split (otherwise memorised duplicates inflate every
+ranking metric). Each seed reshuffles which
 groups go to which fold. Failed evaluations count only for the validity AUC; regression and
 ranking metrics use the non-failed test rows with a finite label. A further grouped slice of each
 training fold is handed to the predictor as its validation set (early stopping, model selection).
@@ -16,45 +17,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from torch_geometric.data import Data
 
-from ml.evaluation.metrics import regression_metrics, validity_auc
-from ml.evaluation.records import failed_flags, groups, targets
+from ml.datasets.records import failed_flags, targets
+from ml.datasets.splits import grouped_fold_ids, grouped_holdout, groups
 from ml.evaluation.selection import OBJECTIVE_NAMES, OBJECTIVE_WEIGHTS, selection_overlap
-from ml.evaluation.types import Prediction, Predictor
+from ml.metrics import regression_metrics, validity_auc
+from ml.models.base import Prediction, Predictor
 
 #: ``factory(seed) -> fresh predictor``; called once per fold.
 PredictorFactory = Callable[[int], Predictor]
-
-
-def grouped_fold_ids(keys: Sequence[str], n_folds: int, seed: int) -> np.ndarray:
-    """Fold index per row; all rows of a group share one fold, folds balanced by row count.
-
-    Groups are shuffled with ``seed`` and each goes to the currently smallest fold (largest groups
-    first, so one big duplicate family cannot unbalance the folds).
-    """
-    unique, inverse, sizes = np.unique(np.asarray(keys, dtype=object).astype(str),
-                                       return_inverse=True, return_counts=True)
-    if len(unique) < n_folds:
-        raise ValueError(f"{len(unique)} groups cannot fill {n_folds} folds")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(unique))
-    order = order[np.argsort(-sizes[order], kind="stable")]
-    load = np.zeros(n_folds, dtype=np.int64)
-    group_fold = np.empty(len(unique), dtype=np.int64)
-    for g in order:
-        f = int(np.argmin(load))
-        group_fold[g] = f
-        load[f] += sizes[g]
-    return group_fold[inverse]
-
-
-def grouped_holdout(keys: Sequence[str], fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of a grouped random ``fraction`` of rows (the predictor's validation set)."""
-    unique, inverse = np.unique(np.asarray(keys, dtype=object).astype(str), return_inverse=True)
-    rng = np.random.default_rng(seed)
-    n_hold = int(round(fraction * len(unique)))
-    held = np.zeros(len(unique), dtype=bool)
-    held[rng.permutation(len(unique))[:n_hold]] = True
-    return held[inverse]
 
 
 @dataclass

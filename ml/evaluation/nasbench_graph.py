@@ -34,6 +34,7 @@ import torch
 from torch_geometric.data import Data
 
 from ml.encoding.encoder import GLOBAL_FEATURES
+from ml.encoding.genome_vector import MODEL_INFO_DIM, TRAINING_KEYS
 from ml.encoding.hyperparams import HYPERPARAM_KEYS, NUM_COLUMNS
 
 #: The benchmark's ops, in its ``gnn_list`` order.
@@ -51,8 +52,6 @@ DIRECTIONS: tuple[int, ...] = (+1,)
 DATASETS: tuple[str, ...] = ("cora", "citeseer", "pubmed", "cs", "physics", "photo",
                              "computers", "arxiv")
 _PARAMS_COLUMN = GLOBAL_FEATURES.index("log_total_params")
-_MODEL_INFO_DIM = 34
-_TRAINING_DIM = 47
 
 
 def graph_edges(link: Sequence[int]) -> list[tuple[int, int]]:
@@ -101,8 +100,8 @@ def arch_to_data(link: Sequence[int], ops: Sequence[str], entry: dict | None = N
         node_mixing=torch.tensor(mixing, dtype=torch.bool),
         hyperparams=torch.zeros(num_nodes, NUM_COLUMNS),
         hyperparams_mask=torch.zeros(num_nodes, len(HYPERPARAM_KEYS)),
-        node_shape=torch.zeros(num_nodes, 3), model_info=torch.zeros(1, _MODEL_INFO_DIM),
-        training=torch.zeros(1, _TRAINING_DIM), global_features=global_features,
+        node_shape=torch.zeros(num_nodes, 3), model_info=torch.zeros(1, MODEL_INFO_DIM),
+        training=torch.zeros(1, len(TRAINING_KEYS)), global_features=global_features,
         op_onehot=torch.from_numpy(op_onehot(ops)).unsqueeze(0),
         link_onehot=torch.from_numpy(link_onehot(link)).unsqueeze(0),
         y=y, failed=failed, valid_perf=valid_perf,

@@ -1,8 +1,8 @@
-"""Predictor names -> fresh predictors: the models package's registry plus the reference floors.
+"""Predictor names -> fresh predictors: the training catalog plus the reference floors.
 
 The cross-validation builds one predictor per fold through a factory ``seed -> predictor`` so the
-floors (:mod:`ml.evaluation.baselines`) and the learned models (:func:`ml.models.create`) run under
-the same protocol.
+floors (:mod:`ml.evaluation.baselines`) and the learned models (:func:`ml.train.catalog.create`)
+run under the same protocol.
 """
 from __future__ import annotations
 
@@ -13,10 +13,7 @@ from ml.evaluation.cv import PredictorFactory
 
 
 def _registry() -> tuple[str, ...]:
-    try:
-        from ml.models import available_models
-    except ImportError:
-        return ()
+    from ml.train.catalog import available_models
     return tuple(available_models())
 
 
@@ -34,7 +31,7 @@ def make_factory(name: str, metrics: Sequence[str],
         return lambda seed: cls(metrics, seed)
     if name not in _registry():
         raise ValueError(f"unknown model {name!r}; choose from {available_predictors()}")
-    from ml.models import create
+    from ml.train.catalog import create
 
     base = dict(config or {})
     return lambda seed: create(name, {**base, "metrics": metrics, "seed": seed})

@@ -1,9 +1,14 @@
-"""Performance predictors for encoded genomes: one interface for graph networks and trees.
+"""What a predictor is: the one contract (:mod:`ml.models.base`), the graph networks
+(:mod:`ml.models.gnn`: networks only; their epoch loop is :mod:`ml.train.neural`), the feature
+rows, target scaling and the row-based models (trees, gbt, stack). Names map to classes in
+:mod:`ml.train.catalog`, which can see every predictor, neural ones included.
 
 Public API (stable; ``ml.evaluation`` and the CLI build on it)::
 
-    from ml.models import create, available_models, Prediction, Predictor, TrainingCancelled
-    from ml.train import fit_predictor, save_bundle, load_bundle, as_records
+    from ml.models.base import Prediction, Predictor, TrainingCancelled
+    from ml.train.catalog import create, available_models     # every predictor by name
+    from ml.train import fit_predictor, save_bundle, load_bundle
+    from ml.datasets.records import as_records
 
     model: Predictor = create("auto" | "stack" | "trees" | "gbt" | "blend" | "simple_gcn" | "combined_gcn"
                               | "bigcn" | "frnas",
@@ -19,7 +24,8 @@ Public API (stable; ``ml.evaluation`` and the CLI build on it)::
 
 * ``records``: a list of ``torch_geometric`` ``Data`` from :func:`ml.datasets.records.load_csv`
   (fields ``y`` [1, M] raw metrics in ``config["metrics"]`` order, ``failed`` [1]), or any object
-  with ``.records()`` (the sharded ``GraphDataset``); :func:`ml.train.as_records` normalises both.
+  with ``.records()`` (the sharded ``GraphDataset``); :func:`ml.datasets.records.as_records`
+  normalises both.
   ``predict`` needs only the encoder fields (no labels).
 * Failed rows (``failed == 1``) train only the validity head; regression uses the other rows.
 * ``fit`` ignores ``val_records=None`` by carving a grouped 15 % validation split (by
@@ -52,7 +58,7 @@ Models (see ``available_models()``):
   + path features (``ml.models.features.tabular_features``), on winsorised targets.
 * ``gbt``: histogram gradient boosting on the same features.
 * ``blend``: trees + combined_gcn averaged in standardised target space; P(fail) from trees.
-* ``auto``: whichever of these measured best (``ml.models.registry.AUTO_MODEL``).
+* ``auto``: whichever of these measured best (``ml.train.catalog.AUTO_MODEL``).
 * ``simple_gcn``: the seed's SimpleGCN (2 GCNConv on the 28-d one-hot, mean pool).
 * ``combined_gcn``: type embedding + standardised hyper-parameters -> GCN (the seed's
   CombinedFeatureGCN, made stable).
@@ -66,7 +72,5 @@ for the selected metrics and a validity head (logit of P(failed)).
 from __future__ import annotations
 
 from ml.models.base import Prediction, Predictor, TrainingCancelled
-from ml.models.registry import available_models, create, resolve_name
 
-__all__ = ["Prediction", "Predictor", "TrainingCancelled", "available_models", "create",
-           "resolve_name"]
+__all__ = ["Prediction", "Predictor", "TrainingCancelled"]

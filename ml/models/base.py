@@ -1,10 +1,12 @@
-"""The predictor interface every model implements, and the few types it exchanges."""
+"""The one predictor contract (every learned model, and the evaluation's reference floors,
+implement it) and the few types it exchanges: :class:`Prediction`, :class:`TrainingCancelled`
+and the callback helpers."""
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -22,14 +24,6 @@ class TrainingCancelled(RuntimeError):
                          + (f"; checkpoint {checkpoint}" if checkpoint else ""))
         self.epoch = epoch
         self.checkpoint = checkpoint
-
-
-class Callbacks(Protocol):
-    """Progress and cooperative cancellation (both methods optional)."""
-
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
-
-    def should_stop(self) -> bool: ...
 
 
 def notify(callbacks: Any, epoch: int, metrics: dict[str, float]) -> None:
@@ -53,22 +47,6 @@ class Prediction:
     std: np.ndarray | None      # [n, M] or None
     p_fail: np.ndarray          # [n]
     metrics: tuple[str, ...] = ()
-
-
-def as_records(source: Any) -> list[Data]:
-    """A list of ``Data`` from a list/tuple of records or a GraphDataset-like ``.records()``."""
-    if source is None:
-        return []
-    if hasattr(source, "records") and callable(source.records):
-        return list(source.records())
-    return list(source)
-
-
-def labels(records: list[Data]) -> tuple[np.ndarray, np.ndarray]:
-    """``(y [n, M] float64, failed [n] bool)``; unlabelled failed flags count as not failed."""
-    y = np.concatenate([r.y.numpy().astype(np.float64) for r in records], axis=0)
-    failed = np.array([float(r.failed.reshape(-1)[0]) == 1.0 for r in records])
-    return y, failed
 
 
 def default_device() -> str:
@@ -116,13 +94,14 @@ class Predictor(abc.ABC):
     def predict(self, records: Iterable[Data] | Any) -> Prediction:
         """Predict metrics (original units) and P(failed) for unlabelled or labelled records."""
 
-    @abc.abstractmethod
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """A flat dict of tensors: weights plus normalisation statistics."""
+        """A flat dict of tensors: weights plus normalisation statistics (what a bundle keeps).
+        Predictors that are never saved (the evaluation's floors) need not implement it."""
+        raise NotImplementedError(f"{self.name} cannot be saved as a bundle")
 
-    @abc.abstractmethod
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore from :meth:`state_dict` (a model built with the same config)."""
+        raise NotImplementedError(f"{self.name} cannot be loaded from a bundle")
 
     def normalisation(self) -> dict[str, Any]:
         """Human-readable normalisation statistics (written to ``normalisation.json``)."""

@@ -9,7 +9,8 @@ from scipy import sparse
 from torch_geometric.data import Data
 
 from ml.encoding.encoder import GLOBAL_FEATURES
-from ml.encoding.genome_vector import TRAINING_KEYS
+from ml.encoding.genome_vector import MODEL_INFO_DIM, TRAINING_KEYS
+from ml.encoding.hyperparams import NUM_COLUMNS
 from ml.encoding.vocab import MODULE_TYPES, NUM_NODE_TYPES
 
 
@@ -27,7 +28,9 @@ def genome_vector(record: Data) -> np.ndarray:
                            record.global_features.numpy().reshape(-1)]).astype(np.float64)
 
 
-GENOME_VECTOR_DIM = 34 + len(TRAINING_KEYS) + len(GLOBAL_FEATURES)
+GENOME_VECTOR_DIM = MODEL_INFO_DIM + len(TRAINING_KEYS) + len(GLOBAL_FEATURES)
+#: log1p node counts per module type, then the max and min of log1p |node shape| (3 + 3).
+OP_HISTOGRAM_DIM = NUM_NODE_TYPES + 6
 
 
 def op_histogram(record: Data) -> np.ndarray:
@@ -52,7 +55,7 @@ def hyperparam_summary_full(record: Data) -> np.ndarray:
     """:func:`hyperparam_summary` from the [N, 86] matrix itself (records without the encoder's
     ``hyperparams_summary``, e.g. datasets built by ``graph-v1`` or loaded from shards)."""
     if getattr(record, "hyperparams", None) is None:
-        return np.full(2 * 86, -1.0)
+        return np.full(2 * NUM_COLUMNS, -1.0)
     n = record.num_nodes
     values = record.hyperparams.numpy().reshape(n, -1, 2)      # [N, 43 keys, 2 columns]
     present = (record.hyperparams_mask.numpy() > 0)[:, :, None]  # broadcast, no copy
@@ -403,13 +406,13 @@ def tabular_features(records: list[Data]) -> np.ndarray:
 
 #: Bumped whenever :func:`tabular_features` changes (models and cached rows key on it).
 TABULAR_VERSION = 3
-TABULAR_DIM = GENOME_VECTOR_DIM + 34 + 2 * 86 + PATH_FEATURE_DIM
+TABULAR_DIM = GENOME_VECTOR_DIM + OP_HISTOGRAM_DIM + 2 * NUM_COLUMNS + PATH_FEATURE_DIM
 
 
 def _feature_blocks() -> tuple[tuple[str, slice], ...]:
-    sizes = (("model_info", 34), ("training", len(TRAINING_KEYS)),
-             ("global", len(GLOBAL_FEATURES)), ("op_histogram", 34),
-             ("hyperparams", 2 * 86), ("paths", _SUMMARY_DIM),
+    sizes = (("model_info", MODEL_INFO_DIM), ("training", len(TRAINING_KEYS)),
+             ("global", len(GLOBAL_FEATURES)), ("op_histogram", OP_HISTOGRAM_DIM),
+             ("hyperparams", 2 * NUM_COLUMNS), ("paths", _SUMMARY_DIM),
              ("edge_types", NUM_NODE_TYPES * NUM_NODE_TYPES))
     blocks, start = [], 0
     for name, size in sizes:

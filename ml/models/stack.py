@@ -41,8 +41,8 @@ import numpy as np
 import torch
 from sklearn.ensemble import ExtraTreesRegressor
 
-from ml.evaluation.cv import grouped_fold_ids
-from ml.evaluation.metrics import Z95, kendall_tau_b
+from ml.datasets.splits import grouped_fold_ids
+from ml.metrics import Z95, kendall_tau_b
 from ml.models.hyperparameters import COMMON, STACK
 from ml.models.kernel import KernelSVR
 from ml.models.trees import ExtraTreesPredictor, FlatTrees

@@ -16,9 +16,9 @@ from sklearn.ensemble import (ExtraTreesClassifier, ExtraTreesRegressor,
                               HistGradientBoostingClassifier, HistGradientBoostingRegressor)
 from threadpoolctl import threadpool_limits
 
-from ml.evaluation.records import groups as record_groups
-from ml.models.base import (Prediction, Predictor, TrainingCancelled, as_records, labels,
-                            notify, stop_requested)
+from ml.datasets.records import as_records, labels
+from ml.datasets.splits import groups as record_groups
+from ml.models.base import Prediction, Predictor, TrainingCancelled, notify, stop_requested
 from ml.models.hyperparameters import COMMON, GBT, TREES
 from ml.models.features import TABULAR_VERSION, tabular_features
 from ml.models.targets import TargetScaler

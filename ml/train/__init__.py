@@ -1,9 +1,12 @@
-"""Training: the epoch loop's parts, model bundles and the ``train``/``predict`` CLI.
+"""Training: the epoch loop and the neural predictors built on it (:mod:`ml.train.neural`), the
+predictor catalog (:mod:`ml.train.catalog`: every name -> class), composites
+(:mod:`ml.train.blend`), model bundles and the ``train``/``predict`` CLI.
 
 Entry points: :func:`fit_predictor`, :func:`save_bundle`, :func:`load_bundle`,
-:func:`load_training_records`, :func:`as_records` (see :mod:`ml.models` for the predictor API).
-They are imported lazily, so that importing ``ml.train.cli`` (every ``nas-surrogate`` start,
-including the dataset build's parent process) does not load torch.
+:func:`load_training_records` (see :mod:`ml.models` for the predictor contract). They are
+imported on first use, not at package import, only so that importing ``ml.train.cli`` (every
+``nas-surrogate`` start, including the dataset build's torch-free parent process) stays cheap;
+no import cycle hides behind it.
 """
 from __future__ import annotations
 
@@ -11,11 +14,9 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "TrainingCancelled": "ml.models.base", "as_records": "ml.models.base",
     "load_bundle": "ml.train.bundle", "read_bundle_info": "ml.train.bundle",
-    "bundle_problem": "ml.train.bundle",
-    "save_bundle": "ml.train.bundle", "fit_predictor": "ml.train.trainer",
-    "load_training_records": "ml.train.trainer", "records_hash": "ml.train.trainer",
+    "bundle_problem": "ml.train.bundle", "save_bundle": "ml.train.bundle",
+    "fit_predictor": "ml.train.trainer", "load_training_records": "ml.train.trainer",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -16,11 +16,9 @@ import math
 import sys
 from typing import Any
 
+from ml.jsonsafe import emit
+
 PREDICT_CHUNK = 1024
-
-
-def _emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, separators=(", ", ": "), allow_nan=False) + "\n")
 
 
 def _finite(value: float) -> float | None:
@@ -65,10 +63,10 @@ def _flush(model: Any, pending: list[tuple[int, Any]]) -> bool:
     row_of = {position: r for r, position in enumerate(result.kept)}
     for position, (index, data) in enumerate(pending):
         if position in result.failed:
-            _emit(error_item(index, result.failed[position]))
+            emit(error_item(index, result.failed[position]))
             continue
         r = row_of[position]
-        _emit(ok_item(index, data.canonical_hash, model.metrics, result.mean[r],
+        emit(ok_item(index, data.canonical_hash, model.metrics, result.mean[r],
                       None if result.std is None else result.std[r], result.p_fail[r]))
     return not result.failed
 
@@ -93,7 +91,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if pending:
                 all_ok &= _flush(model, pending)
                 pending = []
-            _emit(error_item(index, exc.to_dict()))
+            emit(error_item(index, exc.to_dict()))
             continue
         pending.append((index, data))
         if len(pending) >= PREDICT_CHUNK:

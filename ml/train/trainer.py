@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch_geometric.data import Data
 
-from ml.models.base import Predictor, as_records
-from ml.models.registry import create, resolve_name
+from ml.datasets.records import as_records
+from ml.models.base import Predictor
+from ml.train.catalog import create, resolve_name
 
 
 def load_training_records(dataset: str | Path | None = None, csv: str | Path | None = None,
@@ -37,16 +37,6 @@ def load_training_records(dataset: str | Path | None = None, csv: str | Path | N
     records, _ = load_csv(csv, chosen)
     digest = hashlib.sha256(Path(csv).read_bytes()).hexdigest()
     return records, {"metrics": chosen, "hash": digest}
-
-
-def records_hash(records: list[Data]) -> str:
-    """A content hash of labelled records (used when no manifest exists)."""
-    h = hashlib.sha256()
-    for r in records:
-        h.update(str(r.canonical_hash).encode())
-        h.update(np.ascontiguousarray(r.y.numpy()).tobytes())
-        h.update(np.ascontiguousarray(r.failed.numpy()).tobytes())
-    return h.hexdigest()
 
 
 def fit_predictor(records: Any, model: str = "auto", config: dict[str, Any] | None = None,

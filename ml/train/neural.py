@@ -23,8 +23,10 @@ import torch
 from torch import nn
 from torch_geometric.data import Batch, Data
 
-from ml.models.base import (Prediction, Predictor, TrainingCancelled, as_records, default_device,
-                            labels, notify, stop_requested)
+from ml.datasets.records import as_records, labels
+from ml.encoding.hyperparams import HYPERPARAM_KEYS, NUM_COLUMNS
+from ml.models.base import (Prediction, Predictor, TrainingCancelled, default_device, notify,
+                            stop_requested)
 from ml.models.hyperparameters import COMMON, NEURAL, Param
 from ml.models.features import GENOME_VECTOR_DIM, ColumnScaler, genome_vector, signed_log
 from ml.models.gnn import BiGCNNet, FRNASNet, GCNNet, NodeInput, pairwise_distances
@@ -32,10 +34,11 @@ from ml.models.targets import TargetScaler
 from ml.train.checkpoint import load_checkpoint, save_checkpoint
 from ml.train.losses import masked_huber, pairwise_hinge, validity_bce
 from ml.train.schedule import warmup_cosine
-from ml.train.scoring import kendall_per_metric, objective_tau
-from ml.train.split import grouped_split
+from ml.metrics import kendall_per_metric, objective_tau
+from ml.datasets.splits import grouped_split
 
-HP_DIM = 86 + 43 + 3  # standardised values, presence mask, log node shape
+#: Per-node input: standardised hyper-parameter columns, one presence bit per key, log shape.
+HP_DIM = NUM_COLUMNS + len(HYPERPARAM_KEYS) + 3
 
 
 class NeuralPredictor(Predictor):
@@ -100,14 +103,14 @@ class NeuralPredictor(Predictor):
     @staticmethod
     def _raw_hp(r: Data) -> np.ndarray:
         if getattr(r, "hyperparams", None) is None:
-            return np.zeros((r.num_nodes, 86 + 3))
+            return np.zeros((r.num_nodes, NUM_COLUMNS + 3))
         return np.concatenate([signed_log(r.hyperparams.numpy().astype(np.float64)),
                                np.log1p(np.abs(r.node_shape.numpy().astype(np.float64)))], 1)
 
     @staticmethod
     def _hp_presence(r: Data) -> np.ndarray:
         if getattr(r, "hyperparams_mask", None) is None:
-            return np.ones((r.num_nodes, 86 + 3))
+            return np.ones((r.num_nodes, NUM_COLUMNS + 3))
         mask = np.repeat(r.hyperparams_mask.numpy().astype(np.float64), 2, axis=1)
         return np.concatenate([mask, np.ones((r.num_nodes, 3))], 1)
 
@@ -117,7 +120,8 @@ class NeuralPredictor(Predictor):
         for r in records:
             presence = self._hp_presence(r)
             hp = self.hp_scaler.transform(self._raw_hp(r)) * presence
-            hp = np.concatenate([hp[:, :86], presence[:, :86:2], hp[:, 86:]], 1)
+            c = NUM_COLUMNS
+            hp = np.concatenate([hp[:, :c], presence[:, :c:2], hp[:, c:]], 1)
             g = self.genome_scaler.transform(genome_vector(r)[None])
             d = Data(x=r.node_type.long(), edge_index=r.edge_index,
                      hp=torch.from_numpy(np.clip(hp, -10, 10)).float(),

@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ml.models.base import Prediction, Predictor, as_records, labels
+from ml.datasets.records import as_records, labels
+from ml.models.base import Prediction, Predictor
 from ml.models.hyperparameters import COMMON, HyperparameterError, Param, validate
 from ml.models.targets import TargetScaler
+from ml.train.members import MEMBERS, create_member
 
 
 class BlendPredictor(Predictor):
@@ -35,13 +37,11 @@ class BlendPredictor(Predictor):
     def validate_hyperparameters(cls, config: dict[str, Any]) -> None:
         """The flat keys as usual; ``weights`` ({metric or "default": [w per member]}) and
         ``member_configs`` ({member: its own config}) against the members' own specs."""
-        from ml.models.registry import model_class
-
         flat = {k: v for k, v in config.items() if k not in ("weights", "member_configs")}
         validate(cls.hyperparameters, flat)
         members = list(config.get("members") or cls.defaults["members"])
         for name in members:
-            if model_class(name) in (None, cls):
+            if name not in MEMBERS:
                 raise HyperparameterError("members", f"{name!r} is not a predictor to blend")
         weights = config.get("weights", {})
         if not isinstance(weights, dict):
@@ -53,7 +53,7 @@ class BlendPredictor(Predictor):
         if not isinstance(configs, dict):
             raise HyperparameterError("member_configs", "must be an object {member: config}")
         for name, member_config in configs.items():
-            cls_ = model_class(name)
+            cls_ = MEMBERS.get(name)
             if name not in members or cls_ is None or not isinstance(member_config, dict):
                 raise HyperparameterError(f"member_configs.{name}", "must be a config object "
                                                                     "of one of the members")
@@ -69,13 +69,11 @@ class BlendPredictor(Predictor):
         self.parts: list[Predictor] = self._build_parts()
 
     def _build_parts(self) -> list[Predictor]:
-        from ml.models.registry import create
-
         # Member defaults first, so a caller's explicit keys (e.g. epochs) still win.
         shared = {k: v for k, v in self.config.items()
                   if k not in ("members", "weights", "fail_weights", "member_configs")}
         extra = self.config.get("member_configs") or {}
-        return [create(name, {**extra.get(name, {}), **shared})
+        return [create_member(name, {**extra.get(name, {}), **shared})
                 for name in self.config["members"]]
 
     def fit(self, train_records: Any, val_records: Any = None, config: dict[str, Any] | None = None,

@@ -1,4 +1,6 @@
-"""Ranking, regression, validity and uncertainty metrics of a predictor on held-out rows.
+"""Ranking, regression, validity and uncertainty metrics of a predictor on held-out rows: the one
+metrics module (evaluation reports, the models' inner model selection and the neural trainer's
+early stopping all score with these).
 
 Pure functions on numpy arrays. Ranking metrics are what matter for NAS (the evolution only
 compares candidates), so every one is *direction-aware*: ``direction`` is +1 when higher is
@@ -13,6 +15,8 @@ import math
 import numpy as np
 from scipy import stats
 from sklearn.metrics import roc_auc_score
+
+from ml.datasets.labels import OBJECTIVES
 
 #: Interval half-width in standard deviations for the 95 % ensemble interval.
 Z95 = 1.96
@@ -160,3 +164,21 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, direction: int,
         out["n_at_k"] = out["n_at_k_percentile"] = math.nan
     out["coverage_95"] = interval_coverage(t, p, std) if std is not None else math.nan
     return out
+
+
+def kendall_per_metric(y: np.ndarray, pred: np.ndarray, failed: np.ndarray,
+                       metrics: tuple[str, ...]) -> dict[str, float]:
+    """tau-b per metric on non-failed rows with finite labels (NaN with fewer than 3 rows)."""
+    out = {}
+    for j, m in enumerate(metrics):
+        rows = ~failed & np.isfinite(y[:, j]) & np.isfinite(pred[:, j])
+        out[m] = kendall_tau_b(y[rows, j], pred[rows, j]) if rows.sum() >= 3 else math.nan
+    return out
+
+
+def objective_tau(taus: dict[str, float]) -> float:
+    """Mean tau over the evolution's objectives among ``taus`` (all metrics when none is an
+    objective): the neural trainer's early-stopping score."""
+    keys = [m for m in taus if m in OBJECTIVES] or list(taus)
+    vals = [taus[k] for k in keys if np.isfinite(taus[k])]
+    return float(np.mean(vals)) if vals else float("-inf")

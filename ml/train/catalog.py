@@ -1,9 +1,12 @@
-"""Model names -> classes, and the ``auto`` choice (the best measured on the real data)."""
+"""Predictor names -> classes (single predictors and composites), and the ``auto`` choice (the
+best measured on the real data)."""
 from __future__ import annotations
 
 from typing import Any
 
 from ml.models.base import Predictor
+from ml.train.blend import BlendPredictor
+from ml.train.members import MEMBERS
 
 #: What ``auto`` means. Grouped 5-fold CV on the 238 real genomes (tau-b uw_val / ciou / AP,
 #: failure AUC): trees .525/.441/.357 .981 in 13 s per CV; blend .525/~.47/.457 .981 (weights
@@ -20,13 +23,7 @@ AUTO_MODEL = "stack"
 
 
 def _classes() -> dict[str, type[Predictor]]:
-    from ml.models.gnn_predictor import GNN_MODELS
-    from ml.models.blend import BlendPredictor
-    from ml.models.stack import StackedPredictor
-    from ml.models.trees import ExtraTreesPredictor, GBTPredictor
-
-    return {"stack": StackedPredictor, "trees": ExtraTreesPredictor, "gbt": GBTPredictor,
-            **GNN_MODELS, "blend": BlendPredictor}
+    return {**MEMBERS, "blend": BlendPredictor}
 
 
 def model_class(name: str) -> type[Predictor] | None:
