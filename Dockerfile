@@ -19,8 +19,10 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 COPY ml ./ml
+COPY service ./service
 COPY app ./app
 COPY worker ./worker
+COPY nas_surrogate ./nas_surrogate
 RUN pip install --no-deps .
 
 FROM python:3.11-slim AS runtime

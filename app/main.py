@@ -2,7 +2,8 @@
 
 ``create_app(settings)`` builds an app bound to one settings object; ``app`` (module level) is
 what ``uvicorn app.main:app`` serves in production. Process state on ``app.state``: the scorer
-(active model + encoding cache), the job dispatcher (Celery or the embedded thread), the API
+(active model + encoding cache), the job dispatcher (Celery's publisher, or the embedded
+thread executor its composer passes in), the API
 key cache and the Prometheus registry.
 """
 from __future__ import annotations
@@ -26,11 +27,11 @@ from starlette.routing import compile_path
 
 from app.api.deps import KeyCache, WindowCounter
 from app.api.routes import datasets, health, jobs, keys, models, predict
-from app.core.config import Settings, get_settings
-from app.core.errors import ServiceError
 from app.limits import BodySizeLimit, ConcurrencyLimit
 from app.scoring import Scorer
 from app.telemetry import REQUEST_ID, Metrics
+from service.config import Settings, get_settings
+from service.errors import ServiceError
 
 log = logging.getLogger("app")
 access_log = logging.getLogger("app.access")
@@ -123,6 +124,18 @@ def install_handlers(app: FastAPI) -> None:
         return _envelope(500, "INTERNAL_ERROR", "an unexpected error occurred")
 
 
+def default_dispatcher(settings: Settings) -> Any:
+    """Celery's publisher: the only executor this adapter can build by itself. The embedded
+    executor runs jobs in this process, so whoever composes that process passes it in
+    (``nas-surrogate serve``: :func:`nas_surrogate.embedded.embedded_app`)."""
+    if settings.executor != "celery":
+        raise ValueError("SURROGATE_EXECUTOR=thread runs jobs inside this process: start it "
+                         "with `nas-surrogate serve`, or set SURROGATE_EXECUTOR=celery for "
+                         "`uvicorn app.main:app`")
+    from service.queue import CeleryDispatcher
+    return CeleryDispatcher(settings)
+
+
 def create_app(settings: Settings | None = None, dispatcher: Any = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -147,8 +160,7 @@ def create_app(settings: Settings | None = None, dispatcher: Any = None) -> Fast
                   description="Predicts how well an evolved object-detection architecture will "
                               "perform before it is trained. Send `X-API-Key`.")
     if dispatcher is None:
-        from worker.dispatch import make_dispatcher
-        dispatcher = make_dispatcher(settings)
+        dispatcher = default_dispatcher(settings)
     app.state.settings = settings
     app.state.dispatcher = dispatcher
     app.state.start_reconciler = True

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.core.config import MAX_BATCH_CEILING
+from service.config import MAX_BATCH_CEILING
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -31,9 +31,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from app.core.config import Settings
-from app.core.errors import ServiceError
 from app.telemetry import current_request_id
+from service.config import Settings
+from service.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -295,9 +295,9 @@ class ActiveModel:
 
     def load(self, version: int) -> LoadedModel:
         """Load a registered version (no caching); any failure is ``NO_ACTIVE_MODEL``."""
-        from app.core.db import session_scope
-        from app.store import registry
         from ml.train import load_bundle
+        from service.db import session_scope
+        from service.store import model_registry as registry
 
         with session_scope() as session:
             row = registry.get_version(session, self.settings.model_name, version)

@@ -9,7 +9,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-
 #: The ``X-Request-ID`` of the request being served (set by the app's middleware; the
 #: threadpool that runs sync endpoints copies the context), for log lines deep in a request.
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
@@ -23,8 +22,8 @@ class JobCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from sqlalchemy import func, select
 
-        from app.core.db import session_scope
-        from app.models import Job
+        from service.db import session_scope
+        from service.tables import Job
 
         count = GaugeMetricFamily("nas_surrogate_jobs", "jobs by kind and status",
                                   labels=["kind", "status"])

@@ -69,7 +69,8 @@ def main() -> None:
     warm_up()
     warm_s = time.perf_counter() - start
     print(f"start-up: imports {import_s:.2f} s (fresh process); building, tracing and compiling "
-          f"all backbone variants {warm_s:.2f} s (once per process); peak RSS {peak_rss_mb():.0f} MB")
+          f"all backbone variants {warm_s:.2f} s (once per process); "
+          f"peak RSS {peak_rss_mb():.0f} MB")
 
     with open(DATA / "surrogate_evolution_train.csv", newline="") as handle:
         real = [row["genome"] for row in csv.DictReader(handle)]

@@ -149,8 +149,9 @@ def worst_case_genomes(count: int, offset: int = 0) -> list[str]:
 
 def server_pid(url: str) -> int | None:
     """The PID listening on the URL's port (this machine only)."""
-    import psutil
     from urllib.parse import urlparse
+
+    import psutil
 
     port = urlparse(url).port or 80
     for conn in psutil.net_connections(kind="tcp"):
@@ -321,7 +322,8 @@ def main() -> int:
     if args.json:
         print(json.dumps({"url": args.url, "n": args.n, "repeats": args.repeats,
                           "real": min(len(real), args.n), "sampled": fresh_per_batch,
-                          "seed": seed, "sampling_s": sampling_s, "priming_s": first_s, "cold_s": cold, "warm_s": warm,
+                          "seed": seed, "sampling_s": sampling_s, "priming_s": first_s,
+                          "cold_s": cold, "warm_s": warm,
                           "cold_cache_misses": misses,
                           "cold_p50_s": statistics.median(cold), "cold_p95_s": percentile(cold, 95),
                           "warm_p50_s": statistics.median(warm), "warm_p95_s": percentile(warm, 95),

@@ -34,10 +34,10 @@ DATA = Path(os.environ.get("NAS_SURROGATE_DATA_DIR", REPO.parent / "shared" / "d
 TRAIN_CSV = DATA / "surrogate_evolution_train.csv"
 
 from ml.datasets.labels import DEFAULT_METRICS, DIRECTIONS  # noqa: E402
-from ml.evaluation.cv import cross_validate, summarize  # noqa: E402
-from ml.metrics import regression_metrics  # noqa: E402
-from ml.evaluation.predictors import available_predictors, make_factory  # noqa: E402
 from ml.datasets.records import targets  # noqa: E402
+from ml.evaluation.cv import cross_validate, summarize  # noqa: E402
+from ml.evaluation.predictors import available_predictors, make_factory  # noqa: E402
+from ml.metrics import regression_metrics  # noqa: E402
 
 REAL_ONLY = {"rf_counts"}
 NASBENCH_ONLY = {"ridge_onehot"}

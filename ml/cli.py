@@ -1,4 +1,7 @@
-"""``nas-surrogate`` command line. Output names and shapes here are a contract other tools use.
+"""The core's command line (genome, encode, dataset, train, predict, evaluate): the
+``nas-surrogate`` entry point (:mod:`nas_surrogate.cli`) composes these with the service's
+commands; this module knows nothing of the service. Output names and shapes here are a contract
+other tools use.
 
 Every per-genome command prints one JSON object per input genome, in input order, and never
 stops at a bad genome: the bad item carries ``{"code", "offset", "message"}`` and the rest go on.
@@ -8,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ml.errors import GenomeError
 from ml.jsonsafe import emit
@@ -93,14 +96,17 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0 if all_ok else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra: Iterable[Callable[[Any], None]] = ()) -> argparse.ArgumentParser:
+    """Every core command; each of ``extra`` registers more subcommands (the entry point passes
+    the service's), so the core never imports them."""
     parser = argparse.ArgumentParser(prog="nas-surrogate",
                                      description="Surrogate service for evolved detectors.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     genome = sub.add_parser("genome", help="genome language tools")
     gsub = genome.add_subparsers(dest="genome_command", required=True)
-    check = gsub.add_parser("check", help="validate genomes (one per line, or a CSV 'genome' column)")
+    check = gsub.add_parser("check", help="validate genomes (one per line, or a CSV 'genome' "
+                                          "column)")
     check.add_argument("file")
     check.add_argument("--syntax-only", action="store_true",
                        help="parse/evaluate/validate only; skip building the network")
@@ -128,15 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     register_datasets(sub)
     register_training(sub)
     register_evaluation(sub)
-    # The service's own commands (serve, keys) live with the service; importing them is cheap.
-    from app.cli import register as register_service
-
-    register_service(sub)
+    for register in extra:
+        register(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen command; OS and value errors are one clean line."""
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except BrokenPipeError:
@@ -144,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"nas-surrogate: {exc}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The core's commands alone (``python -m ml.cli``); the ``nas-surrogate`` entry point adds
+    the service's (:mod:`nas_surrogate.cli`)."""
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":

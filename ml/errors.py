@@ -35,7 +35,8 @@ ERROR_CODES: dict[str, str] = {
     "DISABLED_PRIMITIVE": "a primitive the evolution defined but never registered",
     "UNKNOWN_TERMINAL": "a bare name other than IN0, True, False",
     "ARITY_MISMATCH": "a call with the wrong number of arguments",
-    "TYPE_MISMATCH": "a structural slot (tensor, optimizer, scheduler, scalar) given the wrong kind",
+    "TYPE_MISMATCH": "a structural slot (tensor, optimizer, scheduler, scalar) given the wrong "
+                     "kind",
     # evaluation
     "NUMERIC_OVERFLOW": "a helper result too large to represent (over 4300 digits, or past a "
                         "float), or loss weights whose sum overflows",
@@ -91,7 +92,8 @@ class GenomeError(Exception):
         self.excerpt = excerpt(text, offset)
         self.context = context
         where = f" at offset {offset}" if offset is not None else ""
-        super().__init__(f"[{self.code}] {message}{where}" + (f": {self.excerpt}" if self.excerpt else ""))
+        shown = f": {self.excerpt}" if self.excerpt else ""
+        super().__init__(f"[{self.code}] {message}{where}{shown}")
 
     def with_text(self, text: str | None) -> "GenomeError":
         """Attach the genome text (for the excerpt) when the raiser did not have it."""

@@ -82,7 +82,8 @@ def top_k_size(n: int, fraction: float) -> int:
 
 def precision_at_fraction(y_true: np.ndarray, y_pred: np.ndarray, direction: int = 1,
                           fraction: float = 0.10) -> float:
-    """|predicted top-k ∩ true top-k| / k, k = floor(fraction·n): is the region search uses right?"""
+    """|predicted top-k ∩ true top-k| / k, k = floor(fraction·n): is the region search uses
+    right?"""
     t, p = _pair(y_true, y_pred)
     if t.size == 0:
         return math.nan

@@ -6,8 +6,9 @@ and nodes of a layer stack vertically in node order. Long chains (backbones are 
 deep) wrap into bands of at most ``BAND`` layers stacked top to bottom, like lines of text, so
 the picture keeps a readable aspect ratio; that is linear in the graph size and stays legible for
 the ~1,500-node graphs. Colours are assigned per drawing to the module types it contains (so
-neighbouring types never share a hue); non-module nodes (functions, methods) are grey. PNG uses matplotlib's Agg backend; HTML is one
-self-contained file with an inline SVG (tooltips via ``<title>``), no scripts or CDNs.
+neighbouring types never share a hue); non-module nodes (functions, methods) are grey. PNG uses
+matplotlib's Agg backend; HTML is one self-contained file with an inline SVG (tooltips via
+``<title>``), no scripts or CDNs.
 """
 from __future__ import annotations
 

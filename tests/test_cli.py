@@ -5,9 +5,7 @@ import json
 import subprocess
 import sys
 
-import pytest
 import torch
-
 from conftest import REPO, SEEDS_TXT, TRAIN_CSV, train_rows
 
 
@@ -35,7 +33,8 @@ def test_genome_check_on_the_training_csv():
 def test_genome_check_reports_bad_lines_and_goes_on(tmp_path):
     good = SEEDS_TXT.read_text().splitlines()[0]
     path = tmp_path / "mixed.txt"
-    path.write_text("\n".join([good, good.replace("ShuffleNet_V2", "ShuffleNet_V9"), "", good[:50]]))
+    mixed = [good, good.replace("ShuffleNet_V2", "ShuffleNet_V9"), "", good[:50]]
+    path.write_text("\n".join(mixed))
     proc = run("genome", "check", str(path))
     assert proc.returncode == 1
     items = lines(proc.stdout)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, TRAIN_CSV, seed_genomes, train_rows
+
 from ml.cli import main
 from ml.datasets.build import BuildOptions, build_dataset
 from ml.datasets.export import collapse_hyperparams, export_seed, load_seed_export
@@ -167,7 +167,8 @@ def test_bad_rows_skipped_with_codes_and_duplicates_kept(tmp_path):
     assert counts["rows"] == 5 and counts["invalid_genome"] == 2
     assert counts["error_codes"] == {"EMPTY_GENOME": 1, "UNEXPECTED_END": 1}
     assert (counts["ok"], counts["failed_evaluation"], counts["duplicates"]) == (2, 1, 1)
-    errors = [json.loads(line) for line in (tmp_path / "ds" / "errors.jsonl").read_text().splitlines()]
+    errors_file = tmp_path / "ds" / "errors.jsonl"
+    errors = [json.loads(line) for line in errors_file.read_text().splitlines()]
     assert [(e["row"], e["code"]) for e in errors] == [(1, "EMPTY_GENOME"), (2, "UNEXPECTED_END")]
     ds = GraphDataset(tmp_path / "ds")
     assert [e.row for e in ds.index] == [0, 3, 4]
@@ -225,7 +226,8 @@ def test_export_seed_round_trip(built, tmp_path):
     graph = ds[5]
     assert torch.equal(data.x, graph.node_type) and data.hyperparams.shape[1] == 43
     assert torch.equal(data.hyperparams, collapse_hyperparams(graph.hyperparams))
-    assert torch.equal(data.hyperparams[:, 0], (graph.hyperparams[:, 0] + graph.hyperparams[:, 1]) / 2)
+    mean = (graph.hyperparams[:, 0] + graph.hyperparams[:, 1]) / 2
+    assert torch.equal(data.hyperparams[:, 0], mean)
 
 
 def test_show(built, capsys):

@@ -1,18 +1,16 @@
 """The encoder on the real genomes: node types, hyper-parameters, per-genome vectors, Data."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import DATA_DIR, reference_rows
 
 from ml.encoding.encoder import ENCODER_VERSION, GLOBAL_FEATURES, GenomeEncoder
 from ml.encoding.genome_vector import TRAINING_KEYS
 from ml.encoding.hyperparams import HYPERPARAM_COLUMNS, HYPERPARAM_KEYS
 from ml.encoding.vocab import MODULE_TYPES, NUM_NODE_TYPES, type_index
 from ml.errors import GenomeError
-
-from conftest import DATA_DIR, reference_rows
 
 ADAPTER_ORIGINAL = "torch.nn.modules.conv.LazyConv2d"
 CONV = "torch.nn.modules.conv.Conv2d"

@@ -9,17 +9,21 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import TRAIN_CSV
 from torch_geometric.data import Data
 
 from ml import metrics as M
-from ml.evaluation.baselines import COUNT_VOCABULARY, primitive_counts
 from ml.datasets.splits import grouped_fold_ids
+from ml.evaluation.baselines import COUNT_VOCABULARY, primitive_counts
 from ml.evaluation.cv import cross_validate, summarize, trust_overlaps
-from ml.evaluation.selection import (crowding_distance, select_nsga2, select_spea2,
-                                     selection_overlap, sort_nondominated)
+from ml.evaluation.selection import (
+    crowding_distance,
+    select_nsga2,
+    select_spea2,
+    selection_overlap,
+    sort_nondominated,
+)
 from ml.models.base import Prediction
-
-from conftest import TRAIN_CSV
 
 # A 2-objective minimisation front: A..D non-dominated, E, F second front, G last.
 POINTS = np.array([[1, 5], [2, 3], [3, 2], [5, 1], [3, 4], [4, 3], [5, 5]], dtype=float)

@@ -3,17 +3,15 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import pytest
+from conftest import REPO, seed_genomes, train_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ml.errors import ERROR_CODES, GenomeError
 from ml.genome import load, parse, to_string
 from ml.genome.tree import Call, Literal
-
-from conftest import REPO, seed_genomes, train_rows
 
 R0 = train_rows()[0]["genome"]  # FCOS_Head(Inception_V3(LazyConvTranspose2d(... Dropout_2D(IN0, ..
 DROPOUT = "Dropout_2D(IN0, 0.7299326799553406)"
@@ -76,11 +74,13 @@ EXAMPLES: dict[str, tuple[str, dict]] = {
     "UNKNOWN_TERMINAL": (R0.replace("(IN0,", "(IN1,"), {}),
     "ARITY_MISMATCH": (R0.replace("dummyOp(2), dummyOp(0))", "dummyOp(2))"), {}),
     "TYPE_MISMATCH": (R0.replace(DROPOUT, "Dropout_2D(0.5, 0.7299326799553406)"), {}),
-    "NUMERIC_OVERFLOW": (R0.replace("toKernel(mul(52, 59))", f"toKernel({_huge_int_expression()})"), {}),
+    "NUMERIC_OVERFLOW": (R0.replace("toKernel(mul(52, 59))",
+                                    f"toKernel({_huge_int_expression()})"), {}),
     "NON_FINITE_VALUE": (R0.replace(DROPOUT, "Dropout_2D(IN0, mul(1e200, 1e200))"), {}),
     "ENUM_OUT_OF_RANGE": (R0.replace("dummyOp(2), dummyOp(0))", "dummyOp(7), dummyOp(0))"), {}),
     "INVALID_HYPERPARAMETER": (R0.replace(DROPOUT, "Dropout_2D(IN0, 1.5)"), {}),
-    "WEIGHTS_UNAVAILABLE": (SEED.replace(SHUFFLE, "ShuffleNet_V2(IN0, 1, dummyOp(dummyOp(2)))"), {}),
+    "WEIGHTS_UNAVAILABLE": (SEED.replace(SHUFFLE, "ShuffleNet_V2(IN0, 1, dummyOp(dummyOp(2)))"),
+                            {}),
     "TOO_MANY_LAYERS": (_edit_tree(R0, lambda root: _wrap_chain(root, 9)), {}),
     "LOSS_WEIGHTS_ZERO": (_edit_tree(R0, _zero_weights), {}),
     # upper bounds (ml.genome.limits)
@@ -167,10 +167,10 @@ def test_budgets_stop_a_genome_at_the_layer_that_passes_them(chain, code):
 
 def test_real_genomes_are_far_inside_every_bound():
     """No real genome comes near a limit: the bounds cannot reject what the evolution wrote."""
+    from conftest import real_genomes
+
     from ml.arch.compiler import compile_genome
     from ml.genome.limits import MAX_ACTIVATION_ELEMENTS, MAX_PARAMETERS
-
-    from conftest import real_genomes
     worst_params = worst_activations = 0
     for text in real_genomes():
         network = compile_genome(load(text))

@@ -6,8 +6,15 @@ import math
 import pytest
 
 from ml.errors import GenomeError
-from ml.genome import (canonical_hash, canonical_json, evaluate, individual_hash, load, parse,
-                       to_string)
+from ml.genome import (
+    canonical_hash,
+    canonical_json,
+    evaluate,
+    individual_hash,
+    load,
+    parse,
+    to_string,
+)
 from ml.genome import catalogue as cat
 from ml.genome.evaluator import eval_scalar, transform_value
 
@@ -123,8 +130,8 @@ def test_transform_value_and_training_dicts(rows):
 
 def test_layer_list_is_innermost_first(rows):
     genome = load(rows[0]["genome"])
-    assert [l.name for l in genome.layers] == ["Dropout_2D", "DenseNet", "LazyConvTranspose2d",
-                                               "LazyConvTranspose2d", "Inception_V3"]
+    assert [layer.name for layer in genome.layers] == [
+        "Dropout_2D", "DenseNet", "LazyConvTranspose2d", "LazyConvTranspose2d", "Inception_V3"]
     assert genome.layers[1].args == (2, 0)
     assert genome.head == "FCOS_Head"
     assert math.isclose(sum(genome.loss_weights), 1.0)

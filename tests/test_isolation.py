@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO, TRAIN_CSV, train_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,8 +18,6 @@ from ml.encoding.encoder import GenomeEncoder
 from ml.errors import ERROR_CODES, GenomeError
 from ml.genome import canonical_hash, individual_hash, load
 from ml.genome.lexer import NUMBER, tokenize
-
-from conftest import REPO, TRAIN_CSV, train_rows
 
 REAL = [r["genome"] for r in train_rows()[:60]]
 EDGE_NUMBERS = ["0", "1", "0.0", "3.0", "7", "257", "4095", "4096", "4097", "65536",
@@ -115,8 +114,8 @@ def _bad_genomes() -> list[str]:
     for number in ("100000000000000000000", "9223372036854775807", "9" * 4300, "4294967296"):
         out.append(base[:start] + number + base[stop:])
     # a channel gene of 4294967296 in a conv, and a 4,300-digit product under a helper
-    out.append(f"FasterRCNN_Head(LazyConv2d(IN0, 4294967296, 3, 3, 1, 1, 0, 0, 0, 1, 1, 1), "
-               f"Adam(0.5, 0.5, False), StepLR(2, 0.5), 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1)")
+    out.append("FasterRCNN_Head(LazyConv2d(IN0, 4294967296, 3, 3, 1, 1, 0, 0, 0, 1, 1, 1), "
+               "Adam(0.5, 0.5, False), StepLR(2, 0.5), 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1)")
     big = "9" * 4300
     out.append(f"FasterRCNN_Head(LazyConv2d(IN0, toChannel(mul({big}, {big})), 3, 3, 1, 1, 0, 0, "
                f"0, 1, 1, 1), Adam(0.5, 0.5, False), StepLR(2, 0.5), 0.1, 0.1, 0.1, 0.1, 0.1, "

@@ -5,8 +5,8 @@ import re
 
 import numpy as np
 import pytest
-
 from conftest import SEEDS_TXT, seed_genomes
+
 from ml.cli import main
 from ml.render import BAND, layers, layout, read_genome, render
 

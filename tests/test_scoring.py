@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from app.core.config import Settings
-from app.scoring import LRU, LoadedModel, Scorer
 from conftest import train_rows
+
+from app.scoring import LRU, LoadedModel, Scorer
+from service.config import Settings
 
 GENOMES = [r["genome"] for r in train_rows()]
 
@@ -25,11 +25,11 @@ def test_lru_is_bounded_in_bytes():
 
 @pytest.fixture(scope="module")
 def trees_model():
+    from conftest import TRAIN_CSV
+
     from ml.datasets.labels import DEFAULT_METRICS
     from ml.datasets.records import load_csv
     from ml.train import fit_predictor
-
-    from conftest import TRAIN_CSV
     records, _ = load_csv(TRAIN_CSV, DEFAULT_METRICS)
     model, _ = fit_predictor(records, "auto", {"ensemble": 2})
     return LoadedModel("default", 1, "trees", "graph-v2", model)

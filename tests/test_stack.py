@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 from sklearn.svm import SVR
+from test_models import FAST, records, subset_csv  # noqa: F401 - fixtures
 
-from ml.train.catalog import create
 from ml.models.features import FEATURE_BLOCKS, TABULAR_DIM, tabular_features
 from ml.models.kernel import KernelSVR
 from ml.models.stack import blend_scores, pick_weight, spread_scale
 from ml.models.trees import TARGET_CLIP
-from test_models import FAST, records, subset_csv  # noqa: F401 - fixtures
+from ml.train.catalog import create
 
 
 def test_feature_blocks_tile_the_design_matrix():

@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import SEEDS_TXT
+from test_models import FAST, records, subset_csv, write_subset  # noqa: F401 - fixtures
+
 from ml.cli import main
 from ml.models.base import TrainingCancelled
-from ml.train.catalog import create
 from ml.train import load_bundle, save_bundle
-from test_models import FAST, records, subset_csv, write_subset  # noqa: F401 - fixtures
+from ml.train.catalog import create
 
 RESUMABLE = {**FAST, "epochs": 4, "val_fraction": 0.25, "checkpoint_every": 2}
 

@@ -22,14 +22,14 @@ from typing import Any, Iterator
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from app.core.config import Settings, get_settings
-from app.core.db import session_scope
-from app.core.errors import JOB_ERROR_CODES, JobFailure, ServiceError
-from app.models import Job, utcnow
-from app.store import datasets as dataset_store
-from app.store import jobs as job_store
-from app.store import registry
 from ml.jsonsafe import json_safe
+from service.config import Settings, get_settings
+from service.db import session_scope
+from service.errors import JOB_ERROR_CODES, JobFailure, ServiceError
+from service.store import datasets as dataset_store
+from service.store import jobs as job_store
+from service.store import model_registry as registry
+from service.tables import Job, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,8 @@ def _children_allowed() -> Iterator[None]:
     """Let the build start its encoder processes from a Celery prefork child.
 
     Billiard marks pool children as daemons (multiprocessing refuses to start processes from a
-    daemon) and gives them its own authkey type (which spawn cannot pickle). The build's pool is joined or terminated before ``build_dataset`` returns,
+    daemon) and gives them its own authkey type (which spawn cannot pickle). The build's pool is
+    joined or terminated before ``build_dataset`` returns,
     and its processes share the worker's process group, so nothing outlives the task."""
     import multiprocessing
     from multiprocessing.process import AuthenticationString
@@ -347,8 +348,8 @@ def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
     from ml.encoding.encoder import ENCODER_VERSION
     from ml.models.base import TrainingCancelled
     from ml.models.hyperparameters import DeviceUnavailable, check_device
-    from ml.train.catalog import create, resolve_name
     from ml.train import fit_predictor, load_bundle, load_training_records, save_bundle
+    from ml.train.catalog import create, resolve_name
 
     try:
         check_device(params.get("hyperparameters") or {})

@@ -6,10 +6,12 @@ normally and the message is acked. Time limits come from the settings.
 """
 from __future__ import annotations
 
-from app.core.config import get_settings
-from app.core.errors import ServiceError
-from worker.celery_app import TASK_BUILD, TASK_RECONCILE, TASK_TRAIN, app
-from worker.jobs import TRANSIENT, reconcile as reconcile_jobs, run_job
+from service.config import get_settings
+from service.errors import ServiceError
+from service.queue import TASK_BUILD, TASK_RECONCILE, TASK_TRAIN, CeleryDispatcher
+from worker.celery_app import app
+from worker.jobs import TRANSIENT, run_job
+from worker.jobs import reconcile as reconcile_jobs
 
 _s = get_settings()
 _retry = dict(autoretry_for=TRANSIENT + (ServiceError,), retry_backoff=True,
@@ -30,5 +32,4 @@ def train(job_id: str) -> str:
 
 @app.task(name=TASK_RECONCILE, acks_late=False)
 def reconcile() -> dict[str, int]:
-    from worker.dispatch import CeleryDispatcher
     return reconcile_jobs(CeleryDispatcher().send)

@@ -19,11 +19,11 @@ from cachetools import TTLCache
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
-from app.core.config import Settings
-from app.core.db import session_scope
-from app.core.errors import ServiceError
-from app.core.security import allows, hash_key
-from app.store import keys as key_store
+from service.config import Settings
+from service.db import session_scope
+from service.errors import ServiceError
+from service.security import allows, hash_key
+from service.store import keys as key_store
 
 KEY_CACHE_TTL_S = 30.0
 KEY_CACHE_SIZE = 10_000

@@ -29,8 +29,16 @@ from torch import nn
 from torchvision.models import swin_transformer
 from torchvision.ops import stochastic_depth
 
-from ml.arch.levels import (AXIS_NAMES, H_AXIS, W_AXIS, Dim, FloorAffine, LevelTable, Sym,
-                            evaluate_levels)
+from ml.arch.levels import (
+    AXIS_NAMES,
+    H_AXIS,
+    W_AXIS,
+    Dim,
+    FloorAffine,
+    LevelTable,
+    Sym,
+    evaluate_levels,
+)
 from ml.arch.tracing import node_target
 
 #: Shape reported for a node whose output is not a tensor (``size()``, ``getitem`` of a size...).

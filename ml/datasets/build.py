@@ -24,11 +24,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ml.datasets import shard_encoder as worker
+from ml.datasets.atomic import atomic_write_bytes, atomic_write_json
 from ml.datasets.labels import DEFAULT_METRICS, DIRECTIONS, BuildReport
 from ml.datasets.memory import PeakMemory
-from ml.datasets.source import (Chunk, build_key, check_metrics, file_digest, iter_chunks,
-                                iter_labelled_rows, iter_pool_rows)
-from ml.datasets.atomic import atomic_write_bytes, atomic_write_json
+from ml.datasets.source import (
+    Chunk,
+    build_key,
+    check_metrics,
+    file_digest,
+    iter_chunks,
+    iter_labelled_rows,
+    iter_pool_rows,
+)
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"

@@ -20,8 +20,8 @@ from typing import Any, Iterator
 import torch
 from torch_geometric.data import Data
 
-from ml.datasets.reader import GraphDataset
 from ml.datasets.atomic import atomic_write_bytes
+from ml.datasets.reader import GraphDataset
 from ml.encoding.vocab import NUM_NODE_TYPES
 
 DEFAULT_CHUNK = 10_000

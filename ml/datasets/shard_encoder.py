@@ -57,8 +57,8 @@ def _status(labels: Any) -> str:
 
 def encode_chunk(chunk: Chunk, shards_dir: str, meta: dict[str, Any]) -> dict[str, Any]:
     """Encode one chunk, write its shard and sidecar; return the sidecar."""
-    from ml.datasets.records import make_record
     from ml.datasets.atomic import atomic_write_json
+    from ml.datasets.records import make_record
     from ml.datasets.storage import save_shard
     from ml.errors import GenomeError, internal_error
 

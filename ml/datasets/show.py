@@ -68,7 +68,8 @@ def _side_by_side(dataset: GraphDataset, rows: int) -> Iterator[str]:
     yield f"graph 0 (row {graph.row}, {graph.num_nodes} nodes, " \
           f"{graph.edge_index.shape[1]} edges, hash {graph.canonical_hash[:12]}): " \
           f"first {min(rows, graph.num_nodes)} nodes"
-    yield f"{'node':>4}  {'onehot (28)':<28}  {'type':>4}  {'module':<22}  combined hyper-parameters"
+    yield (f"{'node':>4}  {'onehot (28)':<28}  {'type':>4}  {'module':<22}  "
+           "combined hyper-parameters")
     for i in range(min(rows, graph.num_nodes)):
         t = int(graph.node_type[i])
         present = [k for k, m in zip(keys, graph.hyperparams_mask[i].tolist()) if m]

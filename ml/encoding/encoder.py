@@ -28,7 +28,7 @@ from torch_geometric.data import Data
 from ml.arch.compiler import CompiledNetwork, compile_genome
 from ml.encoding.genome_vector import TRAINING_KEYS, model_info, training_vector
 from ml.encoding.graph import GenomeGraph, Segment, build_graph
-from ml.encoding.hyperparams import NUM_COLUMNS, HYPERPARAM_KEYS, module_vector
+from ml.encoding.hyperparams import HYPERPARAM_KEYS, NUM_COLUMNS, module_vector
 from ml.encoding.vocab import NUM_NODE_TYPES, type_index
 from ml.errors import GenomeError, isolated
 from ml.genome import canonical_hash, individual_hash, load

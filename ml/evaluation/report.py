@@ -17,9 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ml.evaluation.cv import CVResult  # noqa: E402
-from ml.metrics import kendall_tau_b  # noqa: E402
-
 from ml.jsonsafe import json_safe  # noqa: E402
+from ml.metrics import kendall_tau_b  # noqa: E402
 
 REPORT_NAME = "report.json"
 

@@ -124,7 +124,8 @@ _LAYER_SPECS: list[tuple[str, Kind, tuple[Field, ...]]] = [
                                  "p0:PaddingSize p1:PaddingSize d0:DilationSize d1:DilationSize")),
     ("AvgPool2d", Kind.LAYER, _f("k0:KernelSize k1:KernelSize s0:StrideSize s1:StrideSize "
                                  "p0:PaddingSize p1:PaddingSize")),
-    ("FractionalMaxPool2d", Kind.LAYER, _f("k0:KernelSize k1:KernelSize r0:ProbFloat r1:ProbFloat")),
+    ("FractionalMaxPool2d", Kind.LAYER, _f("k0:KernelSize k1:KernelSize r0:ProbFloat "
+                                           "r1:ProbFloat")),
     ("LPPool2d", Kind.LAYER, _f("norm_type:PNorm k0:KernelSize k1:KernelSize s0:StrideSize "
                                 "s1:StrideSize")),
     ("AdaptiveMaxPool2d", Kind.LAYER, _f("o0:OutputSize o1:OutputSize")),
@@ -205,10 +206,12 @@ _TRAINING_SPECS: list[tuple[str, Kind, tuple[Field, ...]]] = [
         _tv("max_lr", 1e-3, 1), _tv("pct_start", 0, 1), _e("anneal_strategy", "AnnealStrategy"),
         _b("cycle_momentum"), _tv("base_momentum", 0.5, 1), _tv("max_momentum", 0.5, 1),
         _tv("div_factor", 1, 100), _tv("final_div_factor", 1, 1e5), _b("three_phase"))),
-    ("ConstantLR", Kind.SCHEDULER, (_tv("factor", 0.01, 1), _tv("total_iters", 1, 100, True, "int"))),
+    ("ConstantLR", Kind.SCHEDULER, (_tv("factor", 0.01, 1),
+                                    _tv("total_iters", 1, 100, True, "int"))),
     ("LinearLR", Kind.SCHEDULER, (_tv("start_factor", 0.01, 1), _tv("end_factor", 0.01, 1),
                                   _tv("total_iters", 1, 100, True, "int"))),
-    ("PolynomialLR", Kind.SCHEDULER, (_tv("max_lr", 1e-4, 1), _tv("total_steps", 1, 1000, True, "int"),
+    ("PolynomialLR", Kind.SCHEDULER, (_tv("max_lr", 1e-4, 1),
+                                      _tv("total_steps", 1, 1000, True, "int"),
                                       _tv("power", 0.5, 3))),
     # CyclicLR's max_lr is bounded below by the evaluated base_lr (bounds resolved at evaluation).
     ("CyclicLR", Kind.SCHEDULER, (

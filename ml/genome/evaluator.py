@@ -2,8 +2,9 @@
 
 The original evaluated helper calls with Python and pushed ``str(result)`` back on its stack, so a
 hyper-parameter keeps Python's int/float/bool distinction (``protectedDiv(7, 2)`` is ``3``), and a
-layer argument becomes ``int(s)``, else ``float(s)``, else the string itself. We reproduce the values
-without strings or ``eval``; ``codec_layer_list`` rebuilds the original's layer list for hashing.
+layer argument becomes ``int(s)``, else ``float(s)``, else the string itself. We reproduce the
+values without strings or ``eval``; ``codec_layer_list`` rebuilds the original's layer list for
+hashing.
 """
 from __future__ import annotations
 
@@ -131,8 +132,8 @@ def _field_value(field: cat.Field, value: Number, call: Call, text: str,
     if field.type in cat.ENUMS:
         members = cat.ENUMS[field.type]
         if not isinstance(value, int) or not -len(members) <= value < len(members):
-            raise GenomeEvaluationError(f"{call.name}.{field.name}: {show(value)} is not an index of "
-                                        f"{field.type}", offset=call.offset, text=text,
+            raise GenomeEvaluationError(f"{call.name}.{field.name}: {show(value)} is not an "
+                                        f"index of {field.type}", offset=call.offset, text=text,
                                         code="ENUM_OUT_OF_RANGE")
         return members[value]
     return value  # bool passthrough

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from typing import NamedTuple
+
 from ml.errors import GenomeSyntaxError
 
 # Token kinds.

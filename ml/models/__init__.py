@@ -10,8 +10,8 @@ Public API (stable; ``ml.evaluation`` and the CLI build on it)::
     from ml.train import fit_predictor, save_bundle, load_bundle
     from ml.datasets.records import as_records
 
-    model: Predictor = create("auto" | "stack" | "trees" | "gbt" | "blend" | "simple_gcn" | "combined_gcn"
-                              | "bigcn" | "frnas",
+    model: Predictor = create("auto" | "stack" | "trees" | "gbt" | "blend" | "simple_gcn"
+                              | "combined_gcn" | "bigcn" | "frnas",
                               config={"metrics": ("uw_val_epoch_loss", ...), "seed": 0,
                                       "epochs": 200, "ensemble": 1, ...})
     history: dict = model.fit(train_records, val_records=None, callbacks=None, resume_from=None)

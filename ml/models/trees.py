@@ -12,15 +12,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.ensemble import (ExtraTreesClassifier, ExtraTreesRegressor,
-                              HistGradientBoostingClassifier, HistGradientBoostingRegressor)
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+)
 from threadpoolctl import threadpool_limits
 
 from ml.datasets.records import as_records, labels
 from ml.datasets.splits import groups as record_groups
 from ml.models.base import Prediction, Predictor, TrainingCancelled, notify, stop_requested
-from ml.models.hyperparameters import COMMON, GBT, TREES
 from ml.models.features import TABULAR_VERSION, tabular_features
+from ml.models.hyperparameters import COMMON, GBT, TREES
 from ml.models.targets import TargetScaler
 
 #: Standardised training targets are winsorised to +-this many robust sigmas before fitting.

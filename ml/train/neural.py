@@ -24,18 +24,24 @@ from torch import nn
 from torch_geometric.data import Batch, Data
 
 from ml.datasets.records import as_records, labels
+from ml.datasets.splits import grouped_split
 from ml.encoding.hyperparams import HYPERPARAM_KEYS, NUM_COLUMNS
-from ml.models.base import (Prediction, Predictor, TrainingCancelled, default_device, notify,
-                            stop_requested)
-from ml.models.hyperparameters import COMMON, NEURAL, Param
+from ml.metrics import kendall_per_metric, objective_tau
+from ml.models.base import (
+    Prediction,
+    Predictor,
+    TrainingCancelled,
+    default_device,
+    notify,
+    stop_requested,
+)
 from ml.models.features import GENOME_VECTOR_DIM, ColumnScaler, genome_vector, signed_log
 from ml.models.gnn import BiGCNNet, FRNASNet, GCNNet, NodeInput, pairwise_distances
+from ml.models.hyperparameters import COMMON, NEURAL, Param
 from ml.models.targets import TargetScaler
 from ml.train.checkpoint import load_checkpoint, save_checkpoint
 from ml.train.losses import masked_huber, pairwise_hinge, validity_bce
 from ml.train.schedule import warmup_cosine
-from ml.metrics import kendall_per_metric, objective_tau
-from ml.datasets.splits import grouped_split
 
 #: Per-node input: standardised hyper-parameter columns, one presence bit per key, log shape.
 HP_DIM = NUM_COLUMNS + len(HYPERPARAM_KEYS) + 3
@@ -229,13 +235,15 @@ class NeuralPredictor(Predictor):
             row["best_val_tau"] = best["tau"]
             history.append(row)
             notify(callbacks, epoch, row)
-            snapshot = lambda: {  # noqa: E731 - built only when a checkpoint is written
-                "member": member, "epoch": epoch, "net": net.state_dict(),
-                "optimizers": [o.state_dict() for _, o, _ in groups],
-                "schedulers": [s.state_dict() for _, _, s in groups],
-                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                "history": history, "best": best, "histories": histories,
-                "finished": [n.state_dict() for n in self.networks]}
+            def snapshot(epoch: int = epoch, best: dict = best) -> dict[str, Any]:
+                """Built only when a checkpoint is written (this iteration's state)."""
+                return {
+                    "member": member, "epoch": epoch, "net": net.state_dict(),
+                    "optimizers": [o.state_dict() for _, o, _ in groups],
+                    "schedulers": [s.state_dict() for _, _, s in groups],
+                    "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                    "history": history, "best": best, "histories": histories,
+                    "finished": [n.state_dict() for n in self.networks]}
             cancelled = stop_requested(callbacks)
             every = int(c["checkpoint_every"])
             path = None

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-
 from conftest import TRAIN_CSV
 
 ADMIN_URL = os.environ.get("SURROGATE_TEST_DATABASE_URL",
@@ -75,9 +74,9 @@ def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    from app.core.config import reset_settings
-    from app.core.db import dispose_engines
-    from app.core.migrate import upgrade
+    from service.config import reset_settings
+    from service.db import dispose_engines
+    from service.migrate import upgrade
 
     reset_settings()
     dispose_engines()
@@ -102,8 +101,8 @@ def empty_stores(url: str) -> None:
     """Truncate every table and empty the Redis test database (when Redis is up)."""
     from sqlalchemy import text
 
-    from app.core.config import reset_settings
-    from app.core.db import get_engine
+    from service.config import reset_settings
+    from service.db import get_engine
 
     with get_engine(url).begin() as conn:
         conn.execute(text("TRUNCATE " + ", ".join(TABLES) + " RESTART IDENTITY CASCADE"))
@@ -144,12 +143,12 @@ def trained_bundle(built_dataset: Path, tmp_path_factory: pytest.TempPathFactory
 
 def seed_registry(built_dataset: Path, bundle: Path, version_count: int = 1) -> dict[str, Any]:
     """Insert a ready dataset and ``version_count`` versions of the bundle (v1 active)."""
-    from app.core.db import session_scope
-    from app.store import datasets as dataset_store
-    from app.store import registry
-    from app.core.config import get_settings
     from ml.encoding.encoder import ENCODER_VERSION
     from ml.train import read_bundle_info
+    from service.config import get_settings
+    from service.db import session_scope
+    from service.store import datasets as dataset_store
+    from service.store import model_registry as registry
 
     info = read_bundle_info(bundle)
     dataset_id = str(uuid.uuid4())
@@ -168,8 +167,8 @@ def seed_registry(built_dataset: Path, bundle: Path, version_count: int = 1) -> 
 
 
 def make_key(scopes: list[str]) -> str:
-    from app.core.db import session_scope
-    from app.store.keys import create_key
+    from service.db import session_scope
+    from service.store.keys import create_key
 
     with session_scope() as session:
         _, plaintext = create_key(session, "test " + "+".join(scopes), scopes)
@@ -182,8 +181,8 @@ def seeded_client(built_dataset: Path, trained_bundle: Path) -> Iterator[dict[st
     registry and keys of every scope."""
     from fastapi.testclient import TestClient
 
-    from app.core.config import get_settings
     from app.main import create_app
+    from service.config import get_settings
 
     seeded = seed_registry(built_dataset, trained_bundle)
     application = create_app(get_settings())
@@ -202,6 +201,15 @@ def api(db: str, built_dataset: Path, trained_bundle: Path) -> Iterator[dict[str
 
 def headers(key: str, **extra: str) -> dict[str, str]:
     return {"X-API-Key": key, **extra}
+
+
+def stop_process(proc: subprocess.Popen, sig: int, timeout: float) -> None:
+    """Send ``sig``; kill the process if it has not exited after ``timeout`` seconds."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.25, what: str = "") -> Any:

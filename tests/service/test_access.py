@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import TRAIN_CSV, train_rows
 
 from .conftest import headers, make_key, needs_redis
@@ -89,15 +88,15 @@ def test_cuda_on_a_cpu_host_is_refused_when_jobs_run_here(db, built_dataset, tra
     import torch
     from fastapi.testclient import TestClient
 
-    from app.core.config import get_settings
-    from app.main import create_app
+    from nas_surrogate.serve import embedded_app
+    from service.config import get_settings
 
     from .conftest import seed_registry
 
     if torch.cuda.is_available():
         pytest.skip("this host has CUDA")
     seeded = seed_registry(built_dataset, trained_bundle)
-    application = create_app(get_settings().model_copy(update={"executor": "thread"}))
+    application = embedded_app(get_settings().model_copy(update={"executor": "thread"}))
     application.state.start_reconciler = False
     with TestClient(application) as c:
         r = c.post("/jobs/train", json={"dataset_id": seeded["dataset_id"],
@@ -167,7 +166,7 @@ def test_keys_listed_created_and_revoked_over_http(api):
 
 
 def test_keys_list_and_revoke_from_the_cli(api, capsys):
-    from ml.cli import main
+    from nas_surrogate.cli import main
 
     c = api["client"]
     created = c.post("/keys", json={"name": "cli-made", "scopes": ["train"]},
@@ -222,8 +221,8 @@ def test_per_key_request_rate(api, monkeypatch):
 def test_metrics_access_setting(db, built_dataset, trained_bundle, access):
     from fastapi.testclient import TestClient
 
-    from app.core.config import get_settings
     from app.main import create_app
+    from service.config import get_settings
 
     from .conftest import seed_registry
 
@@ -243,8 +242,8 @@ def test_metrics_access_setting(db, built_dataset, trained_bundle, access):
 def test_docs_off_in_production_settings(db):
     from fastapi.testclient import TestClient
 
-    from app.core.config import Settings
     from app.main import create_app
+    from service.config import Settings
 
     settings = Settings(environment="production", database_url=db, warm_up=False,
                         visibility_timeout_s=100_000)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import redis
-
 from conftest import train_rows
 
 from .conftest import REDIS_URL, headers, needs_redis
@@ -28,11 +27,12 @@ def test_auth_missing_invalid_revoked_and_scope(api):
     r = c.post("/models/1/activate", headers=headers(keys["train"]))
     assert r.status_code == 403
     # Revoke the predict key: refused once the cache entry expires (cleared here).
-    from app.core.db import session_scope
-    from app.core.security import hash_key
-    from app.models import ApiKey
-    from app.store.keys import revoke
     from sqlalchemy import select
+
+    from service.db import session_scope
+    from service.security import hash_key
+    from service.store.keys import revoke
+    from service.tables import ApiKey
     with session_scope() as s:
         key_id = s.scalar(select(ApiKey.id).where(ApiKey.key_hash == hash_key(keys["predict"])))
         assert revoke(s, key_id)
@@ -42,9 +42,10 @@ def test_auth_missing_invalid_revoked_and_scope(api):
 
 
 def test_keys_are_stored_hashed(api):
-    from app.core.db import session_scope
-    from app.models import ApiKey
     from sqlalchemy import select
+
+    from service.db import session_scope
+    from service.tables import ApiKey
     with session_scope() as s:
         stored = [(k.key_hash, k.prefix) for k in s.scalars(select(ApiKey))]
     for plaintext in api["keys"].values():
@@ -140,8 +141,8 @@ def test_encode_endpoint(api):
 
 
 def test_registry_list_get_activate(api, trained_bundle):
-    from app.core.db import session_scope
-    from app.store import registry
+    from service.db import session_scope
+    from service.store import model_registry as registry
     c, keys = api["client"], api["keys"]
     with session_scope() as s:
         registry.register_version(s, name="default", predictor="trees",
@@ -259,8 +260,8 @@ def test_health_readiness_and_metrics(api):
 def test_readyz_without_active_model(db, built_dataset):
     from fastapi.testclient import TestClient
 
-    from app.core.config import get_settings
     from app.main import create_app
+    from service.config import get_settings
     application = create_app(get_settings())
     application.state.start_reconciler = False
     with TestClient(application) as c:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 from conftest import TRAIN_CSV
 
@@ -15,7 +14,7 @@ pytestmark = needs_pg
 
 
 def _bootstrap(settings) -> tuple[str, list[tuple[str, str]]]:
-    from app.bootstrap import bootstrap_model
+    from nas_surrogate.bootstrap import bootstrap_model
 
     sent: list[tuple[str, str]] = []
 
@@ -28,12 +27,12 @@ def _bootstrap(settings) -> tuple[str, list[tuple[str, str]]]:
 
 def test_bootstrap_keeps_a_loadable_model_and_retrains_a_stale_one(db, built_dataset,
                                                                     trained_bundle, tmp_path):
-    from app.core.config import get_settings
-    from app.core.db import session_scope
-    from app.store import jobs as job_store
-    from app.store import registry
     from ml.encoding.encoder import ENCODER_VERSION
     from ml.train import bundle_problem, load_bundle, read_bundle_info
+    from service.config import get_settings
+    from service.db import session_scope
+    from service.store import jobs as job_store
+    from service.store import model_registry as registry
 
     settings = get_settings().model_copy(update={"seed_csv": TRAIN_CSV})
     seed_registry(built_dataset, trained_bundle)

@@ -51,16 +51,16 @@ def test_fifty_concurrent_submissions_one_job_one_message(api):
     assert len({r.json()["id"] for r in responses}) == 1
     from sqlalchemy import func, select
 
-    from app.core.db import session_scope
-    from app.models import Job
+    from service.db import session_scope
+    from service.tables import Job
     with session_scope() as s:
         assert s.scalar(select(func.count()).select_from(Job)) == 1
     assert redis.Redis.from_url(REDIS_URL).llen("gpu") == 1
 
 
 def test_concurrent_registration_and_alias_moves(api, trained_bundle):
-    from app.core.db import session_scope
-    from app.store import registry
+    from service.db import session_scope
+    from service.store import model_registry as registry
 
     def register(i: int) -> int:
         with session_scope() as s:
@@ -86,9 +86,9 @@ def test_concurrent_registration_and_alias_moves(api, trained_bundle):
 
 def test_registration_is_idempotent_per_job(api, trained_bundle):
     """A redelivered training registers again with its job id: the same version comes back."""
-    from app.core.db import session_scope
-    from app.store import jobs as job_store
-    from app.store import registry
+    from service.db import session_scope
+    from service.store import jobs as job_store
+    from service.store import model_registry as registry
 
     with session_scope() as s:
         job, _ = job_store.create_job(s, kind="train", params={}, principal="t",

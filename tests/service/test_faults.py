@@ -12,10 +12,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import TRAIN_CSV, train_rows
 
-from .conftest import REPO, headers, needs_redis, wait_for
+from .conftest import REPO, headers, needs_redis, stop_process, wait_for
 
 pytestmark = needs_redis
 
@@ -26,9 +25,9 @@ def _register_broken(tmp_path: Path, dataset_id: str) -> int:
     """A registered version whose bundle this code cannot load (a corrupt weights file)."""
     import shutil
 
-    from app.core.config import get_settings
-    from app.core.db import session_scope
-    from app.store import registry
+    from service.config import get_settings
+    from service.db import session_scope
+    from service.store import model_registry as registry
 
     with session_scope() as s:
         good = registry.get_version(s, get_settings().model_name, 1).source_path
@@ -58,9 +57,9 @@ def test_a_failed_reload_keeps_the_previous_model_serving(api, tmp_path, caplog)
     serving v1, and the load is retried with backoff, not under the lock on every request."""
     import logging
 
-    from app.core.config import get_settings
-    from app.core.db import session_scope
-    from app.store import registry
+    from service.config import get_settings
+    from service.db import session_scope
+    from service.store import model_registry as registry
 
     c, key = api["client"], api["keys"]["predict"]
     assert c.post("/predict", json={"genomes": GENOMES}, headers=headers(key)).status_code == 200
@@ -78,10 +77,10 @@ def test_a_failed_reload_keeps_the_previous_model_serving(api, tmp_path, caplog)
 
 
 def test_the_reconciler_never_resends_a_job_that_merely_waits(db):
-    from app.core.config import get_settings
-    from app.core.db import session_scope
-    from app.models import Job, utcnow
-    from app.store import jobs as job_store
+    from service.config import get_settings
+    from service.db import session_scope
+    from service.store import jobs as job_store
+    from service.tables import Job, utcnow
     from worker.jobs import reconcile
 
     settings = get_settings().model_copy(update={"redispatch_after_s": 3600.0})
@@ -119,8 +118,8 @@ def test_each_attempt_writes_its_own_bundle_directory(api, tmp_path):
     assert run_job(job["id"]) == "succeeded"
     version = c.get(f"/jobs/{job['id']}", headers=headers(key)).json()["model_version"]
     model = c.get(f"/models/{version}", headers=headers(api["keys"]["predict"])).json()
-    from app.core.db import session_scope
-    from app.store import registry
+    from service.db import session_scope
+    from service.store import model_registry as registry
     with session_scope() as s:
         path = Path(registry.get_version(s, model["name"], version).source_path)
     assert path.name == "attempt-1" and path.parent.name == job["id"]
@@ -171,8 +170,8 @@ def test_cuda_out_of_memory_is_out_of_memory(api, monkeypatch):
 
 
 def _thread_dispatcher(**limits: float):  # type: ignore[no-untyped-def]
-    from app.core.config import get_settings
-    from worker.dispatch import ThreadDispatcher
+    from service.config import get_settings
+    from worker.thread_executor import ThreadDispatcher
 
     return ThreadDispatcher(get_settings().model_copy(update={"executor": "thread", **limits}))
 
@@ -245,9 +244,9 @@ def test_embedded_jobs_past_the_hard_limit_are_failed_and_the_queue_moves_on(api
 def test_database_pool_exhaustion_is_503(db, built_dataset, trained_bundle, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from app.core.config import get_settings, reset_settings
-    from app.core.db import dispose_engines, get_engine
     from app.main import create_app
+    from service.config import get_settings, reset_settings
+    from service.db import dispose_engines, get_engine
 
     from .conftest import make_key, seed_registry
 
@@ -300,7 +299,7 @@ def test_serve_stops_within_its_grace_period_and_the_job_resumes(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SURROGATE_")}
     env.update({"SURROGATE_DEFAULT_PREDICTOR": "simple_gcn", "SURROGATE_EPOCH_DELAY_S": "0.3",
                 "SURROGATE_SHUTDOWN_GRACE_S": "10", "SURROGATE_WARM_UP": "false"})
-    command = [sys.executable, "-c", "from ml.cli import main; raise SystemExit(main())",
+    command = [sys.executable, "-c", "from nas_surrogate.cli import main; raise SystemExit(main())",
                "serve", "--data-dir", str(data_dir), "--port", str(port), "--seed-csv",
                str(seed)]
     base = f"http://127.0.0.1:{port}"
@@ -335,14 +334,13 @@ def test_serve_stops_within_its_grace_period_and_the_job_resumes(tmp_path):
         resumed = wait_for(lambda: (lambda j: j if j and j["attempt"] >= 2 else None)(
             train_job(key)), 120, interval=0.5, what="the job to resume")
         assert resumed["id"] == running["id"]
-        events = httpx.get(base + f"/jobs/{resumed['id']}/events",
-                           headers={"X-API-Key": key}, timeout=5).json()
-        messages = [e["message"] for e in events]
-        assert any("released at shutdown" in m for m in messages), messages
-        assert any("resuming from checkpoint.pt" in m for m in messages), messages
+
+        def messages() -> list[str]:
+            events = httpx.get(base + f"/jobs/{resumed['id']}/events",
+                               headers={"X-API-Key": key}, timeout=5).json()
+            return [e["message"] for e in events if e["message"]]
+        assert any("released at shutdown" in m for m in messages()), messages()
+        wait_for(lambda: any("resuming from checkpoint.pt" in m for m in messages()), 60,
+                 interval=0.5, what="the resumed attempt to load its checkpoint")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, signal.SIGTERM, 40)

@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from app.core.db import session_scope
-from app.core.errors import ServiceError
-from app.models import Job, utcnow
-from app.store import jobs as job_store
+from service.db import session_scope
+from service.errors import ServiceError
+from service.store import jobs as job_store
+from service.tables import Job, utcnow
 from worker.jobs import reconcile, run_job
 
 
@@ -121,7 +121,7 @@ def test_reconciler(db):
 def test_a_worker_that_lost_its_lease_stops_without_writing(db):
     """While attempt 1 trains, its lease is taken over (attempt 2): attempt 1 stops at its next
     epoch check and neither finishes the job nor registers a model."""
-    from app.core.config import get_settings
+    from service.config import get_settings
     from worker.jobs import JobContext, _TrainCallbacks
 
     job_id = _new_job()

@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-
 from conftest import train_rows
 
 from .conftest import headers, needs_redis
@@ -95,8 +94,8 @@ def test_heavy_routes_share_a_bounded_number_of_slots(db, built_dataset, trained
     503 SERVER_BUSY with Retry-After at once (no thread waits), a light one is served."""
     from fastapi.testclient import TestClient
 
-    from app.core.config import get_settings
     from app.main import create_app
+    from service.config import get_settings
 
     from .conftest import make_key, seed_registry
 
@@ -163,11 +162,11 @@ def test_nsga2_with_a_model_lacking_objectives(tmp_path, metrics, status):
     """nsga2 ranks on the objectives a model predicts; with none it is a 422, never a 500."""
     import csv
 
-    from app.core.config import Settings
-    from app.core.errors import ServiceError
     from app.scoring import LoadedModel, Scorer
     from ml.datasets.records import load_csv
     from ml.train import fit_predictor
+    from service.config import Settings
+    from service.errors import ServiceError
 
     subset = tmp_path / "subset.csv"
     with open(subset, "w", newline="") as handle:

@@ -9,8 +9,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from app.core.migrate import downgrade, upgrade
-from app.models import Base
+from service.migrate import downgrade, upgrade
+from service.tables import Base
 
 from .conftest import ADMIN_URL, _pg_ok
 

@@ -10,7 +10,6 @@ import subprocess
 
 import pytest
 import redis
-
 from conftest import train_rows
 
 from .conftest import REDIS_URL, _pg_ok, _redis_ok, headers, needs_redis, wait_for
@@ -106,15 +105,15 @@ def postgres_stopped_after_warm(api):
     finally:
         subprocess.run(cluster + ["start"], check=False, capture_output=True)
         wait_for(_pg_ok, 60, what="postgres restart")
-        from app.core.db import dispose_engines
+        from service.db import dispose_engines
         dispose_engines()
 
 
 def test_broker_failure_after_commit_is_reconciled(api, monkeypatch):
     """``send`` fails after the row is committed: the job stays queued, undispatched; the
     reconciler sends it (one message) once the broker answers."""
-    from app.core.errors import ServiceError
-    from worker.dispatch import CeleryDispatcher
+    from service.errors import ServiceError
+    from service.queue import CeleryDispatcher
     from worker.jobs import reconcile
 
     c, keys = api["client"], api["keys"]

@@ -7,8 +7,8 @@ content type, only declared status codes, invalid data is rejected (validation i
 bypassed), undeclared methods get 405 with ``Allow``. Left out: ``positive_data_acceptance``
 (a schema-valid request must not get 4xx): the API answers 422 by design for semantic errors
 the schema cannot express (an unknown predictor name, a forged ``page_token``, a dataset id
-that is not a CSV), all declared as 422 with the error envelope. ``POST /jobs/train`` and ``POST /datasets`` publish
-to the Redis test database; nothing consumes there.
+that is not a CSV), all declared as 422 with the error envelope. ``POST /jobs/train`` and
+``POST /datasets`` publish to the Redis test database; nothing consumes there.
 
 Bounded: ``FUZZ_EXAMPLES`` examples per operation (env ``SURROGATE_FUZZ_EXAMPLES``), no
 deadline, no example database.

@@ -12,10 +12,9 @@ import subprocess
 import sys
 
 import httpx
-
 from conftest import TRAIN_CSV, train_rows
 
-from .conftest import REPO, wait_for
+from .conftest import REPO, stop_process, wait_for
 
 
 def _free_port() -> int:
@@ -35,9 +34,9 @@ def test_serve_bootstraps_and_predicts(tmp_path):
     data_dir, port = tmp_path / "var", _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SURROGATE_")}
     log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-c", "from ml.cli import main; raise SystemExit("
-                             "main())", "serve", "--data-dir", str(data_dir), "--port",
-                             str(port), "--seed-csv", str(seed)],
+    proc = subprocess.Popen([sys.executable, "-c", "from nas_surrogate.cli import main; "
+                             "raise SystemExit(main())", "serve", "--data-dir", str(data_dir),
+                             "--port", str(port), "--seed-csv", str(seed)],
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
 
@@ -76,9 +75,5 @@ def test_serve_bootstraps_and_predicts(tmp_path):
         assert httpx.get(base + "/models/1/plots/..%2F..%2Fadmin.key",
                          headers={"X-API-Key": key}).status_code == 404
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, signal.SIGINT, 30)
         log.close()

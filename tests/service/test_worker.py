@@ -30,8 +30,8 @@ def _submit(api: dict[str, Any], **body: Any) -> str:
 def _versions_of(job_id: str) -> int:
     from sqlalchemy import func, select
 
-    from app.core.db import session_scope
-    from app.models import ModelVersion
+    from service.db import session_scope
+    from service.tables import ModelVersion
     with session_scope() as s:
         return int(s.scalar(select(func.count()).select_from(ModelVersion)
                             .where(ModelVersion.job_id == job_id)))
@@ -105,8 +105,8 @@ def test_sigkill_mid_training_resumes_from_checkpoint(api, service_env, tmp_path
 def test_attempt_cap_fails_with_worker_lost(api, service_env, tmp_path):
     from sqlalchemy import update
 
-    from app.core.db import session_scope
-    from app.models import Job
+    from service.db import session_scope
+    from service.tables import Job
 
     extra = {"SURROGATE_EPOCH_DELAY_S": "0.4"}
     job_id = _submit(api, predictor="simple_gcn", hyperparameters=SLOW_GNN)
@@ -150,7 +150,7 @@ def test_cancel_queued_and_running_jobs(api, service_env, tmp_path):
                         what="cooperative cancel")
         assert done["status"] == "cancelled", (done, worker.log())
         assert len(done["epochs"]) < SLOW_GNN["epochs"]
-        from app.core.config import get_settings
+        from service.config import get_settings
         assert (get_settings().jobs_dir / running / "checkpoint" / "checkpoint.pt").is_file()
         assert _versions_of(running) == 0
         # The queued job's message reaches the worker next; the claim refuses it.

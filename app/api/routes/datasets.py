@@ -12,15 +12,20 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
 from app.api.deps import SessionDep, SettingsDep, TrainPrincipal
 from app.api.routes import errors
-from app.api.routes.jobs import (IdempotencyKey, dispatch_committed, job_public, request_digest,
-                                 require_broker)
-from app.core.config import Settings
-from app.core.db import session_scope
-from app.core.errors import ServiceError
-from app.models import Dataset, Job
+from app.api.routes.jobs import (
+    IdempotencyKey,
+    dispatch_committed,
+    job_public,
+    request_digest,
+    require_broker,
+)
 from app.schemas import DatasetPublic, DatasetsPublic
-from app.store import datasets as dataset_store
-from app.store import jobs as job_store
+from service.config import Settings
+from service.db import session_scope
+from service.errors import ServiceError
+from service.store import datasets as dataset_store
+from service.store import jobs as job_store
+from service.tables import Dataset, Job
 
 router = APIRouter(tags=["datasets"])
 

@@ -7,9 +7,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app.api.routes.predict import active_version
-from app.core.db import session_scope
-from app.core.errors import ServiceError
 from app.schemas import Health, Readiness
+from service.db import session_scope
+from service.errors import ServiceError
 
 router = APIRouter(tags=["health"])
 

@@ -10,12 +10,12 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from app.api.deps import Principal, SessionDep, SettingsDep, TrainPrincipal
 from app.api.routes import errors
-from app.core.db import session_scope
-from app.core.errors import ServiceError
-from app.models import Job
 from app.schemas import JobEventPublic, JobPublic, JobsPublic, TrainRequest
-from app.store import datasets as dataset_store
-from app.store import jobs as job_store
+from service.db import session_scope
+from service.errors import ServiceError
+from service.store import datasets as dataset_store
+from service.store import jobs as job_store
+from service.tables import Job
 
 router = APIRouter(tags=["jobs"])
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path as PathParam, Query, Request
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
 
 from app.api.deps import AdminPrincipal, SessionDep
 from app.api.routes import errors
-from app.core.errors import ServiceError
 from app.schemas import KeyCreate, KeyCreated, KeyPublic, KeysPublic
-from app.store import keys as key_store
+from service.errors import ServiceError
+from service.store import keys as key_store
 
 router = APIRouter(tags=["keys"])
 KeyId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]

@@ -4,15 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path as PathParam, Query, Request
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
 from app.api.deps import AdminPrincipal, PredictPrincipal, SessionDep, SettingsDep
 from app.api.routes import errors
-from app.core.errors import ServiceError
-from app.models import ModelVersion
 from app.schemas import ModelsPublic, ModelVersionPublic
-from app.store import registry
+from service.errors import ServiceError
+from service.store import model_registry as registry
+from service.tables import ModelVersion
 
 router = APIRouter(tags=["models"])
 

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Request
 
 from app.api.deps import PredictPrincipal, SettingsDep
 from app.api.routes import errors
-from app.core.config import Settings
-from app.core.db import session_scope
-from app.core.errors import ServiceError
 from app.schemas import EncodeRequest, EncodeResponse, PredictRequest, PredictResponse
-from app.store import registry
+from service.config import Settings
+from service.db import session_scope
+from service.errors import ServiceError
+from service.store import model_registry as registry
 
 router = APIRouter(tags=["predict"])
 

@@ -1,9 +1,9 @@
 """The model registry (MLflow's shape): versions per model name and a moving ``active`` alias.
 
 Version numbers are allocated as ``max + 1`` under a row lock on the model (and retried on
-IntegrityError), so two trainings finishing together get n and n+1. A version is keyed to its training job
-(unique ``job_id``): registering again for the same job returns the existing version, which is
-what makes a redelivered training register exactly one version.
+IntegrityError), so two trainings finishing together get n and n+1. A version is keyed to its
+training job (unique ``job_id``): registering again for the same job returns the existing
+version, which is what makes a redelivered training register exactly one version.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import ModelAlias, ModelVersion, RegisteredModel, utcnow
-from app.store import get_or_raise
+from service.store import get_or_raise
+from service.tables import ModelAlias, ModelVersion, RegisteredModel, utcnow
 
 ACTIVE = "active"
 

@@ -5,7 +5,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from app.core.errors import ServiceError
+from service.errors import ServiceError
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.errors import ServiceError
+from service.errors import ServiceError
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
@@ -36,7 +36,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 20})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    from app.core.config import get_settings
+    from service.config import get_settings
     s = get_settings()
     return create_engine(url, pool_pre_ping=True, pool_size=s.db_pool_size,
                          max_overflow=s.db_max_overflow, pool_timeout=s.db_pool_timeout_s,
@@ -46,7 +46,7 @@ def make_engine(url: str) -> Engine:
 
 def _resolve(url: str | None) -> str:
     if url is None:
-        from app.core.config import get_settings
+        from service.config import get_settings
         url = get_settings().database_url
     with _lock:
         if url not in _engines:

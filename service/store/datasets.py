@@ -6,8 +6,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.models import Dataset
-from app.store import get_or_raise
+from service.store import get_or_raise
+from service.tables import Dataset
 
 
 def create_dataset(session: Session, *, dataset_id: str, name: str, source_path: str, path: str,

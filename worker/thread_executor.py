@@ -1,8 +1,7 @@
-"""How the API hands a committed job to an executor.
-
-``CeleryDispatcher`` publishes the job id to its queue (production). ``ThreadDispatcher`` runs
-the same :func:`worker.jobs.run_job` on one background thread in the API process (the embedded
-``serve`` mode: no broker, no Celery import). Both expose ``send``, ``revoke`` and ``ping``.
+"""The embedded executor: :class:`ThreadDispatcher` runs the same :func:`worker.jobs.run_job`
+as the Celery tasks, on one background thread of the process that composes it (``nas-surrogate
+serve``: no broker, no Celery). It exposes what :class:`service.queue.CeleryDispatcher` does
+(``send``, ``revoke``, ``ping``), so the HTTP app cannot tell them apart.
 """
 from __future__ import annotations
 
@@ -12,8 +11,7 @@ import threading
 import time
 import uuid
 
-from app.core.config import Settings, get_settings
-from app.core.errors import ServiceError
+from service.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +98,8 @@ class ThreadDispatcher:
                 self._abandon(job_id, thread, hard)
 
     def _abandon(self, job_id: str, thread: threading.Thread, hard: float) -> None:
-        from app.core.db import session_scope
-        from app.store import jobs as job_store
+        from service.db import session_scope
+        from service.store import jobs as job_store
 
         log.error("job %s: still running past its %.0f s hard limit; failing it and "
                   "abandoning its thread", job_id, hard)
@@ -153,43 +151,3 @@ class ThreadDispatcher:
         if thread.is_alive():
             log.warning("job %s did not stop within %.0f s; exiting anyway (it resumes on the "
                         "next start)", job_id, grace)
-
-
-class CeleryDispatcher:
-    """Publishes job ids with Celery; a broker outage is ``BROKER_UNAVAILABLE`` (503)."""
-
-    def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or get_settings()
-
-    def send(self, job_id: str, kind: str) -> str:
-        from worker.celery_app import QUEUE_OF, TASK_OF, app
-        try:
-            result = app.send_task(TASK_OF[kind], args=[job_id], queue=QUEUE_OF[kind])
-        except Exception as exc:  # noqa: BLE001 - kombu raises many connection error types
-            raise ServiceError("BROKER_UNAVAILABLE", "the job queue is unreachable") from exc
-        return str(result.id)
-
-    def revoke(self, task_id: str | None) -> None:
-        """Best effort: the claim refuses a cancelled job even if the revoke is lost."""
-        if not task_id:
-            return
-        from worker.celery_app import app
-        try:
-            app.control.revoke(task_id)
-        except Exception:  # noqa: BLE001
-            log.warning("revoke of %s failed (broker unreachable)", task_id)
-
-    def ping(self) -> bool:
-        import redis
-        try:
-            client = redis.Redis.from_url(self.settings.broker_url,
-                                          socket_connect_timeout=self.settings.probe_timeout_s,
-                                          socket_timeout=self.settings.probe_timeout_s)
-            return bool(client.ping())
-        except Exception:  # noqa: BLE001
-            return False
-
-
-def make_dispatcher(settings: Settings | None = None) -> ThreadDispatcher | CeleryDispatcher:
-    settings = settings or get_settings()
-    return CeleryDispatcher(settings) if settings.executor == "celery" else ThreadDispatcher(settings)

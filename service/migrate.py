@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
 
-REPO = Path(__file__).resolve().parents[2]
+if TYPE_CHECKING:
+    from service.config import Settings
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def migrations_home() -> Path:
@@ -34,3 +38,10 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
 
 def downgrade(url: str | None = None, revision: str = "base") -> None:
     command.downgrade(alembic_config(url), revision)
+
+
+def prepare_database(settings: "Settings") -> None:
+    """Create the data directory and bring the schema to head (idempotent; every command that
+    touches the database starts here)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)

@@ -4,8 +4,8 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.core.security import SCOPES, hash_key, new_key
-from app.models import ApiKey, utcnow
+from service.security import SCOPES, hash_key, new_key
+from service.tables import ApiKey, utcnow
 
 
 def create_key(session: Session, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
@@ -49,7 +49,7 @@ def list_keys(session: Session, *, include_revoked: bool = True, limit: int = 50
 
 
 def get_key(session: Session, key_id: int) -> ApiKey:
-    from app.store import get_or_raise
+    from service.store import get_or_raise
     return get_or_raise(session, ApiKey, key_id, "KEY_NOT_FOUND", f"no API key {key_id}")
 
 

@@ -23,8 +23,10 @@ MAX_BATCH_CEILING = 10_000
 def _default_seed_csv() -> Path | None:
     """The real evaluated genomes: $NAS_SURROGATE_DATA_DIR, else ../shared/data beside the repo."""
     repo = Path(__file__).resolve().parents[2]
-    candidates = [Path(os.environ["NAS_SURROGATE_DATA_DIR"])] if "NAS_SURROGATE_DATA_DIR" in os.environ \
-        else [repo.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+    if "NAS_SURROGATE_DATA_DIR" in os.environ:
+        candidates = [Path(os.environ["NAS_SURROGATE_DATA_DIR"])]
+    else:
+        candidates = [repo.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
     for folder in candidates:
         if (folder / SEED_CSV_NAME).is_file():
             return (folder / SEED_CSV_NAME).resolve()

@@ -15,22 +15,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from app.core.config import Settings
-from app.core.db import session_scope
-from app.core.migrate import upgrade
-from app.store import datasets as dataset_store
-from app.store import jobs as job_store
-from app.store import keys as key_store
-from app.store import registry
+from service.config import Settings
+from service.db import session_scope
+from service.store import datasets as dataset_store
+from service.store import jobs as job_store
+from service.store import keys as key_store
+from service.store import model_registry as registry
 
 log = logging.getLogger(__name__)
 
 BOOTSTRAP_PRINCIPAL = "system:bootstrap"
-
-
-def migrate(settings: Settings) -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url)
 
 
 def ensure_admin_key(settings: Settings) -> str | None:

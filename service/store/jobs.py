@@ -17,9 +17,9 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.core.errors import ServiceError
-from app.models import TERMINAL_STATES, Job, JobEvent, utcnow
-from app.store import get_or_raise
+from service.errors import ServiceError
+from service.store import get_or_raise
+from service.tables import TERMINAL_STATES, Job, JobEvent, utcnow
 
 ACTIVE_STATES = ("running", "cancelling")
 

@@ -1,1 +1,0 @@
-"""Settings, database engine, errors and security shared by the API and the workers."""
