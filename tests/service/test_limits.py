@@ -184,3 +184,28 @@ def test_nsga2_with_a_model_lacking_objectives(tmp_path, metrics, status):
         with pytest.raises(ServiceError) as info:
             scorer.score(GENOMES[:20], loaded)
         assert info.value.code == "UNKNOWN_METRIC" and info.value.status == 422
+
+
+def test_mutated_real_genomes_fail_alone_through_the_api(api):
+    """The core's number-mutation strategies, a batch at a time through /predict and
+    /genomes/encode: always 200, every bad item with a specific code (never INTERNAL_ERROR)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from test_isolation import mutated_genomes, mutated_layer_genes
+
+    c, key = api["client"], api["keys"]["predict"]
+
+    @settings(max_examples=4, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.one_of(mutated_genomes(), mutated_layer_genes()), min_size=25,
+                    max_size=25))
+    def check(batch: list[str]) -> None:
+        for route in ("/predict", "/genomes/encode"):
+            r = c.post(route, json={"genomes": batch + GENOMES[:2]}, headers=headers(key))
+            assert r.status_code == 200, r.text[:500]
+            items = r.json()["items"]
+            assert [i["index"] for i in items] == list(range(len(batch) + 2))
+            assert all(i["ok"] for i in items[-2:])
+            assert all(i["error"]["code"] != "INTERNAL_ERROR" for i in items if not i["ok"])
+
+    check()
