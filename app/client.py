@@ -1,12 +1,22 @@
 """A small Python client for the search loop (sync, httpx).
 
-``SurrogateClient.predict`` chunks any number of genomes into batches the server accepts,
-retries transient failures (connection errors, 502/503/504) with backoff, and returns the items
-in input order. ``fitnesses`` turns them into what the evolution assigns to
-``individual.fitness.values`` (surrogate-usage.md §5): ``(uw_val_epoch_loss, ciou_loss,
-average_precision)`` clamped to ±300, and ``(300, 300, -300)`` for a genome predicted to fail or
-that does not encode. ``train`` sends an ``Idempotency-Key`` so a retried submission never
-starts a second training.
+The loop's calls (surrogate-usage.md §3-5):
+
+* ``predict`` chunks any number of genomes into batches the server accepts, retries transient
+  failures (connection errors, 502/503/504) with backoff, and returns the items in input order;
+  ``predict_frame`` gives them as a pandas DataFrame;
+* ``set_fitnesses(individuals)`` is the evolution's ``Surrogate.set_fitnesses``: it reads
+  ``str(individual)``, assigns ``individual.fitness.values`` = ``(uw_val_epoch_loss, ciou_loss,
+  average_precision)`` clamped to ±300, ``(300, 300, -300)`` for a genome that does not encode
+  or is predicted to fail, and returns ``(invalid, valid)`` in input order (``fitnesses`` gives
+  the tuples alone);
+* ``add_evaluations(records | DataFrame)`` appends evaluated genomes as a new dataset version
+  (``retrain=True``: one promote-if-better training on it);
+* ``trust_report(model)`` is what the registry holds on a version: its cross-validation figures
+  and its champion/challenger comparison on held-out generations.
+
+``train`` and ``add_evaluations`` send an ``Idempotency-Key``, so a retried submission never
+starts a second job.
 """
 from __future__ import annotations
 
@@ -21,6 +31,8 @@ OBJECTIVES = ("uw_val_epoch_loss", "ciou_loss", "average_precision")
 FAILED_FITNESS = (300.0, 300.0, -300.0)
 CLAMP = 300.0
 RETRY_STATUSES = {502, 503, 504}
+#: Records per POST /evaluations (the server's cap).
+MAX_RECORDS = 10_000
 
 
 class SurrogateError(RuntimeError):
@@ -60,42 +72,167 @@ class SurrogateClient:
             raise SurrogateError(response.status_code, code, message)
         return response
 
-    def predict(self, genomes: Sequence[str], rank_by: str = "nsga2") -> list[dict[str, Any]]:
-        """Items in input order (``index`` is the position in ``genomes``)."""
+    def predict(self, genomes: Sequence[str], rank_by: str = "nsga2",
+                model: str | None = None) -> list[dict[str, Any]]:
+        """Items in input order (``index`` is the position in ``genomes``); ``model`` is NAME,
+        NAME@VERSION or NAME@ALIAS (default: the server's active model)."""
         items: list[dict[str, Any]] = []
         for start in range(0, len(genomes), self.batch_size):
             chunk = list(genomes[start:start + self.batch_size])
-            out = self._request("POST", "/predict",
-                                json={"genomes": chunk, "rank_by": rank_by}).json()
+            body: dict[str, Any] = {"genomes": chunk, "rank_by": rank_by}
+            if model:
+                body["model"] = model
+            out = self._request("POST", "/predict", json=body).json()
             for item in out["items"]:
                 items.append({**item, "index": item["index"] + start,
+                              "model_name": out["model_name"],
                               "model_version": out["model_version"]})
         return items
 
-    def fitnesses(self, genomes: Sequence[str],
-                  fail_threshold: float = 0.5) -> list[tuple[float, float, float]]:
-        """The evolution's fitness tuples, in input order."""
-        out = []
-        for item in self.predict(genomes):
-            preds = item.get("predictions") or {}
-            if not item["ok"] or item["p_fail"] is None or item["p_fail"] >= fail_threshold \
-                    or any(preds.get(m) is None for m in OBJECTIVES):
-                out.append(FAILED_FITNESS)
-                continue
-            out.append(tuple(max(-CLAMP, min(CLAMP, float(preds[m]))) for m in OBJECTIVES))
-        return out
+    @staticmethod
+    def fitness_of(item: dict[str, Any], fail_threshold: float = 0.5
+                   ) -> tuple[float, float, float] | None:
+        """The evolution's fitness of one item, or None when it is invalid (does not encode,
+        or is predicted to fail, or lacks an objective)."""
+        preds = item.get("predictions") or {}
+        if not item["ok"] or item["p_fail"] is None or item["p_fail"] >= fail_threshold \
+                or any(preds.get(m) is None for m in OBJECTIVES):
+            return None
+        return tuple(max(-CLAMP, min(CLAMP, float(preds[m]))) for m in OBJECTIVES)
+
+    def fitnesses(self, genomes: Sequence[str], fail_threshold: float = 0.5,
+                  model: str | None = None) -> list[tuple[float, float, float]]:
+        """The evolution's fitness tuples, in input order (``FAILED_FITNESS`` when invalid)."""
+        return [self.fitness_of(item, fail_threshold) or FAILED_FITNESS
+                for item in self.predict(genomes, model=model)]
+
+    def set_fitnesses(self, individuals: Sequence[Any], fail_threshold: float = 0.5,
+                      model: str | None = None) -> tuple[list[Any], list[Any]]:
+        """``Surrogate.set_fitnesses`` of the evolution: ``str(ind)`` of each individual is
+        scored, ``ind.fitness.values`` is assigned, and ``(invalid, valid)`` come back in input
+        order; invalid ones (no encoding, or predicted to fail) get ``(300, 300, -300)``."""
+        items = self.predict([str(ind) for ind in individuals], model=model)
+        invalid, valid = [], []
+        for ind, item in zip(individuals, items):
+            fitness = self.fitness_of(item, fail_threshold)
+            ind.fitness.values = fitness or FAILED_FITNESS
+            (valid if fitness is not None else invalid).append(ind)
+        return invalid, valid
+
+    def predict_frame(self, genomes: Sequence[str], model: str | None = None) -> Any:
+        """:meth:`predict` as a pandas DataFrame, one row per genome in input order: ``genome``,
+        ``ok``, ``error_code``, ``error_offset``, ``canonical_hash``, ``p_fail``, ``rank``, a
+        column per predicted metric and ``std_<metric>``."""
+        import pandas as pd
+
+        rows = []
+        for text, item in zip(genomes, self.predict(genomes, model=model)):
+            error = item.get("error") or {}
+            row = {"genome": text, "ok": item["ok"], "error_code": error.get("code"),
+                   "error_offset": error.get("offset"), "canonical_hash": item["canonical_hash"],
+                   "p_fail": item["p_fail"], "rank": item["rank"],
+                   "model_name": item["model_name"], "model_version": item["model_version"]}
+            row.update(item.get("predictions") or {})
+            row.update({f"std_{k}": v for k, v in (item.get("std") or {}).items()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def add_evaluations(self, records: Any, dataset_id: str | None = None,
+                        retrain: bool = False, idempotency_key: str | None = None,
+                        wait: bool = True, timeout_s: float = 3600,
+                        model: str | None = None) -> dict[str, Any]:
+        """Append evaluated genomes (dicts ``{"genome", "metrics", "failed", "generation"}``, or
+        a DataFrame with a ``genome`` column, optional ``generation`` / ``failed`` and one
+        column per metric) as a new dataset version of ``dataset_id`` (default: the version
+        this client appended last, else the active model's dataset). More than 10,000 records
+        go in consecutive calls, each on the version the previous one made. ``wait``: until
+        the version is built. Returns the last call's answer (``dataset_id``, ``added``,
+        ``duplicates``, ``rejected``, ``job``). ``model``: the name ``retrain`` trains (and
+        whose active dataset is the default parent)."""
+        rows = self._records(records)
+        parent = dataset_id or getattr(self, "dataset_id", None) or self._active_dataset(model)
+        answer: dict[str, Any] = {}
+        key = idempotency_key or str(uuid.uuid4())
+        for part, start in enumerate(range(0, len(rows), MAX_RECORDS)):
+            chunk = rows[start:start + MAX_RECORDS]
+            body = {"dataset_id": parent, "records": chunk, "retrain": retrain and
+                    start + MAX_RECORDS >= len(rows)}
+            if model:
+                body["model"] = model
+            answer = self._request("POST", "/evaluations", json=body,
+                                   headers={"Idempotency-Key": f"{key}:{part}"}).json()
+            parent = self.dataset_id = answer["dataset_id"]
+            if wait or start + MAX_RECORDS < len(rows):
+                self.wait(answer["job"]["id"], timeout_s)
+        return answer
+
+    @staticmethod
+    def _records(records: Any) -> list[dict[str, Any]]:
+        if hasattr(records, "to_dict") and hasattr(records, "columns"):  # a pandas DataFrame
+            frame = records
+            fixed = {"genome", "generation", "failed"}
+            out = []
+            for row in frame.to_dict("records"):
+                metrics = {k: (None if v != v else float(v)) for k, v in row.items()
+                           if k not in fixed and isinstance(v, (int, float))
+                           and not isinstance(v, bool)}
+                generation = row.get("generation")
+                failed = row.get("failed")
+                out.append({"genome": str(row["genome"]), "metrics": metrics,
+                            "generation": None if generation is None or generation != generation
+                            else int(generation),
+                            "failed": None if failed is None or failed != failed
+                            else bool(failed)})
+            return out
+        return [dict(r) for r in records]
+
+    def _active_dataset(self, model: str | None = None) -> str:
+        version = self.active_version(model)
+        name = (model or "").partition("@")[0] or None
+        params = {"name": name} if name else {}
+        info = self._request("GET", f"/models/{version}", params=params).json()
+        return info["lineage"]["dataset_id"]
+
+    def active_version(self, model: str | None = None) -> int:
+        name = (model or "").partition("@")[0] or None
+        params = {"name": name} if name else {}
+        version = self._request("GET", "/models", params=params).json()["active_version"]
+        if version is None:
+            raise SurrogateError(503, "NO_ACTIVE_MODEL", "no model is active")
+        return int(version)
+
+    def trust_report(self, model: str | None = None) -> dict[str, Any]:
+        """What the registry holds on the active version of ``model`` (or NAME@VERSION): the
+        cross-validation figures, and for a promote-if-better training the champion /
+        challenger comparison on held-out generations with the decision."""
+        name, _, ref = (model or "").partition("@")
+        version = int(ref) if ref.isdigit() else self.active_version(model)
+        params = {"name": name} if name else {}
+        info = self._request("GET", f"/models/{version}", params=params).json()
+        return {"name": info["name"], "version": info["version"],
+                "predictor": info["predictor"], "active": info["active"],
+                "cv": (info.get("training_metrics") or {}).get("cv"),
+                "comparison": info.get("comparison"), "lineage": info["lineage"]}
 
     def train(self, dataset_id: str, predictor: str = "auto",
               hyperparameters: dict[str, Any] | None = None, activate: bool = False,
-              idempotency_key: str | None = None) -> dict[str, Any]:
-        body = {"dataset_id": dataset_id, "predictor": predictor,
-                "hyperparameters": hyperparameters or {}, "activate": activate}
+              idempotency_key: str | None = None, promote: str | None = None,
+              model_name: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"dataset_id": dataset_id, "predictor": predictor,
+                                "hyperparameters": hyperparameters or {}, "activate": activate}
+        if promote:
+            body["promote"] = promote
+        if model_name:
+            body["model_name"] = model_name
         key = idempotency_key or str(uuid.uuid4())
         return self._request("POST", "/jobs/train", json=body,
                              headers={"Idempotency-Key": key}).json()
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/jobs/{job_id}").json()
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/datasets/{dataset_id}").json()
 
     def wait(self, job_id: str, timeout_s: float = 3600, poll_s: float = 2.0) -> dict[str, Any]:
         """Poll until the job is terminal (or raise TimeoutError)."""

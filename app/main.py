@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from app.api.deps import KeyCache, WindowCounter
-from app.api.routes import datasets, health, jobs, keys, models, predict
+from app.api.routes import datasets, evaluations, health, jobs, keys, models, predict
 from app.limits import BodySizeLimit, ConcurrencyLimit
 from app.scoring import Scorer
 from app.telemetry import REQUEST_ID, Metrics
@@ -169,8 +169,8 @@ def create_app(settings: Settings | None = None, dispatcher: Any = None) -> Fast
     app.state.auth_failures = WindowCounter()
     app.state.key_rates = WindowCounter()
     app.state.metrics = Metrics()
-    for router in (predict.router, jobs.router, datasets.router, models.router, keys.router,
-                   health.router):
+    for router in (predict.router, jobs.router, datasets.router, evaluations.router,
+                   models.router, keys.router, health.router):
         app.include_router(router)
     install_handlers(app)
     app.add_middleware(ConcurrencyLimit, paths=HEAVY_ROUTES, limit=settings.heavy_concurrency,

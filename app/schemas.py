@@ -44,6 +44,10 @@ class PredictRequest(BaseModel):
     direction: Literal["min", "max"] | None = Field(
         None, description="for a metric: defaults to the metric's known direction")
     top_k: int | None = Field(None, ge=1, description="truncate `ranking` to the best k")
+    model: str | None = Field(None, max_length=260,
+                              pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_.-]+)?$",
+                              description="NAME, NAME@VERSION or NAME@ALIAS (default: the "
+                              "configured name's active version)")
 
 
 class PredictItem(BaseModel):
@@ -105,7 +109,12 @@ class TrainRequest(BaseModel):
                                    description="registry name (a directory name: no '..'); "
                                    "another name than the configured one needs admin")
     activate: bool = Field(False, description="move the `active` alias to the new version "
-                           "(admin only; the first version of a model is always activated)")
+                           "(admin only; the same as promote=always)")
+    promote: Literal["never", "always", "if_better"] | None = Field(
+        None, description="never; always (admin only); if_better: run the generation-forward "
+        "protocol for this recipe and the active model's on this dataset and promote unless it "
+        "is worse (the rule is recorded on the version as `comparison`). Unset: always for a "
+        "name's first version (or with activate), else never")
     cv_folds: int = Field(0, ge=0, le=10, description="0: no report; k >= 2: also run grouped "
                           "k-fold cross-validation (one seed) and keep its trust report "
                           "(Kendall tau, validity AUC, NSGA-II/SPEA2 top-30% overlap) and "
@@ -183,8 +192,62 @@ class DatasetPublic(BaseModel):
     job: JobPublic | None
     counts: dict[str, Any] | None
     created_at: datetime
+    parent_id: str | None = Field(None, description="the version this one appends to")
+    lineage: list[str] = Field(default_factory=list,
+                               description="ancestor versions, oldest first")
+    label_noise: dict[str, Any] | None = Field(
+        None, description="pooled within-genome spread of repeated measurements")
+    retrain_job_id: str | None = Field(None, description="the promote-if-better training an "
+                                       "append with retrain=true queued")
 
     _utc = field_validator("created_at")(_utc)
+
+
+class EvaluationRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    genome: str = Field(max_length=1_000_000)
+    metrics: dict[str, float | None] | None = Field(
+        None, description="every metric of the evaluation (null = not measured); the "
+        "dataset's metrics are its labels, the loss columns' sentinels mark failures")
+    failed: bool | None = Field(None, description="the evaluation failed (sentinels, NaN and "
+                                "±1e6 values are detected as well)")
+    generation: int | None = Field(None, ge=0, le=1_000_000)
+
+    @field_validator("metrics")
+    @classmethod
+    def _finite_or_null(cls, value: dict[str, float | None] | None
+                        ) -> dict[str, float | None] | None:
+        if value is not None and len(value) > 200:
+            raise ValueError("at most 200 metrics per record")
+        return value
+
+
+class EvaluationsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    dataset_id: str = Field(max_length=36, description="the version to append to")
+    records: list[EvaluationRecord] = Field(min_length=1, max_length=10_000)
+    retrain: bool = Field(False, description="queue one promote-if-better training on the new "
+                          "version once it is built")
+    model: str | None = Field(None, min_length=1, max_length=200,
+                              pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                              description="the model name that retrain trains (default: the "
+                              "configured one; another name needs admin)")
+
+
+class RejectedRecord(BaseModel):
+    index: int
+    error: GenomeErrorOut
+
+
+class EvaluationsResponse(BaseModel):
+    dataset_id: str
+    parent_id: str
+    added: int
+    duplicates: int
+    rejected: list[RejectedRecord]
+    job: JobPublic
 
 
 class DatasetsPublic(BaseModel):
@@ -211,6 +274,9 @@ class ModelVersionPublic(BaseModel):
     active: bool
     created_at: datetime
     report_plots: list[str]
+    comparison: dict[str, Any] | None = Field(
+        None, description="champion/challenger (promote=if_better): both sides' "
+        "generation-forward scores, the rule, its margins and the decision")
 
     _utc = field_validator("created_at")(_utc)
 
@@ -219,6 +285,7 @@ class ModelsPublic(BaseModel):
     data: list[ModelVersionPublic]
     count: int
     active_version: int | None
+    name: str | None = None
 
 
 # -- keys ----------------------------------------------------------------------------------

@@ -231,86 +231,120 @@ class _LoadFailure:
     message: str
 
 
-class ActiveModel:
-    """Holds the active model version; ``current()`` reloads when the alias has moved.
+class ModelCache:
+    """The loaded model versions of this process, by ``(name, version)``: an LRU of at most
+    ``max_loaded_models`` bundles, so several names serve side by side.
 
-    A version that cannot be loaded never takes ``/predict`` down while another is in memory:
-    the loaded model keeps serving, and the load is retried with exponential backoff
+    A version that cannot be loaded never takes a name down while another of its versions is in
+    memory: that one keeps serving, and the load is retried with exponential backoff
     (``model_load_backoff_s`` doubling up to 5 minutes) instead of on every request. While one
-    request loads, the others keep serving the loaded model."""
+    request loads, the others keep serving what is loaded."""
 
     MAX_BACKOFF_S = 300.0
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.loaded: LoadedModel | None = None
-        self._failures: dict[int, _LoadFailure] = {}
+        self._models: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
+        self._latest: dict[str, LoadedModel] = {}
+        self._failures: dict[tuple[str, int], _LoadFailure] = {}
         self._lock = threading.Lock()
 
-    def current(self, wanted: int | None) -> LoadedModel:
-        """The model for alias target ``wanted`` (None: the database was unreachable, keep what
-        is loaded)."""
-        loaded = self.loaded
-        if loaded is not None and (wanted is None or wanted == loaded.version):
-            return loaded
+    def latest(self, name: str) -> LoadedModel | None:
+        """The version of ``name`` served last (what serves while its alias cannot be read)."""
+        return self._latest.get(name)
+
+    def current(self, name: str, wanted: int | None, active: bool = True) -> LoadedModel:
+        """The model for ``name`` at version ``wanted`` (None: the database was unreachable,
+        serve what is loaded). ``active``: ``wanted`` is the name's active version (what keeps
+        serving through an outage); False for an explicitly pinned version."""
+        key = (name, wanted) if wanted is not None else None
+        loaded = self._models.get(key) if key else None
+        if loaded is not None:
+            return self._served(loaded, active)
+        fallback = self._latest.get(name)
         if wanted is None:
-            raise ServiceError("NO_ACTIVE_MODEL", "no model is active; train one with "
-                               "POST /jobs/train (or activate a version)")
-        failure = self._failures.get(wanted)
+            if fallback is not None:
+                return fallback
+            raise ServiceError("NO_ACTIVE_MODEL", f"no version of {name!r} is active; train one "
+                               "with POST /jobs/train (or activate a version)")
+        if not active:
+            fallback = None  # a pinned version is that version or an error, never another
+        failure = self._failures.get(key)
         if failure is not None and time.monotonic() < failure.retry_at:
-            return self._fallback(wanted, failure.message)
-        if not self._lock.acquire(blocking=loaded is None):
-            return loaded  # another request is loading it; serve what is loaded meanwhile
+            return self._fallback(fallback, name, wanted, failure.message)
+        if not self._lock.acquire(blocking=fallback is None):
+            return fallback  # another request is loading it; serve what is loaded meanwhile
         try:
-            if self.loaded is not None and self.loaded.version == wanted:
-                return self.loaded
+            if key in self._models:
+                return self._served(self._models[key], active)
             try:
-                model = self.load(wanted)
+                model = self.load(name, wanted)
             except ServiceError as exc:
-                previous = self._failures.get(wanted)
+                if exc.code != "NO_ACTIVE_MODEL":
+                    raise  # no such version: nothing to back off from
+                previous = self._failures.get(key)
                 delay = min(self.MAX_BACKOFF_S, previous.delay * 2 if previous
                             else self.settings.model_load_backoff_s)
-                self._failures[wanted] = _LoadFailure(time.monotonic() + delay, delay,
-                                                      exc.message)
+                self._failures[key] = _LoadFailure(time.monotonic() + delay, delay, exc.message)
                 log.error("%s; %s (retry in %.0f s)", exc.message,
-                          f"v{self.loaded.version} keeps serving" if self.loaded else
+                          f"v{fallback.version} keeps serving" if fallback else
                           "nothing to serve", delay)
-                return self._fallback(wanted, exc.message)
-            self._failures.pop(wanted, None)
-            self.loaded = model
-            return model
+                return self._fallback(fallback, name, wanted, exc.message)
+            self._failures.pop(key, None)
+            self._store(model)
+            return self._served(model, active)
         finally:
             self._lock.release()
 
     def install(self, model: LoadedModel) -> None:
         """Serve ``model`` now (activation already loaded it to check it)."""
         with self._lock:
-            self._failures.pop(model.version, None)
-            self.loaded = model
+            self._failures.pop((model.name, model.version), None)
+            self._store(model)
+            self._latest[model.name] = model
 
-    def _fallback(self, wanted: int, message: str) -> LoadedModel:
-        if self.loaded is not None:
-            return self.loaded
-        raise ServiceError("NO_ACTIVE_MODEL", message, details={"version": wanted})
+    def _store(self, model: LoadedModel) -> None:
+        self._models[(model.name, model.version)] = model
+        self._models.move_to_end((model.name, model.version))
+        while len(self._models) > max(1, self.settings.max_loaded_models):
+            old_key, old = self._models.popitem(last=False)
+            if self._latest.get(old_key[0]) is old:
+                del self._latest[old_key[0]]
 
-    def load(self, version: int) -> LoadedModel:
+    def _served(self, model: LoadedModel, active: bool) -> LoadedModel:
+        if active:
+            self._latest[model.name] = model
+        key = (model.name, model.version)
+        if key in self._models:
+            self._models.move_to_end(key)
+        return model
+
+    @staticmethod
+    def _fallback(fallback: LoadedModel | None, name: str, wanted: int,
+                  message: str) -> LoadedModel:
+        if fallback is not None:
+            return fallback
+        raise ServiceError("NO_ACTIVE_MODEL", message, details={"name": name,
+                                                                "version": wanted})
+
+    def load(self, name: str, version: int) -> LoadedModel:
         """Load a registered version (no caching); any failure is ``NO_ACTIVE_MODEL``."""
         from ml.train import load_bundle
         from service.db import session_scope
         from service.store import model_registry as registry
 
         with session_scope() as session:
-            row = registry.get_version(session, self.settings.model_name, version)
+            row = registry.get_version(session, name, version)
             path, predictor, encoder = row.source_path, row.predictor, row.encoder_version
         started = time.perf_counter()
         try:
             model = load_bundle(path)
         except Exception as exc:  # noqa: BLE001 - a bad bundle is a refused version, not a 500
-            raise ServiceError("NO_ACTIVE_MODEL", f"model v{version} cannot be loaded: "
+            raise ServiceError("NO_ACTIVE_MODEL", f"model {name} v{version} cannot be loaded: "
                                f"{type(exc).__name__}") from exc
-        log.info("loaded %s v%d (%s) in %.2fs", self.settings.model_name, version, predictor,
+        log.info("loaded %s v%d (%s) in %.2fs", name, version, predictor,
                  time.perf_counter() - started)
-        return LoadedModel(self.settings.model_name, version, predictor, encoder, model)
+        return LoadedModel(name, version, predictor, encoder, model)
 
 
 class Scorer:
@@ -319,7 +353,7 @@ class Scorer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.cache = EncodingCache(settings)
-        self.active = ActiveModel(settings)
+        self.models = ModelCache(settings)
         self._predict_lock = threading.Lock()
 
     def budget(self) -> RequestBudget:

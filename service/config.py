@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     #: A model version that fails to load is retried after this, doubling up to 5 minutes; the
     #: loaded model keeps serving meanwhile.
     model_load_backoff_s: float = 5.0
+    #: Model bundles one API process keeps loaded (LRU over every name and version it serves).
+    max_loaded_models: int = Field(3, ge=1)
 
     # Access
     #: Failed authentications per client address per minute before 429 (0: no limit).
@@ -104,6 +106,10 @@ class Settings(BaseSettings):
     metrics_access: Literal["", "public", "admin", "off"] = ""
     #: Serve /docs, /redoc and /openapi.json. None: on, except in production.
     docs_enabled: bool | None = None
+
+    #: Champion/challenger (``promote: if_better``): how many of the last generations the
+    #: generation-forward protocol scores for each side.
+    promote_generations: int = Field(5, ge=1, le=100)
 
     # Jobs
     max_attempts: int = 3

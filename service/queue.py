@@ -19,10 +19,11 @@ from service.errors import ServiceError
 log = logging.getLogger(__name__)
 
 TASK_BUILD = "worker.tasks.build_dataset"
+TASK_APPEND = "worker.tasks.append_dataset"
 TASK_TRAIN = "worker.tasks.train"
 TASK_RECONCILE = "worker.tasks.reconcile"
-QUEUE_OF = {"build_dataset": "cpu", "train": "gpu"}
-TASK_OF = {"build_dataset": TASK_BUILD, "train": TASK_TRAIN}
+QUEUE_OF = {"build_dataset": "cpu", "append_dataset": "cpu", "train": "gpu"}
+TASK_OF = {"build_dataset": TASK_BUILD, "append_dataset": TASK_APPEND, "train": TASK_TRAIN}
 
 
 def make_celery(include: Sequence[str] = ()) -> Celery:
@@ -39,7 +40,7 @@ def make_celery(include: Sequence[str] = ()) -> Celery:
         task_queues=[Queue("cpu"), Queue("gpu")],
         task_default_queue="cpu",
         task_routes={TASK_TRAIN: {"queue": "gpu"}, TASK_BUILD: {"queue": "cpu"},
-                     TASK_RECONCILE: {"queue": "cpu"}},
+                     TASK_APPEND: {"queue": "cpu"}, TASK_RECONCILE: {"queue": "cpu"}},
         broker_transport_options=transport,
         result_backend_transport_options=transport,
         visibility_timeout=s.visibility_timeout_s,

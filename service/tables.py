@@ -36,7 +36,7 @@ class Base(DeclarativeBase):
 
 JOB_STATES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
 TERMINAL_STATES = ("succeeded", "failed", "cancelled")
-JOB_KINDS = ("build_dataset", "train")
+JOB_KINDS = ("build_dataset", "append_dataset", "train")
 
 
 class ApiKey(Base):
@@ -61,6 +61,10 @@ class Dataset(Base):
     metrics: Mapped[list[Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|ready|failed
     job_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    #: The version this one appends to (None: built from a CSV); versions are immutable.
+    parent_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
+    #: The promote-if-better training an append with ``retrain`` queued for this version.
+    retrain_job_id: Mapped[str | None] = mapped_column(String(36), default=None)
     manifest: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -133,6 +137,8 @@ class ModelVersion(Base):
     encoder_version: Mapped[str] = mapped_column(String(64))
     metrics: Mapped[list[Any]] = mapped_column(JSON)
     training_metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: Champion/challenger: both sides' generation-forward scores, the rule and the decision.
+    comparison: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

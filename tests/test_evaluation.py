@@ -263,3 +263,53 @@ def test_evaluate_cli_end_to_end(tmp_path, capsys) -> None:  # noqa: ANN001
     for name in report["plots"]:
         assert (tmp_path / "report" / name).stat().st_size > 1000
     assert "pred_vs_true_uw_val_epoch_loss.png" in report["plots"]
+
+
+def test_generation_forward_never_trains_on_the_scored_generation(tmp_path) -> None:  # noqa: ANN001
+    """Synthetic generations through the protocol with a leak-checking predictor: every scored
+    generation is unseen in training, only earlier ones are, and the report has its plots."""
+    from ml.evaluation import protocols
+    from ml.evaluation.protocols import generation_forward, generation_report
+
+    records = _synthetic(60)
+    for r in records:
+        r.generation = float(1 + int(r.canonical_hash[1:]) // 10)   # 6 generations of 10 groups
+    seen_max: list[float] = []
+
+    class Checking(_LeakCheckingPredictor):
+        def fit(self, train, val, config, callbacks):  # noqa: ANN001
+            seen_max.append(max(r.generation for r in train))
+            return super().fit(train, val or [], config, callbacks)
+
+    original = protocols.make_factory
+    protocols.make_factory = lambda name, metrics, config=None: (lambda seed: Checking())
+    try:
+        result = generation_forward(records, "checking", ("a", "b", "c"), generations=3)
+    finally:
+        protocols.make_factory = original
+    assert [r["generation"] for r in result["generations"]] == [4.0, 5.0, 6.0]
+    assert seen_max[:3] == [3.0, 4.0, 5.0]          # trained on generations before g only
+    assert result["evolution_split"]["test_generations"] == [2.0, 3.0, 4.0, 5.0, 6.0]
+    assert all(r["n_test"] == len([x for x in records if x.generation == r["generation"]])
+               for r in result["generations"])
+    path = generation_report(result, tmp_path / "gen")
+    report = json.loads(path.read_text())
+    assert report["protocol"] == "generation_forward" and len(report["generations"]) == 3
+    assert {"trust_by_generation.png", "generation_004.png"} <= set(report["plots"])
+
+
+def test_evaluate_cli_by_generation(tmp_path, capsys) -> None:  # noqa: ANN001
+    from ml.evaluation.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["evaluate", "--csv", str(TRAIN_CSV), "--model", "rf_counts",
+                              "--out", str(tmp_path / "gen"), "--split", "generation",
+                              "--generations", "3"])
+    assert args.func(args) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["split"] == "generation" and line["generations"] == [8.0, 9.0, 10.0]
+    report = json.loads((tmp_path / "gen" / "report.json").read_text())
+    assert [g["n_test"] for g in report["generations"]] == [21, 20, 25]
+    assert report["evolution_split"]["train_generations"] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert 0.0 <= line["trust_spea2_top30"] <= 1.0

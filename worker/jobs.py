@@ -165,8 +165,10 @@ class JobContext:
 
 # -- the entry point -----------------------------------------------------------------------
 
-def run_job(job_id: str, settings: Settings | None = None) -> str:
-    """Claim and run one job; returns its final status, or ``"skipped"`` when not claimed."""
+def run_job(job_id: str, settings: Settings | None = None, send: Any = None) -> str:
+    """Claim and run one job; returns its final status, or ``"skipped"`` when not claimed.
+    ``send(job_id, kind)`` dispatches a job this one queues (an append's retraining); without
+    it the reconciler sends that job on its next pass."""
     settings = settings or get_settings()
     with session_scope() as session:
         claimed = job_store.claim(session, job_id, worker_name(), settings.job_lease_s)
@@ -183,6 +185,8 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
         with JobContext(job_id, attempt, settings) as ctx:
             if kind == "build_dataset":
                 return _run_build(ctx, params, settings)
+            if kind == "append_dataset":
+                return _run_append(ctx, params, settings, send)
             if kind == "train":
                 return _run_train(ctx, params, settings)
             raise JobFailure("INTERNAL_ERROR", f"unknown job kind {kind!r}")
@@ -326,6 +330,93 @@ def _run_build(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
     return "succeeded"
 
 
+# -- dataset versions ----------------------------------------------------------------------
+
+def _run_append(ctx: JobContext, params: dict[str, Any], settings: Settings,
+                send: Any = None) -> str:
+    """Build the new version from the parent and the screened records (only new genomes are
+    encoded); with ``retrain``, queue one promote-if-better training on it."""
+    import json
+
+    from ml.datasets.labels import classify_record
+    from ml.datasets.source import SourceRow
+    from ml.datasets.versions import append_dataset
+
+    with session_scope() as session:
+        ds = dataset_store.get_dataset(session, params["dataset_id"])
+        parent = dataset_store.get_dataset(session, params["parent_id"])
+        source, out, parent_path = Path(ds.source_path), Path(ds.path), Path(parent.path)
+        metrics = tuple(parent.metrics)
+
+    def rows() -> Any:
+        with open(source) as handle:
+            for line in handle:
+                record = json.loads(line)
+                generation = record.get("generation")
+                yield SourceRow(int(record["index"]), record["genome"],
+                                classify_record(record.get("metrics"), metrics,
+                                                record.get("failed")),
+                                float("nan") if generation is None else float(generation), None)
+
+    ctx.progress(0.0, f"appending to {params['parent_id'][:8]}")
+    if out.exists():  # a retried attempt: the earlier one's partial directory is not a version
+        import shutil
+        shutil.rmtree(out)
+    try:
+        result = append_dataset(parent_path, rows(), out, source=f"evaluations:{ds.id}")
+    except (OSError, ValueError) as exc:
+        raise JobFailure("DATASET_INVALID", f"{type(exc).__name__}: {exc}") from exc
+    with session_scope() as session:
+        _still_owned(session, ctx)
+        dataset_store.mark(session, params["dataset_id"], "ready", result.manifest)
+        message = (f"added {result.added} rows ({result.repeats} repeated measurements, "
+                   f"{result.manifest['timings']['encoded_genomes']} genomes encoded)")
+        retrain = _queue_retrain(session, ctx, params, settings) if params.get("retrain") \
+            else None
+        if retrain is not None:
+            message += f"; queued training {retrain}"
+        job_store.finish(session, ctx.job_id, ctx.attempt, "succeeded", message)
+    if retrain is not None and send is not None:
+        try:
+            task_id = send(retrain, "train")
+            with session_scope() as session:
+                job_store.mark_dispatched(session, retrain, task_id)
+        except Exception:  # noqa: BLE001 - the reconciler sends it later
+            log.warning("job %s: could not dispatch the retraining %s now", ctx.job_id, retrain)
+    return "succeeded"
+
+
+def _queue_retrain(session: Any, ctx: JobContext, params: dict[str, Any],
+                   settings: Settings) -> str:
+    """One promote-if-better training of the serving model's recipe on the new version (the
+    reconciler dispatches it: ``dispatched_at`` is NULL). Idempotent per version."""
+    name = params.get("model") or settings.model_name
+    recipe = _active_recipe(session, name, settings)
+    job = session.get(Job, ctx.job_id)
+    train_params = {"dataset_id": params["dataset_id"], "predictor": recipe["predictor"],
+                    "hyperparameters": recipe["hyperparameters"],
+                    "model_name": None if name == settings.model_name else name,
+                    "activate": False, "promote": "if_better", "cv_folds": 0}
+    train, _ = job_store.create_job(
+        session, kind="train", params=train_params, principal=job.principal,
+        request_sha256="retrain", idempotency_key=f"retrain:{params['dataset_id']}",
+        dataset_id=params["dataset_id"], max_attempts=settings.max_attempts)
+    dataset_store.set_retrain_job(session, params["dataset_id"], train.id)
+    return train.id
+
+
+def _active_recipe(session: Any, name: str, settings: Settings) -> dict[str, Any]:
+    """The predictor and hyper-parameters the active version of ``name`` was trained with (the
+    configured default when nothing is active)."""
+    version = registry.alias_version(session, name)
+    if version is None:
+        return {"predictor": settings.default_predictor, "hyperparameters": {}}
+    row = registry.get_version(session, name, version)
+    job = session.get(Job, row.job_id) if row.job_id else None
+    hyper = dict((job.params or {}).get("hyperparameters") or {}) if job is not None else {}
+    return {"predictor": row.predictor, "hyperparameters": hyper, "version": version}
+
+
 # -- training ------------------------------------------------------------------------------
 
 class _TrainCallbacks:
@@ -406,10 +497,8 @@ def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
     if folds >= 2:
         ctx.progress(0.99, f"cross-validating ({folds} folds) for the trust report")
         summary["cv"] = _trust_report(records, name, config, folds, bundle / "report")
-    activate = bool(params.get("activate"))
-    with session_scope() as session:
-        first = registry.alias_version(session, model_name) is None
-    if activate or first:
+    promote, comparison = _promotion(ctx, params, settings, records, name, source, model_name)
+    if promote:
         try:  # activation loads the bundle first, as POST /models/{v}/activate does
             load_bundle(bundle)
         except Exception as exc:  # noqa: BLE001
@@ -422,13 +511,48 @@ def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
             encoder_version=ENCODER_VERSION, metrics=list(model.metrics),
             training_metrics={"fit_seconds": round(info["fit_seconds"], 3),
                               "records": len(records), **summary},
-            job_id=ctx.job_id, dataset_id=dataset_id)
-        if activate or registry.alias_version(session, model_name) is None:
+            job_id=ctx.job_id, dataset_id=dataset_id, comparison=comparison)
+        # The first version of a name serves whatever was asked (nothing else could).
+        if promote or registry.alias_version(session, model_name) is None:
             registry.set_alias(session, model_name, version.version)
+        verdict = "" if comparison is None else \
+            (" (promoted: " if comparison["promoted"] else " (kept the champion: ") + \
+            f"{comparison['reason']})"
         job_store.finish(session, ctx.job_id, ctx.attempt, "succeeded",
-                         f"registered {model_name} v{version.version}",
+                         f"registered {model_name} v{version.version}{verdict}",
                          model_name=model_name, model_version=version.version)
     return "succeeded"
+
+
+def promotion_mode(params: dict[str, Any], has_champion: bool) -> str:
+    """``promote`` as asked; unset: ``always`` with ``activate`` or for a name's first version,
+    else ``never``."""
+    asked = params.get("promote")
+    if asked:
+        return asked
+    return "always" if params.get("activate") or not has_champion else "never"
+
+
+def _promotion(ctx: JobContext, params: dict[str, Any], settings: Settings, records: list[Any],
+               name: str, source: dict[str, Any], model_name: str
+               ) -> tuple[bool, dict[str, Any] | None]:
+    """Whether the new version becomes active, and (``if_better``) the champion/challenger
+    comparison that decided it, recorded on the version."""
+    from ml.evaluation.champion import compare_recipes
+
+    with session_scope() as session:
+        champion = _active_recipe(session, model_name, settings) \
+            if registry.alias_version(session, model_name) is not None else None
+    mode = promotion_mode(params, champion is not None)
+    if mode != "if_better":
+        return mode == "always", None
+    ctx.progress(0.99, "comparing with the champion on the generation-forward protocol")
+    challenger = {"predictor": name, "hyperparameters": dict(params.get("hyperparameters") or {})}
+    comparison = compare_recipes(records, tuple(source["metrics"]), challenger, champion,
+                                 settings.promote_generations)
+    if champion is not None:
+        comparison["champion"]["version"] = champion.get("version")
+    return bool(comparison["promoted"]), comparison
 
 
 def _trust_report(records: list[Any], name: str, config: dict[str, Any], folds: int,

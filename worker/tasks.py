@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from service.config import get_settings
 from service.errors import ServiceError
-from service.queue import TASK_BUILD, TASK_RECONCILE, TASK_TRAIN, CeleryDispatcher
+from service.queue import TASK_APPEND, TASK_BUILD, TASK_RECONCILE, TASK_TRAIN, CeleryDispatcher
 from worker.celery_app import app
 from worker.jobs import TRANSIENT, run_job
 from worker.jobs import reconcile as reconcile_jobs
@@ -22,6 +22,12 @@ _retry = dict(autoretry_for=TRANSIENT + (ServiceError,), retry_backoff=True,
           time_limit=_s.build_hard_limit_s, **_retry)
 def build_dataset(job_id: str) -> str:
     return run_job(job_id)
+
+
+@app.task(name=TASK_APPEND, soft_time_limit=_s.build_soft_limit_s,
+          time_limit=_s.build_hard_limit_s, **_retry)
+def append_dataset(job_id: str) -> str:
+    return run_job(job_id, send=CeleryDispatcher().send)
 
 
 @app.task(name=TASK_TRAIN, soft_time_limit=_s.train_soft_limit_s,

@@ -70,7 +70,7 @@ class ThreadDispatcher:
     def _run(self, job_id: str) -> str:
         from worker.jobs import run_job
         try:
-            return run_job(job_id, self.settings)
+            return run_job(job_id, self.settings, send=self.send)
         except Exception:  # noqa: BLE001 - transient: the reconciler re-sends it later
             log.exception("job %s: transient failure; it will be re-sent", job_id)
             return "retry"

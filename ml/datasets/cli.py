@@ -1,4 +1,4 @@
-"""CLI subcommands of the dataset tools: ``dataset build|export|show`` and ``render``.
+"""CLI subcommands of the dataset tools: ``dataset build|append|export|show`` and ``render``.
 
 Heavy imports happen inside the commands: ``dataset build``'s parent process must not load torch.
 """
@@ -43,6 +43,22 @@ def _summary(manifest: dict) -> str:
             f"{timings['shards_built']}, reused {timings['shards_reused']}; "
             f"{timings['rows_per_s']} rows/s; peak RSS summed over processes "
             f"{memory['peak_rss_sum_mb']} MB (PSS {memory['peak_pss_sum_mb']} MB)")
+
+
+def cmd_append(args: argparse.Namespace) -> int:
+    """A new version ``--out``: the parent's rows plus the CSV's (only new genomes encoded)."""
+    from ml.datasets.source import iter_labelled_rows
+    from ml.datasets.versions import append_dataset, read_manifest
+
+    metrics = tuple(read_manifest(args.dir)["metrics"])
+    result = append_dataset(args.dir, iter_labelled_rows(args.csv, metrics), args.out,
+                            source=args.source or Path(args.csv).name)
+    own = result.manifest["own_counts"]
+    print(f"wrote {args.out}: {own['rows']} rows added ({result.repeats} repeated measurements, "
+          f"{result.manifest['timings']['encoded_genomes']} genomes encoded), "
+          f"{len(result.rejected)} rejected; {result.manifest['counts']['rows']} rows in all",
+          file=sys.stderr)
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -95,6 +111,15 @@ def register(sub: "argparse._SubParsersAction") -> None:
                             "and their packed copy, so larger chunks cost RSS)")
     build.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     build.set_defaults(func=cmd_build)
+
+    append = dsub.add_parser("append", help="a new dataset version: DIR's rows plus a CSV's "
+                                            "(only new genomes are encoded)")
+    append.add_argument("dir", help="the parent dataset version (never modified)")
+    append.add_argument("csv", help="evaluated-genome CSV with the parent's metric columns")
+    append.add_argument("--out", required=True, help="the new version's directory")
+    append.add_argument("--source", default=None, help="label of the rows' source (default: "
+                                                       "the CSV's file name)")
+    append.set_defaults(func=cmd_append)
 
     export = dsub.add_parser("export", help="export a dataset in another layout")
     export.add_argument("dir")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 #: The evolution's objectives (and their directions) plus the seed's extra regression targets.
 OBJECTIVES: dict[str, int] = {"uw_val_epoch_loss": -1, "ciou_loss": -1, "average_precision": +1}
@@ -62,6 +62,17 @@ def classify(row: Mapping[str, str], metrics: tuple[str, ...]) -> Labels:
     if any(abs(v) >= FAILED_MAGNITUDE for v in values):
         return Labels(values, True, "failed_sentinel")
     return Labels(values, False, None)
+
+
+def classify_record(metrics: Mapping[str, Any] | None, selected: tuple[str, ...],
+                    failed: bool | None = None) -> Labels:
+    """:func:`classify` for an evaluation sent as JSON (``{metric: number | null}``, every key
+    the evaluation has, so the loss columns' sentinels are seen), with the sender's own
+    ``failed`` flag: a reported failure is failed whatever its numbers say."""
+    labels = classify(metrics or {}, selected)
+    if failed:
+        return Labels(labels.values, True, labels.reason or "reported_failed")
+    return labels
 
 
 def metric_columns(fieldnames: list[str]) -> list[str]:

@@ -123,3 +123,28 @@ def targets(records: Sequence[Data], num_metrics: int) -> np.ndarray:
 def failed_flags(records: Sequence[Data]) -> np.ndarray:
     """[n] 0/1 failed-evaluation flags (NaN for unlabelled), for scoring."""
     return np.array([float(r.failed.reshape(-1)[0]) for r in records], dtype=np.float64)
+
+
+def mean_repeats(records: Sequence[Data]) -> list[Data]:
+    """One record per genome (canonical hash), in first-occurrence order: a genome measured more
+    than once gets the mean of its non-failed measurements as ``y`` and counts as failed only
+    when every measurement failed (its first record's graph, shallow-copied). Training takes
+    this; a dataset keeps every measurement."""
+    groups: dict[str, list[Data]] = {}
+    for r in records:
+        groups.setdefault(str(getattr(r, "canonical_hash", id(r))), []).append(r)
+    out = []
+    for members in groups.values():
+        if len(members) == 1:
+            out.append(members[0])
+            continue
+        ok = [m for m in members if float(m.failed.reshape(-1)[0]) != 1.0]
+        merged = members[0].clone()
+        if ok:
+            y = torch.cat([m.y.double() for m in ok])
+            mean = torch.nanmean(y, dim=0, keepdim=True)
+            merged.y = mean.float()
+            merged.failed = torch.tensor([0.0])
+        merged.repeats = len(members)
+        out.append(merged)
+    return out

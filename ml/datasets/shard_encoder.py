@@ -55,20 +55,24 @@ def _status(labels: Any) -> str:
     return "failed_evaluation" if labels.failed else "ok"
 
 
-def encode_chunk(chunk: Chunk, shards_dir: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """Encode one chunk, write its shard and sidecar; return the sidecar."""
+def encode_chunk(chunk: Chunk, shards_dir: str, meta: dict[str, Any],
+                 encoder: Any = None) -> dict[str, Any]:
+    """Encode one chunk, write its shard and sidecar; return the sidecar. ``encoder`` (an
+    in-process caller's own) avoids the worker process's setup (one torch thread)."""
     from ml.datasets.atomic import atomic_write_json
     from ml.datasets.records import make_record
     from ml.datasets.storage import save_shard
     from ml.errors import GenomeError, internal_error
 
-    if _ENCODER is None:
-        init_worker()
+    if encoder is None:
+        if _ENCODER is None:
+            init_worker()
+        encoder = _ENCODER
     started = time.perf_counter()
     records, entries, errors = [], [], []
     for item in chunk.rows:
         try:
-            encoded = _ENCODER.encode(item.genome)
+            encoded = encoder.encode(item.genome)
             record = make_record(encoded, item.labels, item.row, item.generation)
         except Exception as exc:  # noqa: BLE001 - a bad row is logged and skipped, never fatal
             error = exc if isinstance(exc, GenomeError) else internal_error("recording", exc)

@@ -50,6 +50,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     records, source = _load(args, metrics)
     load_s = time.perf_counter() - start
     log = (lambda line: print(line, file=sys.stderr)) if args.verbose else None
+    if args.split == "generation":
+        return _evaluate_by_generation(args, records, metrics, source, log)
     path, summary = grouped_cv_report(
         records, args.model, metrics, args.out, folds=args.folds, seeds=range(args.seeds),
         val_fraction=args.val_fraction, top_k=args.top_k, source=source,
@@ -62,6 +64,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_by_generation(args: argparse.Namespace, records: list[Any],
+                            metrics: tuple[str, ...], source: dict[str, Any],
+                            log: Any) -> int:
+    from ml.evaluation.protocols import generation_forward, generation_headline, generation_report
+
+    result = generation_forward(records, args.model, metrics, generations=args.generations,
+                                log=log)
+    path = generation_report(result, args.out, source)
+    figures = generation_headline(result)
+    emit({"report": str(path), "model": args.model, "split": "generation",
+          "generations": figures["generations"],
+          "kendall_tau_b": {m: figures[f"kendall_tau_b_{m}"] for m in metrics},
+          "validity_auc": figures["validity_auc"],
+          "trust_spea2_top30": figures["trust_spea2_top30"],
+          "trust_nsga2_top30": figures["trust_nsga2_top30"],
+          "failure_filter_precision": figures["failure_filter_precision"]})
+    return 0
+
+
 def register(sub: "argparse._SubParsersAction") -> None:
     """Add ``evaluate`` to the ``nas-surrogate`` parser."""
     parser = sub.add_parser("evaluate", help="grouped k-fold CV of a predictor -> report.json")
@@ -71,6 +92,11 @@ def register(sub: "argparse._SubParsersAction") -> None:
     parser.add_argument("--model", default="auto",
                         help="predictor name (the models registry, or rf_counts / ridge_onehot)")
     parser.add_argument("--out", required=True, help="report directory")
+    parser.add_argument("--split", choices=("grouped", "generation"), default="grouped",
+                        help="grouped: k-fold CV grouped by genome; generation: train on the "
+                             "generations before g, score g (how the evolution judges it)")
+    parser.add_argument("--generations", type=int, default=5,
+                        help="--split generation: how many of the last generations to score")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=5, help="number of fold reshuffles (0..n-1)")
     parser.add_argument("--metrics", default=None,

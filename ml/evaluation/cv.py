@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from torch_geometric.data import Data
 
-from ml.datasets.records import failed_flags, targets
+from ml.datasets.records import failed_flags, mean_repeats, targets
 from ml.datasets.splits import grouped_fold_ids, grouped_holdout, groups
 from ml.evaluation.selection import OBJECTIVE_NAMES, OBJECTIVE_WEIGHTS, selection_overlap
 from ml.metrics import regression_metrics, validity_auc
@@ -136,8 +136,9 @@ def cross_validate(records: Sequence[Data], factory: PredictorFactory, metrics: 
             train_keys = [k_ for k_, t in zip(keys, train_all) if t]
             hold = grouped_holdout(train_keys, val_fraction, seed * 1000 + fold)
             train_idx = np.flatnonzero(train_all)
-            train = _take([records[i] for i in train_idx], ~hold)
-            val = _take([records[i] for i in train_idx], hold)
+            # One record per genome for fitting (repeats averaged), as ml.train.fit_predictor.
+            train = mean_repeats(_take([records[i] for i in train_idx], ~hold))
+            val = mean_repeats(_take([records[i] for i in train_idx], hold))
             test_records = _take(records, test)
             predictor = factory(seed * 1000 + fold)
             start = time.perf_counter()

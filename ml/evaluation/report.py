@@ -38,6 +38,22 @@ def _log_axes(values: np.ndarray) -> bool:
     return v.size > 0 and bool(np.all(v > 0)) and v.max() / v.min() > 100
 
 
+def _scatter(ax: Any, t: np.ndarray, p: np.ndarray, metric: str, ylabel: str,
+             title: str) -> None:
+    """Predicted against true values with the diagonal (log axes for heavy tails)."""
+    ax.scatter(t, p, s=14, alpha=0.7, edgecolors="none")
+    if t.size:
+        lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+        ax.plot([lo, hi], [lo, hi], color="grey", linewidth=1, linestyle="--")
+    if _log_axes(np.concatenate([t, p])):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel(f"true {metric}")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+
+
 def plot_predicted_vs_true(result: CVResult, out_dir: Path, seed: int | None = None) -> list[str]:
     """One scatter per metric: out-of-fold prediction vs truth on the non-failed rows."""
     seed = next(iter(result.oof)) if seed is None else seed
@@ -47,18 +63,8 @@ def plot_predicted_vs_true(result: CVResult, out_dir: Path, seed: int | None = N
         rows = (result.failed == 0) & np.isfinite(result.y[:, m]) & np.isfinite(pred.mean[:, m])
         t, p = result.y[rows, m], pred.mean[rows, m]
         fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
-        ax.scatter(t, p, s=14, alpha=0.7, edgecolors="none")
-        if t.size:
-            lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
-            ax.plot([lo, hi], [lo, hi], color="grey", linewidth=1, linestyle="--")
-        if _log_axes(np.concatenate([t, p])):
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-        ax.set_xlabel(f"true {metric}")
-        ax.set_ylabel(f"predicted {metric} (out of fold)")
-        ax.set_title(f"{metric}: Kendall tau-b {kendall_tau_b(t, p):.3f} (n={t.size}, seed {seed})",
-                     fontsize=9)
-        ax.grid(alpha=0.3)
+        _scatter(ax, t, p, metric, f"predicted {metric} (out of fold)",
+                 f"{metric}: Kendall tau-b {kendall_tau_b(t, p):.3f} (n={t.size}, seed {seed})")
         fig.tight_layout()
         name = f"pred_vs_true_{metric}.png"
         fig.savefig(out_dir / name)
@@ -136,3 +142,51 @@ def write_report(out_dir: str | Path, config: dict[str, Any], dataset: dict[str,
     path = out / REPORT_NAME
     path.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
     return path
+
+
+def plot_generation(result: dict[str, Any], out_dir: Path) -> list[str]:
+    """Generation-forward plots: the trust curve (SPEA2 / NSGA-II top-30 % overlap and the
+    objectives' tau-b per scored generation) and, per generation, predicted vs true for each
+    objective on its non-failed rows."""
+    from ml.evaluation.selection import OBJECTIVE_NAMES
+
+    rows = result["generations"]
+    gens = [r["generation"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for key, label in (("trust_spea2_top30", "SPEA2 top-30 % overlap"),
+                       ("trust_nsga2_top30", "NSGA-II top-30 % overlap")):
+        ax.plot(gens, [r[key] for r in rows], marker="o", linewidth=2, label=label)
+    # The evolution's three objectives when the model predicts them, else every metric it has.
+    objectives = [m for m in OBJECTIVE_NAMES if m in result["metrics"]] or list(result["metrics"])
+    for metric in objectives:
+        ax.plot(gens, [r["per_metric"][metric]["kendall_tau_b"] for r in rows], marker=".",
+                linestyle="--", label=f"tau-b {metric}")
+    ax.set_xlabel("scored generation (trained on every earlier one)")
+    ax.set_ylabel("overlap / Kendall tau-b")
+    ax.set_ylim(-0.4, 1.0)
+    ax.set_xticks(gens)
+    ax.set_title(f"{result['model']}: generation-forward trust", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    names = ["trust_by_generation.png"]
+    fig.savefig(out_dir / names[0])
+    plt.close(fig)
+    for row in rows:
+        fig, axes = plt.subplots(1, len(objectives), figsize=(4 * len(objectives), 4), dpi=90,
+                                 squeeze=False)
+        for ax, metric in zip(axes[0], objectives):
+            j = result["metrics"].index(metric)
+            ok = (row["failed"] == 0) & np.isfinite(row["y"][:, j]) \
+                & np.isfinite(row["prediction"].mean[:, j])
+            t, p = row["y"][ok, j], row["prediction"].mean[ok, j]
+            tau = row["per_metric"][metric]["kendall_tau_b"]
+            _scatter(ax, t, p, metric, f"predicted {metric}", f"tau-b {tau:.3f} (n={t.size})")
+        fig.suptitle(f"generation {row['generation']:g}: trained on {row['n_train']} earlier "
+                     "rows", fontsize=10)
+        fig.tight_layout()
+        name = f"generation_{int(row['generation']):03d}.png"
+        fig.savefig(out_dir / name)
+        plt.close(fig)
+        names.append(name)
+    return names

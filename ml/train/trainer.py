@@ -9,7 +9,7 @@ from typing import Any
 
 from torch_geometric.data import Data
 
-from ml.datasets.records import as_records
+from ml.datasets.records import as_records, mean_repeats
 from ml.models.base import Predictor
 from ml.train.catalog import create, resolve_name
 
@@ -42,9 +42,12 @@ def load_training_records(dataset: str | Path | None = None, csv: str | Path | N
 def fit_predictor(records: Any, model: str = "auto", config: dict[str, Any] | None = None,
                   val_records: Any = None, callbacks: Any = None,
                   resume_from: str | Path | None = None) -> tuple[Predictor, dict[str, Any]]:
-    """Create and fit ``model``; returns the predictor and ``{"history", "fit_seconds"}``."""
+    """Create and fit ``model`` on one record per genome (repeated measurements averaged,
+    :func:`ml.datasets.records.mean_repeats`); returns the predictor and ``{"history",
+    "fit_seconds"}``."""
     predictor = create(resolve_name(model), config)
     start = time.perf_counter()
-    history = predictor.fit(as_records(records), val_records, callbacks=callbacks,
-                            resume_from=resume_from)
+    history = predictor.fit(mean_repeats(as_records(records)),
+                            mean_repeats(as_records(val_records)) if val_records else None,
+                            callbacks=callbacks, resume_from=resume_from)
     return predictor, {"history": history, "fit_seconds": time.perf_counter() - start}

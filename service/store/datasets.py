@@ -11,9 +11,9 @@ from service.tables import Dataset
 
 
 def create_dataset(session: Session, *, dataset_id: str, name: str, source_path: str, path: str,
-                   metrics: list[str]) -> Dataset:
+                   metrics: list[str], parent_id: str | None = None) -> Dataset:
     row = Dataset(id=dataset_id, name=name, source_path=source_path, path=path,
-                  metrics=list(metrics), status="pending")
+                  metrics=list(metrics), status="pending", parent_id=parent_id)
     session.add(row)
     session.flush()
     return row
@@ -40,3 +40,19 @@ def list_datasets(session: Session, limit: int = 50, offset: int = 0) -> tuple[l
     rows = list(session.scalars(select(Dataset).order_by(Dataset.created_at.desc())
                                 .offset(offset).limit(limit)))
     return rows, int(session.scalar(select(func.count()).select_from(Dataset)) or 0)
+
+
+def lineage_ids(session: Session, row: Dataset, limit: int = 10_000) -> list[str]:
+    """The ids of a version's ancestors, oldest first."""
+    chain: list[str] = []
+    parent = row.parent_id
+    while parent is not None and len(chain) < limit:
+        chain.append(parent)
+        ancestor = session.get(Dataset, parent)
+        parent = ancestor.parent_id if ancestor is not None else None
+    return chain[::-1]
+
+
+def set_retrain_job(session: Session, dataset_id: str, job_id: str) -> None:
+    session.execute(update(Dataset).where(Dataset.id == dataset_id)
+                    .values(retrain_job_id=job_id))

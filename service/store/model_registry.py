@@ -31,6 +31,7 @@ def _ensure_model(session: Session, name: str) -> None:
 def register_version(session: Session, *, name: str, predictor: str, source_path: str,
                      encoder_version: str, metrics: list[str], training_metrics: dict[str, Any],
                      job_id: str | None = None, dataset_id: str | None = None,
+                     comparison: dict[str, Any] | None = None,
                      attempts: int = 10) -> ModelVersion:
     if job_id is not None:
         existing = session.scalar(select(ModelVersion).where(ModelVersion.job_id == job_id))
@@ -47,7 +48,7 @@ def register_version(session: Session, *, name: str, predictor: str, source_path
         row = ModelVersion(name=name, version=latest + 1, status="READY", predictor=predictor,
                            source_path=source_path, job_id=job_id, dataset_id=dataset_id,
                            encoder_version=encoder_version, metrics=list(metrics),
-                           training_metrics=training_metrics)
+                           training_metrics=training_metrics, comparison=comparison)
         try:
             with session.begin_nested():
                 session.add(row)
@@ -74,6 +75,10 @@ def list_versions(session: Session, name: str, limit: int = 100,
     total = session.scalar(select(func.count()).select_from(ModelVersion)
                            .where(ModelVersion.name == name)) or 0
     return rows, int(total)
+
+
+def name_exists(session: Session, name: str) -> bool:
+    return session.get(RegisteredModel, name) is not None
 
 
 def alias_version(session: Session, name: str, alias: str = ACTIVE) -> int | None:

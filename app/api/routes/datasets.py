@@ -14,7 +14,7 @@ from app.api.deps import SessionDep, SettingsDep, TrainPrincipal
 from app.api.routes import errors
 from app.api.routes.jobs import (
     IdempotencyKey,
-    dispatch_committed,
+    answer_submission,
     job_public,
     request_digest,
     require_broker,
@@ -30,11 +30,14 @@ from service.tables import Dataset, Job
 router = APIRouter(tags=["datasets"])
 
 
-def dataset_public(row: Dataset, job: Job | None) -> dict[str, Any]:
+def dataset_public(row: Dataset, job: Job | None, session: Any = None) -> dict[str, Any]:
     manifest = row.manifest or {}
     return {"id": row.id, "name": row.name, "status": row.status, "metrics": row.metrics,
             "job": job_public(job) if job is not None else None,
-            "counts": manifest.get("counts"), "created_at": row.created_at}
+            "counts": manifest.get("counts"), "created_at": row.created_at,
+            "parent_id": row.parent_id,
+            "lineage": dataset_store.lineage_ids(session, row) if session is not None else [],
+            "label_noise": manifest.get("label_noise"), "retrain_job_id": row.retrain_job_id}
 
 
 def allowed_path(path: str, settings: Settings) -> Path:
@@ -122,15 +125,12 @@ def create_dataset(request: Request, response: Response, principal: TrainPrincip
             dataset_store.attach_job(session, dataset_id, job.id)
             job.dataset_id = dataset_id
         job_id, ds_id = job.id, job.params["dataset_id"]
-    if created:
-        dispatch_committed(request, job_id, "build_dataset")
-    else:
+    if not created:
         shutil.rmtree(folder, ignore_errors=True)
-        response.status_code = 200
-    response.headers["Location"] = f"/datasets/{ds_id}"
+    answer_submission(request, response, created, job_id, "build_dataset", f"/datasets/{ds_id}")
     with session_scope() as session:
         row = dataset_store.get_dataset(session, ds_id)
-        return dataset_public(row, job_store.get_job(session, job_id))
+        return dataset_public(row, job_store.get_job(session, job_id), session)
 
 
 @router.get("/datasets", response_model=DatasetsPublic, responses=errors())
@@ -139,11 +139,11 @@ def list_datasets(session: SessionDep, _: TrainPrincipal, limit: int = 50,
     # (limit and a negative offset are clamped below; a huge offset would reach SQL as a
     # DataError, i.e. a misleading 503)
     rows, total = dataset_store.list_datasets(session, max(1, min(limit, 500)), max(0, offset))
-    return {"data": [dataset_public(r, session.get(Job, r.job_id) if r.job_id else None)
-                     for r in rows], "count": total}
+    return {"data": [dataset_public(r, session.get(Job, r.job_id) if r.job_id else None,
+                                    session) for r in rows], "count": total}
 
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetPublic, responses=errors(404))
 def get_dataset(dataset_id: str, session: SessionDep, _: TrainPrincipal) -> dict[str, Any]:
     row = dataset_store.get_dataset(session, dataset_id)
-    return dataset_public(row, session.get(Job, row.job_id) if row.job_id else None)
+    return dataset_public(row, session.get(Job, row.job_id) if row.job_id else None, session)

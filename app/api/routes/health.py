@@ -41,7 +41,7 @@ def readyz(request: Request) -> JSONResponse:
     loaded = False
     if wanted is not None:
         try:
-            loaded = scorer.active.current(wanted).version == wanted
+            loaded = scorer.models.current(settings.model_name, wanted).version == wanted
         except ServiceError:
             loaded = False
     ready = database and broker is not False and loaded

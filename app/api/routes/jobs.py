@@ -52,6 +52,17 @@ def dispatch_committed(request: Request, job_id: str, kind: str) -> None:
         job_store.mark_dispatched(session, job_id, task_id)
 
 
+def answer_submission(request: Request, response: Response, created: bool, job_id: str,
+                      kind: str, location: str) -> None:
+    """A new job is dispatched (202); an idempotent replay of an earlier request answers 200
+    with what that request created. Either way ``Location`` names the resource."""
+    if created:
+        dispatch_committed(request, job_id, kind)
+    else:
+        response.status_code = 200
+    response.headers["Location"] = location
+
+
 def require_broker(request: Request) -> None:
     if not request.app.state.dispatcher.ping():
         raise ServiceError("BROKER_UNAVAILABLE", "the job queue is unreachable; nothing was "
@@ -84,9 +95,10 @@ def check_model_rights(body: TrainRequest, principal: Principal, settings: Any) 
     """Moving an alias and writing under another model name are admin decisions."""
     if principal.is_admin:
         return
-    if body.activate:
-        raise ServiceError("PERMISSION_DENIED", "activate=true needs an admin key (activation "
-                           "is admin-only, as at POST /models/{version}/activate)")
+    if body.activate or body.promote == "always":
+        raise ServiceError("PERMISSION_DENIED", "activate=true / promote=always needs an admin "
+                           "key (activation is admin-only, as at POST /models/{version}/activate);"
+                           " a train key promotes with promote=if_better")
     if body.model_name not in (None, settings.model_name):
         raise ServiceError("PERMISSION_DENIED", f"training under a model name other than "
                            f"{settings.model_name!r} needs an admin key")
@@ -121,11 +133,7 @@ def submit_train(body: TrainRequest, request: Request, response: Response,
             idempotency_key=idempotency_key, dataset_id=dataset.id,
             max_attempts=settings.max_attempts)
         job_id = job.id
-    if created:
-        dispatch_committed(request, job_id, "train")
-    else:
-        response.status_code = 200
-    response.headers["Location"] = f"/jobs/{job_id}"
+    answer_submission(request, response, created, job_id, "train", f"/jobs/{job_id}")
     with session_scope() as session:
         return job_public(job_store.get_job(session, job_id))
 
@@ -134,7 +142,8 @@ def submit_train(body: TrainRequest, request: Request, response: Response,
 def list_jobs(session: SessionDep, principal: TrainPrincipal,
               status: Annotated[str | None, Query(pattern="^(queued|running|cancelling|"
                                                   "succeeded|failed|cancelled)$")] = None,
-              kind: Annotated[str | None, Query(pattern="^(train|build_dataset)$")] = None,
+              kind: Annotated[str | None, Query(
+                  pattern="^(train|build_dataset|append_dataset)$")] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               page_token: Annotated[str | None, Query(max_length=200)] = None) -> dict[str, Any]:
     """Newest first; pass ``next_page_token`` back as ``page_token`` for the next page. A key

@@ -1,4 +1,5 @@
-"""The registry: ``GET /models``, ``GET /models/{version}``, ``POST /models/{version}/activate``."""
+"""The registry: ``GET /models``, ``GET /models/{version}``, ``POST /models/{version}/activate``,
+each for one model name (``?name=``; default: the configured one)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,6 +29,9 @@ def report_plots(row: ModelVersion) -> dict[str, Path]:
 #: error (422), not a database DataError (a 500).
 INT32_MAX = 2**31 - 1
 Version = Annotated[int, PathParam(ge=1, le=INT32_MAX)]
+Name = Annotated[str | None, Query(min_length=1, max_length=200,
+                                   pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                                   description="model name (default: the configured one)")]
 
 
 def version_public(row: ModelVersion, active: int | None) -> dict[str, Any]:
@@ -38,55 +42,60 @@ def version_public(row: ModelVersion, active: int | None) -> dict[str, Any]:
             "lineage": {"job_id": row.job_id, "dataset_id": row.dataset_id,
                         "encoder_version": row.encoder_version},
             "active": row.version == active, "created_at": row.created_at,
-            "report_plots": plots}
+            "report_plots": plots, "comparison": row.comparison}
 
 
 @router.get("/models", response_model=ModelsPublic, responses=errors())
 def list_models(session: SessionDep, settings: SettingsDep, _: PredictPrincipal,
-                limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                name: Name = None, limit: Annotated[int, Query(ge=1, le=500)] = 100,
                 offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0) -> dict[str, Any]:
-    """Versions of the served model, newest first, with which one is active."""
-    rows, total = registry.list_versions(session, settings.model_name, limit, offset)
-    active = registry.alias_version(session, settings.model_name)
+    """Versions of one model name, newest first, with which one is active."""
+    name = name or settings.model_name
+    rows, total = registry.list_versions(session, name, limit, offset)
+    active = registry.alias_version(session, name)
     return {"data": [version_public(r, active) for r in rows], "count": total,
-            "active_version": active}
+            "active_version": active, "name": name}
 
 
 @router.get("/models/{version}", response_model=ModelVersionPublic, responses=errors(404))
 def get_model(version: Version, session: SessionDep, settings: SettingsDep,
-              _: PredictPrincipal) -> dict[str, Any]:
-    """Metrics and lineage (training job, dataset, encoder version) of one version."""
-    row = registry.get_version(session, settings.model_name, version)
-    return version_public(row, registry.alias_version(session, settings.model_name))
+              _: PredictPrincipal, name: Name = None) -> dict[str, Any]:
+    """Metrics, lineage (training job, dataset, encoder version) and, for a promote-if-better
+    training, the champion/challenger ``comparison`` of one version."""
+    name = name or settings.model_name
+    row = registry.get_version(session, name, version)
+    return version_public(row, registry.alias_version(session, name))
 
 
 @router.post("/models/{version}/activate", response_model=ModelVersionPublic,
              responses=errors(404, 409))
 def activate_model(version: Version, request: Request, session: SessionDep,
-                   settings: SettingsDep, _: AdminPrincipal) -> dict[str, Any]:
-    """Move the ``active`` alias to this version (one transaction; ``/predict`` switches on
-    its next request). The bundle is loaded first: a version this code cannot load is refused
-    with 409 ``MODEL_NOT_LOADABLE`` and the alias does not move."""
-    registry.get_version(session, settings.model_name, version)
+                   settings: SettingsDep, _: AdminPrincipal, name: Name = None
+                   ) -> dict[str, Any]:
+    """Move the name's ``active`` alias to this version (one transaction; ``/predict`` switches
+    on its next request). The bundle is loaded first: a version this code cannot load is
+    refused with 409 ``MODEL_NOT_LOADABLE`` and the alias does not move."""
+    name = name or settings.model_name
+    registry.get_version(session, name, version)
     scorer = request.app.state.scorer
     try:
-        loaded = scorer.active.load(version)
+        loaded = scorer.models.load(name, version)
     except ServiceError as exc:
         raise ServiceError("MODEL_NOT_LOADABLE", f"{exc.message}; the active version is "
-                           "unchanged", details={"version": version}) from exc
-    registry.set_alias(session, settings.model_name, version)
+                           "unchanged", details={"name": name, "version": version}) from exc
+    registry.set_alias(session, name, version)
     session.commit()
-    scorer.active.install(loaded)
-    row = registry.get_version(session, settings.model_name, version)
+    scorer.models.install(loaded)
+    row = registry.get_version(session, name, version)
     return version_public(row, version)
 
 
 @router.get("/models/{version}/plots/{plot}", response_class=FileResponse,
             responses={200: {"content": {"image/png": {}}}, **errors(404)})
 def get_model_plot(version: Version, plot: str, session: SessionDep, settings: SettingsDep,
-                   _: PredictPrincipal) -> FileResponse:
+                   _: PredictPrincipal, name: Name = None) -> FileResponse:
     """One plot of the version's trust report (names listed in ``report_plots``)."""
-    row = registry.get_version(session, settings.model_name, version)
+    row = registry.get_version(session, name or settings.model_name, version)
     path = report_plots(row).get(plot)
     if path is None:
         raise ServiceError("NOT_FOUND", f"model v{version} has no plot {plot!r}")

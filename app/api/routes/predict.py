@@ -32,8 +32,40 @@ def check_batch(genomes: list[str], settings: Settings) -> None:
                                     "max_genome_length": settings.max_genome_length})
 
 
+
+
+def parse_model(spec: str | None, settings: Settings) -> tuple[str, str]:
+    """``NAME``, ``NAME@VERSION`` or ``NAME@ALIAS`` -> (name, version or alias); default: the
+    configured name's ``active`` alias."""
+    if not spec:
+        return settings.model_name, "active"
+    name, _, ref = spec.partition("@")
+    return name, ref or "active"
+
+
+def resolve_version(name: str, ref: str) -> int | None:
+    """The version ``ref`` names (a number, or an alias read from the registry); None when the
+    database is unreachable (serve what is loaded)."""
+    if ref.isdigit():
+        return int(ref)
+    try:
+        with session_scope() as session:
+            version = registry.alias_version(session, name, ref)
+            known = version is not None or registry.name_exists(session, name)
+    except ServiceError:
+        return None
+    if version is None:
+        unknown = not known or ref != "active"
+        raise ServiceError("MODEL_NOT_FOUND" if unknown else "NO_ACTIVE_MODEL",
+                           f"no model {name!r}" if not known else
+                           f"model {name!r} has no {ref!r} version",
+                           details={"name": name, "alias": ref})
+    return version
+
+
 def active_version(settings: Settings) -> int | None:
-    """The alias target, or None when the database is unreachable (serve what is loaded)."""
+    """The configured name's alias target, or None when the database is unreachable or no
+    version is active."""
     try:
         with session_scope() as session:
             return registry.alias_version(session, settings.model_name)
@@ -41,21 +73,19 @@ def active_version(settings: Settings) -> int | None:
         return None
 
 
-@router.post("/predict", response_model=PredictResponse, responses=errors(413, 503))
+@router.post("/predict", response_model=PredictResponse, responses=errors(404, 413, 503))
 def predict(body: PredictRequest, request: Request, _: PredictPrincipal,
             settings: SettingsDep) -> dict:
-    """Score and rank genomes with the active model. A bad genome fails only its own item
-    (``ok: false`` with ``error.code`` and ``error.offset``); ``ranking`` lists the ok items,
-    best first (predicted failures last). One request's work is bounded
-    (``SURROGATE_MAX_REQUEST_NODES``, ``SURROGATE_REQUEST_DEADLINE_S``): past either it answers
-    413 ``REQUEST_TOO_LARGE`` or 503 ``DEADLINE_EXCEEDED``, and a retry reuses what was cached."""
+    """Score and rank genomes with the active model (or ``model``: ``NAME``, ``NAME@VERSION``,
+    ``NAME@ALIAS``). A bad genome fails only its own item (``ok: false`` with ``error.code``
+    and ``error.offset``); ``ranking`` lists the ok items, best first (predicted failures last).
+    One request's work is bounded (``SURROGATE_MAX_REQUEST_NODES``,
+    ``SURROGATE_REQUEST_DEADLINE_S``): past either it answers 413 ``REQUEST_TOO_LARGE`` or 503
+    ``DEADLINE_EXCEEDED``, and a retry reuses what was cached."""
     check_batch(body.genomes, settings)
     scorer = request.app.state.scorer
-    wanted = active_version(settings)
-    if wanted is None and scorer.active.loaded is None:
-        raise ServiceError("NO_ACTIVE_MODEL", "no model is active yet; train one with "
-                           "POST /jobs/train or activate a version")
-    loaded = scorer.active.current(wanted)
+    name, ref = parse_model(body.model, settings)
+    loaded = scorer.models.current(name, resolve_version(name, ref), active=ref == "active")
     result = scorer.score(body.genomes, loaded, body.rank_by, body.direction, body.top_k)
     metrics = request.app.state.metrics
     metrics.batch_size.observe(len(body.genomes))

@@ -1,0 +1,61 @@
+"""The trust figure's selections against DEAP itself (the evolution's library) as the oracle:
+``ml.evaluation.selection`` re-implements ``tools.selSPEA2`` and ``tools.selNSGA2`` step by
+step; on the same individuals (ties and duplicates included) they must pick the same ones."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from deap import base, creator, tools
+
+from ml.evaluation.selection import OBJECTIVE_WEIGHTS, select_nsga2, select_spea2, selection_overlap
+
+if not hasattr(creator, "FitnessTrust"):
+    creator.create("FitnessTrust", base.Fitness, weights=OBJECTIVE_WEIGHTS)
+    creator.create("TrustIndividual", list, fitness=creator.FitnessTrust)
+
+
+def _population(values: np.ndarray) -> list:
+    population = []
+    for i, row in enumerate(values):
+        ind = creator.TrustIndividual([i])
+        ind.fitness.values = tuple(float(v) for v in row)
+        population.append(ind)
+    return population
+
+
+def _values(seed: int, n: int, ties: bool) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if ties:  # few distinct values: equal objective vectors and equal coordinates
+        return rng.integers(0, 5, size=(n, 3)).astype(float)
+    return np.column_stack([rng.lognormal(2, 1, n), rng.uniform(0, 3, n), rng.uniform(0, 1, n)])
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("ties", [False, True])
+def test_spea2_picks_what_deap_picks(seed, ties):
+    values = _values(seed, 12 + 7 * seed, ties)
+    for k in (1, int(0.3 * len(values)), len(values) // 2):
+        ours = select_spea2(values, k, OBJECTIVE_WEIGHTS)
+        theirs = [ind[0] for ind in tools.selSPEA2(_population(values), k)]
+        assert sorted(ours) == sorted(theirs), (seed, ties, k)
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("ties", [False, True])
+def test_nsga2_picks_what_deap_picks(seed, ties):
+    values = _values(seed, 12 + 7 * seed, ties)
+    for k in (1, int(0.3 * len(values)), len(values) // 2):
+        ours = select_nsga2(values, k, OBJECTIVE_WEIGHTS)
+        theirs = [ind[0] for ind in tools.selNSGA2(_population(values), k)]
+        assert sorted(ours) == sorted(theirs), (seed, ties, k)
+
+
+def test_trust_overlap_with_deap_selections():
+    """reg_trust as the evolution computes it: |SPEA2(true) ∩ SPEA2(pred)| / |SPEA2(true)|."""
+    rng = np.random.default_rng(3)
+    true = _values(3, 40, False)
+    pred = true * rng.uniform(0.7, 1.3, size=true.shape)
+    k = int(0.3 * len(true))
+    sel_true = {ind[0] for ind in tools.selSPEA2(_population(true), k)}
+    sel_pred = {ind[0] for ind in tools.selSPEA2(_population(pred), k)}
+    assert selection_overlap(true, pred, "spea2") == len(sel_true & sel_pred) / len(sel_true)
