@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from app.api.deps import KeyCache, WindowCounter
-from app.api.routes import datasets, evaluations, health, jobs, keys, models, predict
+from app.api.routes import datasets, evaluations, health, jobs, keys, models, predict, propose
 from app.limits import BodySizeLimit, ConcurrencyLimit
 from app.scoring import Scorer
 from app.telemetry import REQUEST_ID, Metrics
@@ -40,7 +40,7 @@ _HTTP_CODES = {404: "NOT_FOUND", 405: "INVALID_REQUEST", 413: "BODY_TOO_LARGE",
                415: "UNSUPPORTED_MEDIA_TYPE", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}
 #: Routes whose work grows with the request (encoding, featurising, ranking): they share the
 #: ``heavy_concurrency`` slots.
-HEAVY_ROUTES = ("/predict", "/genomes/encode")
+HEAVY_ROUTES = ("/predict", "/genomes/encode", "/propose")
 
 
 def _route_id(route: APIRoute) -> str:
@@ -169,8 +169,8 @@ def create_app(settings: Settings | None = None, dispatcher: Any = None) -> Fast
     app.state.auth_failures = WindowCounter()
     app.state.key_rates = WindowCounter()
     app.state.metrics = Metrics()
-    for router in (predict.router, jobs.router, datasets.router, evaluations.router,
-                   models.router, keys.router, health.router):
+    for router in (predict.router, propose.router, jobs.router, datasets.router,
+                   evaluations.router, models.router, keys.router, health.router):
         app.include_router(router)
     install_handlers(app)
     app.add_middleware(ConcurrencyLimit, paths=HEAVY_ROUTES, limit=settings.heavy_concurrency,

@@ -160,6 +160,8 @@ class JobPublic(BaseModel):
     model_name: str | None
     model_version: int | None
     epochs: list[EpochRow] | None = None
+    #: What a job hands back besides a model (a ``propose`` job: its ProposeResponse).
+    result: dict[str, Any] | None = None
 
     _utc = field_validator("created_at", "dispatched_at", "started_at", "heartbeat_at",
                            "finished_at", "cancel_requested_at")(_utc)
@@ -329,3 +331,60 @@ class Readiness(BaseModel):
     broker: bool | None
     active_model: int | None
     model_loaded: bool
+
+
+MODEL_REF = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_.-]+)?$"
+
+
+class ProposeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    population: list[str] = Field(default_factory=list, max_length=MAX_BATCH_CEILING,
+                                  description="genomes to start from (ssi and mutate need >= 2 "
+                                  "/ >= 1); never proposed back")
+    strategy: Literal["ssi", "neural_predictor", "mutate"] = "ssi"
+    k: int | None = Field(None, ge=1, description="proposals; default ceil(0.8 * population) "
+                          "for ssi, else 10")
+    pool_size: int = Field(2000, ge=2, description="candidates bred or sampled per round "
+                           "(at most SURROGATE_MAX_POOL_SIZE)")
+    inner_generations: int = Field(5, ge=1, description="ssi rounds (at most "
+                                   "SURROGATE_MAX_INNER_GENERATIONS)")
+    parents_k: int = Field(20, ge=2, description="parents per round, NSGA-II on predicted "
+                           "fitness")
+    acquisition: Literal["mean", "ucb", "thompson"] = "mean"
+    exclude: list[str] = Field(default_factory=list, description="genomes never to propose "
+                               "(at most SURROGATE_MAX_EXCLUDE)")
+    seed: int = Field(0, ge=0, le=2 ** 63 - 1)
+    model: str | None = Field(None, max_length=260, pattern=MODEL_REF,
+                              description="NAME, NAME@VERSION or NAME@ALIAS (default: the "
+                              "configured name's active version)")
+
+
+class ProposeOrigin(BaseModel):
+    op: str
+    parents: list[str]
+
+
+class ProposeItem(BaseModel):
+    genome: str
+    canonical_hash: str
+    predictions: dict[str, float | None]
+    std: dict[str, float | None] | None
+    p_fail: float | None
+    rank: int
+    origin: ProposeOrigin
+
+
+class ProposeStats(BaseModel):
+    candidates: int
+    invalid_offspring: int
+    duplicates: int
+    seconds: float
+
+
+class ProposeResponse(BaseModel):
+    items: list[ProposeItem]
+    model_name: str
+    model_version: int
+    encoder_version: str
+    stats: ProposeStats

@@ -27,7 +27,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -99,6 +99,36 @@ class Encoded:
     record: Any = None
     error: dict[str, Any] | None = None
     num_nodes: int = 0
+
+
+@dataclass
+class Evaluated:
+    """What :meth:`Scorer.evaluate` found for a batch: one outcome per genome and the model's
+    arrays; ``has_std`` is False when the model gives no std."""
+
+    outcomes: list[Encoded]
+    mean: np.ndarray
+    std: np.ndarray
+    p_fail: np.ndarray
+    has_std: bool
+    hits: int
+
+
+class SearchScorer:
+    """The search's view of the served model (:class:`ml.search.scoring.CandidateScorer`):
+    candidates go through the same encoding cache, chunking and budget as ``/predict``."""
+
+    def __init__(self, scorer: "Scorer", loaded: "LoadedModel", budget: "RequestBudget") -> None:
+        self.scorer, self.model, self.budget = scorer, loaded.model, budget
+        self.metrics = list(loaded.model.metrics)
+
+    def score(self, genomes: Sequence[str]) -> Any:
+        from ml.search.scoring import Scores
+
+        scored = self.scorer.evaluate(list(genomes), self.model, self.budget)
+        return Scores([o.canonical_hash if o.error is None else None for o in scored.outcomes],
+                      [o.error for o in scored.outcomes], scored.mean,
+                      scored.std if scored.has_std else None, scored.p_fail)
 
 
 class RequestBudget:
@@ -222,6 +252,17 @@ class LoadedModel:
     predictor_name: str
     encoder_version: str
     model: Any
+    #: The bundle directory (its training hashes are what a search must not propose).
+    path: str | None = None
+    _training_hashes: list[str] | None = None
+
+    def training_hashes(self) -> list[str]:
+        """Canonical hashes of the genomes this version was trained on (read once)."""
+        if self._training_hashes is None:
+            from ml.train.bundle import read_training_hashes
+
+            self._training_hashes = read_training_hashes(self.path) if self.path else []
+        return self._training_hashes
 
 
 @dataclass
@@ -344,7 +385,7 @@ class ModelCache:
                                f"{type(exc).__name__}") from exc
         log.info("loaded %s v%d (%s) in %.2fs", name, version, predictor,
                  time.perf_counter() - started)
-        return LoadedModel(name, version, predictor, encoder, model)
+        return LoadedModel(name, version, predictor, encoder, model, path=str(path))
 
 
 class Scorer:
@@ -375,9 +416,36 @@ class Scorer:
         elif rank_by not in metrics:
             raise ServiceError("UNKNOWN_METRIC", f"rank_by {rank_by!r} is not predicted by "
                                f"model v{loaded.version}", details={"metrics": metrics})
+        scored = self.evaluate(genomes, model, budget)
+        outcomes, mean, std, p_fail = scored.outcomes, scored.mean, scored.std, scored.p_fail
+        ok_rows = [i for i, o in enumerate(outcomes) if o.error is None]
+        if direction is None and rank_by != "nsga2":
+            from ml.datasets.labels import DIRECTIONS
+            direction = "max" if DIRECTIONS.get(rank_by, -1) > 0 else "min"
+        order = rank_candidates(mean[ok_rows], p_fail[ok_rows], metrics, rank_by, direction)
+        ranking = [ok_rows[i] for i in order]
+        rank_of = {index: r + 1 for r, index in enumerate(ranking)}
+        items = []
+        for i, outcome in enumerate(outcomes):
+            if outcome.error is not None:
+                items.append({**error_item(i, outcome.error), "rank": None})
+                continue
+            items.append({**ok_item(i, outcome.canonical_hash, metrics, mean[i],
+                                    std[i] if scored.has_std else None, p_fail[i]),
+                          "rank": rank_of[i]})
+        if top_k is not None:
+            ranking = ranking[:top_k]
+        return {"items": items, "ranking": ranking, "model_version": loaded.version,
+                "model_name": loaded.name, "encoder_version": self.cache.version,
+                "rank_by": rank_by, "cache_hits": scored.hits}
+
+    def evaluate(self, genomes: list[str], model: Any,
+                 budget: RequestBudget | None = None) -> "Evaluated":
+        """Encode (cached) and predict ``genomes`` in bounded chunks, without ranking: the
+        outcome of every genome and the model's arrays (NaN rows for the failed ones)."""
         budget = budget or self.budget()
         key = getattr(model, "feature_key", None)
-        n, m = len(genomes), len(metrics)
+        n, m = len(genomes), len(model.metrics)
         outcomes: list[Encoded] = []
         mean, std, p_fail = np.full((n, m), np.nan), np.full((n, m), np.nan), np.ones(n)
         has_std = True
@@ -422,26 +490,7 @@ class Scorer:
         flush()
         self.cache.hits += hits
         self.cache.misses += n - hits
-        ok_rows = [i for i, o in enumerate(outcomes) if o.error is None]
-        if direction is None and rank_by != "nsga2":
-            from ml.datasets.labels import DIRECTIONS
-            direction = "max" if DIRECTIONS.get(rank_by, -1) > 0 else "min"
-        order = rank_candidates(mean[ok_rows], p_fail[ok_rows], metrics, rank_by, direction)
-        ranking = [ok_rows[i] for i in order]
-        rank_of = {index: r + 1 for r, index in enumerate(ranking)}
-        items = []
-        for i, outcome in enumerate(outcomes):
-            if outcome.error is not None:
-                items.append({**error_item(i, outcome.error), "rank": None})
-                continue
-            items.append({**ok_item(i, outcome.canonical_hash, metrics, mean[i],
-                                    std[i] if has_std else None, p_fail[i]),
-                          "rank": rank_of[i]})
-        if top_k is not None:
-            ranking = ranking[:top_k]
-        return {"items": items, "ranking": ranking, "model_version": loaded.version,
-                "model_name": loaded.name, "encoder_version": self.cache.version,
-                "rank_by": rank_by, "cache_hits": hits}
+        return Evaluated(outcomes, mean, std, p_fail, has_std, hits)
 
     def _keep(self, model: Any, key: str | None, chunk: list[int], genomes: list[str],
               outcomes: list[Encoded]) -> None:

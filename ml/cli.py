@@ -1,4 +1,4 @@
-"""The core's command line (genome, encode, dataset, train, predict, evaluate): the
+"""The core's command line (genome, encode, dataset, train, predict, evaluate, propose): the
 ``nas-surrogate`` entry point (:mod:`nas_surrogate.cli`) composes these with the service's
 commands; this module knows nothing of the service. Output names and shapes here are a contract
 other tools use.
@@ -129,11 +129,13 @@ def build_parser(extra: Iterable[Callable[[Any], None]] = ()) -> argparse.Argume
     # Datasets, training and evaluation register their own subcommands (kept in their packages).
     from ml.datasets.cli import register as register_datasets
     from ml.evaluation.cli import register as register_evaluation
+    from ml.search.cli import register as register_search
     from ml.train.cli import register as register_training
 
     register_datasets(sub)
     register_training(sub)
     register_evaluation(sub)
+    register_search(sub)
     for register in extra:
         register(sub)
     return parser

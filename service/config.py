@@ -96,6 +96,17 @@ class Settings(BaseSettings):
     #: Model bundles one API process keeps loaded (LRU over every name and version it serves).
     max_loaded_models: int = Field(3, ge=1)
 
+    # Search (POST /propose)
+    #: A proposal scoring at most this many candidates (pool_size x inner_generations for ssi,
+    #: pool_size otherwise, plus the population) runs in the request, under
+    #: ``propose_deadline_s``; a larger one is queued as a ``propose`` job (202).
+    propose_sync_max_candidates: int = Field(12_000, ge=0)
+    propose_deadline_s: float = 120.0
+    #: Hard caps of one proposal's body.
+    max_pool_size: int = Field(100_000, ge=1)
+    max_inner_generations: int = Field(50, ge=1)
+    max_exclude: int = Field(50_000, ge=0)
+
     # Access
     #: Failed authentications per client address per minute before 429 (0: no limit).
     auth_failures_per_minute: int = 20

@@ -32,6 +32,7 @@ ERROR_STATUS: dict[str, int] = {
     "ALL_GENOMES_INVALID": 422,
     "UNKNOWN_METRIC": 422,
     "UNKNOWN_PREDICTOR": 422,
+    "POPULATION_TOO_SMALL": 422,
     "INTERNAL_ERROR": 500,
     "DATABASE_UNAVAILABLE": 503,
     "BROKER_UNAVAILABLE": 503,
@@ -51,6 +52,8 @@ JOB_ERROR_CODES: dict[str, str] = {
     "MODEL_INCOMPATIBLE": "the bundle's encoder or format does not match this service",
     "OUT_OF_MEMORY": "the job ran out of memory (host or CUDA)",
     "DEVICE_UNAVAILABLE": "the job asks for a device (e.g. cuda) this worker does not have",
+    "MODEL_NOT_LOADABLE": "the model version a propose job names cannot be loaded here",
+    "INVALID_REQUEST": "a propose job's request cannot run (e.g. too small a population)",
     "INTERNAL_ERROR": "an unexpected error; see the job events",
 }
 

@@ -21,9 +21,11 @@ log = logging.getLogger(__name__)
 TASK_BUILD = "worker.tasks.build_dataset"
 TASK_APPEND = "worker.tasks.append_dataset"
 TASK_TRAIN = "worker.tasks.train"
+TASK_PROPOSE = "worker.tasks.propose"
 TASK_RECONCILE = "worker.tasks.reconcile"
-QUEUE_OF = {"build_dataset": "cpu", "append_dataset": "cpu", "train": "gpu"}
-TASK_OF = {"build_dataset": TASK_BUILD, "append_dataset": TASK_APPEND, "train": TASK_TRAIN}
+QUEUE_OF = {"build_dataset": "cpu", "append_dataset": "cpu", "train": "gpu", "propose": "cpu"}
+TASK_OF = {"build_dataset": TASK_BUILD, "append_dataset": TASK_APPEND, "train": TASK_TRAIN,
+           "propose": TASK_PROPOSE}
 
 
 def make_celery(include: Sequence[str] = ()) -> Celery:
@@ -40,7 +42,8 @@ def make_celery(include: Sequence[str] = ()) -> Celery:
         task_queues=[Queue("cpu"), Queue("gpu")],
         task_default_queue="cpu",
         task_routes={TASK_TRAIN: {"queue": "gpu"}, TASK_BUILD: {"queue": "cpu"},
-                     TASK_APPEND: {"queue": "cpu"}, TASK_RECONCILE: {"queue": "cpu"}},
+                     TASK_APPEND: {"queue": "cpu"}, TASK_PROPOSE: {"queue": "cpu"},
+                     TASK_RECONCILE: {"queue": "cpu"}},
         broker_transport_options=transport,
         result_backend_transport_options=transport,
         visibility_timeout=s.visibility_timeout_s,

@@ -36,7 +36,7 @@ class Base(DeclarativeBase):
 
 JOB_STATES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
 TERMINAL_STATES = ("succeeded", "failed", "cancelled")
-JOB_KINDS = ("build_dataset", "append_dataset", "train")
+JOB_KINDS = ("build_dataset", "append_dataset", "train", "propose")
 
 
 class ApiKey(Base):
@@ -100,6 +100,8 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     model_name: Mapped[str | None] = mapped_column(String(200), default=None)
     model_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    #: What a job hands back besides a model (a ``propose`` job's proposals).
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class JobEvent(Base):

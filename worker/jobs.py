@@ -189,6 +189,8 @@ def run_job(job_id: str, settings: Settings | None = None, send: Any = None) -> 
                 return _run_append(ctx, params, settings, send)
             if kind == "train":
                 return _run_train(ctx, params, settings)
+            if kind == "propose":
+                return _run_propose(ctx, params)
             raise JobFailure("INTERNAL_ERROR", f"unknown job kind {kind!r}")
     except Cancelled:
         reason = stop_reason(job_id)
@@ -435,6 +437,46 @@ class _TrainCallbacks:
         return self.ctx.should_stop()
 
 
+def _run_propose(ctx: JobContext, params: dict[str, Any]) -> str:
+    """A proposal too large for a request: the registered bundle of the version the request
+    resolved, scored with the core's bundle scorer; the answer goes to the job's ``result``."""
+    from ml.search.scoring import BundleScorer
+    from ml.search.strategies import ProposeSpec, SearchCancelled, SearchError, propose
+    from ml.train import load_bundle
+    from ml.train.bundle import read_training_hashes
+
+    name, version = params["model_name"], int(params["model_version"])
+    with session_scope() as session:
+        row = registry.get_version(session, name, version)
+        path, encoder_version = row.source_path, row.encoder_version
+    try:
+        model = load_bundle(path)
+    except Exception as exc:  # noqa: BLE001 - a bundle this code cannot load
+        raise JobFailure("MODEL_NOT_LOADABLE", f"{name} v{version}: {type(exc).__name__}: "
+                         f"{exc}"[:2000]) from exc
+    spec = ProposeSpec(**{k: tuple(v) if k in ("population", "exclude") else v
+                          for k, v in params.items()
+                          if k in ProposeSpec.__dataclass_fields__})
+    ctx.progress(0.0, f"proposing with {name} v{version} ({spec.strategy})")
+    try:
+        result = propose(BundleScorer(model), spec, read_training_hashes(path),
+                         progress=ctx.progress, stop=ctx.should_stop)
+    except SearchCancelled as exc:
+        if ctx.lost.is_set():
+            raise LeaseLost() from exc
+        raise Cancelled() from exc
+    except SearchError as exc:
+        raise JobFailure("INVALID_REQUEST", str(exc)) from exc
+    result = {**result, "model_name": name, "model_version": version,
+              "encoder_version": encoder_version}
+    with session_scope() as session:
+        _still_owned(session, ctx)
+        job_store.finish(session, ctx.job_id, ctx.attempt, "succeeded",
+                         f"{len(result['items'])} proposals from "
+                         f"{result['stats']['candidates']} candidates", result=json_safe(result))
+    return "succeeded"
+
+
 def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> str:
     from ml.encoding.encoder import ENCODER_VERSION
     from ml.models.base import TrainingCancelled
@@ -491,7 +533,7 @@ def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
                          f"attempt-{ctx.attempt}", manifest_hash=source["hash"],
                          metrics={"fit_seconds": info["fit_seconds"],
                                   "history": info["history"], "records": len(records)},
-                         replace=False)
+                         replace=False, training_hashes=(r.canonical_hash for r in records))
     summary = _summarise(info["history"])
     folds = int(params.get("cv_folds") or 0)
     if folds >= 2:

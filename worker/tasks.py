@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from service.config import get_settings
 from service.errors import ServiceError
-from service.queue import TASK_APPEND, TASK_BUILD, TASK_RECONCILE, TASK_TRAIN, CeleryDispatcher
+from service.queue import (
+    TASK_APPEND,
+    TASK_BUILD,
+    TASK_PROPOSE,
+    TASK_RECONCILE,
+    TASK_TRAIN,
+    CeleryDispatcher,
+)
 from worker.celery_app import app
 from worker.jobs import TRANSIENT, run_job
 from worker.jobs import reconcile as reconcile_jobs
@@ -33,6 +40,12 @@ def append_dataset(job_id: str) -> str:
 @app.task(name=TASK_TRAIN, soft_time_limit=_s.train_soft_limit_s,
           time_limit=_s.train_hard_limit_s, **_retry)
 def train(job_id: str) -> str:
+    return run_job(job_id)
+
+
+@app.task(name=TASK_PROPOSE, soft_time_limit=_s.build_soft_limit_s,
+          time_limit=_s.build_hard_limit_s, **_retry)
+def propose(job_id: str) -> str:
     return run_job(job_id)
 
 

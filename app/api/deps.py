@@ -177,6 +177,22 @@ def require(scope: str) -> Callable[..., Principal]:
     return dependency
 
 
+def require_any(*scopes: str) -> Callable[..., Principal]:
+    """A key holding at least one of ``scopes`` (admin holds them all)."""
+    def dependency(request: Request,
+                   x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None
+                   ) -> Principal:
+        principal = authenticate(request, x_api_key)
+        if not any(allows(principal.scopes, scope) for scope in scopes):
+            raise ServiceError("PERMISSION_DENIED",
+                               f"this key lacks every one of the scopes {list(scopes)}")
+        return principal
+    return dependency
+
+
 PredictPrincipal = Annotated[Principal, Depends(require("predict"))]
 TrainPrincipal = Annotated[Principal, Depends(require("train"))]
 AdminPrincipal = Annotated[Principal, Depends(require("admin"))]
+#: Reading and cancelling jobs: a train key's jobs, or a predict key's (its propose jobs);
+#: ownership is checked per job.
+JobPrincipal = Annotated[Principal, Depends(require_any("train", "predict"))]

@@ -9,6 +9,8 @@ Layout (``BUNDLE_FORMAT`` versions it)::
                            loaded with ``torch.load(..., weights_only=True)`` (no pickle code)
     normalisation.json     the same statistics, human-readable
     training_metrics.json  the fit history / CV scores handed in
+    training_hashes.json   canonical hashes of the genomes it was trained on (sorted, unique):
+                           what a search must never propose again (absent in older bundles)
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
@@ -29,6 +31,7 @@ from ml.train.catalog import create
 
 BUNDLE_FORMAT = 1
 WEIGHTS = "weights.pt"
+TRAINING_HASHES = "training_hashes.json"
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -36,7 +39,8 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def save_bundle(model: Predictor, out_dir: str | Path, manifest_hash: str | None = None,
-                metrics: dict[str, Any] | None = None, replace: bool = True) -> Path:
+                metrics: dict[str, Any] | None = None, replace: bool = True,
+                training_hashes: Iterable[str] | None = None) -> Path:
     """Write ``model`` to ``out_dir``: every file is written into a temporary sibling, fsync'd,
     and the directory is published with one rename. ``replace=False`` (the service: one
     directory per training attempt) refuses to touch an existing directory; the CLI's default
@@ -51,6 +55,8 @@ def save_bundle(model: Predictor, out_dir: str | Path, manifest_hash: str | None
                    tmp / WEIGHTS)
         _write_json(tmp / "normalisation.json", model.normalisation())
         _write_json(tmp / "training_metrics.json", metrics or {})
+        if training_hashes is not None:
+            _write_json(tmp / TRAINING_HASHES, sorted(set(training_hashes)))
         _write_json(tmp / "bundle.json", {
             "format": BUNDLE_FORMAT, "model": model.name, "model_version": model.version,
             "encoder_version": ENCODER_VERSION, "metrics": list(model.metrics),
@@ -88,6 +94,13 @@ def bundle_problem(bundle_dir: str | Path) -> str | None:
     if cls.version != info.get("model_version"):
         return f"{root}: {info['model']} version {info.get('model_version')} != {cls.version}"
     return None
+
+
+def read_training_hashes(bundle_dir: str | Path) -> list[str]:
+    """The canonical hashes a bundle was trained on; empty for a bundle written before they
+    were recorded."""
+    path = Path(bundle_dir) / TRAINING_HASHES
+    return json.loads(path.read_text()) if path.is_file() else []
 
 
 def load_bundle(bundle_dir: str | Path, device: str | None = None) -> Predictor:

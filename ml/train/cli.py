@@ -49,7 +49,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     failed = sum(int(float(r.failed.reshape(-1)[0]) == 1.0) for r in records)
     path = save_bundle(model, args.out, manifest_hash=source["hash"], metrics={
         "fit_seconds": info["fit_seconds"], "num_records": len(records),
-        "num_failed": failed, "history": info["history"]})
+        "num_failed": failed, "history": info["history"]},
+        training_hashes=(r.canonical_hash for r in records))
     print(json.dumps({"model": model.name, "out": str(path), "records": len(records),
                       "failed": failed, "fit_seconds": round(info["fit_seconds"], 3)}))
     return 0

@@ -143,7 +143,7 @@ def cancel_requested(session: Session, job_id: str) -> bool:
 
 def finish(session: Session, job_id: str, attempt: int | None, status: str, message: str,
            *, error_code: str | None = None, model_name: str | None = None,
-           model_version: int | None = None) -> bool:
+           model_version: int | None = None, result: dict[str, Any] | None = None) -> bool:
     """Move an active job to a terminal state (guarded by ``attempt`` when given)."""
     if status not in TERMINAL_STATES:
         raise ValueError(f"{status!r} is not terminal")
@@ -156,8 +156,10 @@ def finish(session: Session, job_id: str, attempt: int | None, status: str, mess
         values["progress"] = 1.0
     if model_version is not None:
         values.update(model_name=model_name, model_version=model_version)
-    result = session.execute(update(Job).where(cond).values(**values))
-    if result.rowcount == 1:
+    if result is not None:
+        values["result"] = result
+    updated = session.execute(update(Job).where(cond).values(**values))
+    if updated.rowcount == 1:
         add_event(session, job_id, "state", f"{status}: {message}"[:2000],
                   attempt=attempt or 0, data={"error_code": error_code} if error_code else None)
         return True

@@ -138,7 +138,8 @@ def trained_bundle(built_dataset: Path, tmp_path_factory: pytest.TempPathFactory
     records, source = load_training_records(dataset=built_dataset)
     model, info = fit_predictor(records, "auto", {"ensemble": 3})
     return save_bundle(model, tmp_path_factory.mktemp("bundle") / "v1",
-                       manifest_hash=source["hash"], metrics={"fit_seconds": info["fit_seconds"]})
+                       manifest_hash=source["hash"], metrics={"fit_seconds": info["fit_seconds"]},
+                       training_hashes=(r.canonical_hash for r in records))
 
 
 def seed_registry(built_dataset: Path, bundle: Path, version_count: int = 1) -> dict[str, Any]:

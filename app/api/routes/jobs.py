@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from app.api.deps import Principal, SessionDep, SettingsDep, TrainPrincipal
+from app.api.deps import JobPrincipal, Principal, SessionDep, SettingsDep, TrainPrincipal
 from app.api.routes import errors
 from app.schemas import JobEventPublic, JobPublic, JobsPublic, TrainRequest
 from service.db import session_scope
@@ -37,6 +37,7 @@ def job_public(job: Job, epochs: list[Any] | None = None) -> dict[str, Any]:
         "error": {"code": job.error_code, "message": job.error_message} if job.error_code
         else None,
         "model_name": job.model_name, "model_version": job.model_version,
+        "result": job.result,
         "epochs": None if epochs is None else [
             {"epoch": e.epoch, "attempt": e.attempt, "metrics": e.data} for e in epochs]}
 
@@ -139,11 +140,11 @@ def submit_train(body: TrainRequest, request: Request, response: Response,
 
 
 @router.get("/jobs", response_model=JobsPublic, responses=errors())
-def list_jobs(session: SessionDep, principal: TrainPrincipal,
+def list_jobs(session: SessionDep, principal: JobPrincipal,
               status: Annotated[str | None, Query(pattern="^(queued|running|cancelling|"
                                                   "succeeded|failed|cancelled)$")] = None,
               kind: Annotated[str | None, Query(
-                  pattern="^(train|build_dataset|append_dataset)$")] = None,
+                  pattern="^(train|build_dataset|append_dataset|propose)$")] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               page_token: Annotated[str | None, Query(max_length=200)] = None) -> dict[str, Any]:
     """Newest first; pass ``next_page_token`` back as ``page_token`` for the next page. A key
@@ -155,7 +156,7 @@ def list_jobs(session: SessionDep, principal: TrainPrincipal,
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic, responses=errors(404))
-def get_job(job_id: str, session: SessionDep, principal: TrainPrincipal) -> dict[str, Any]:
+def get_job(job_id: str, session: SessionDep, principal: JobPrincipal) -> dict[str, Any]:
     """State, progress, heartbeat, attempt, error code, model version and per-epoch metrics
     (the owner's or an admin's)."""
     job = visible_job(session, job_id, principal)
@@ -163,7 +164,7 @@ def get_job(job_id: str, session: SessionDep, principal: TrainPrincipal) -> dict
 
 
 @router.get("/jobs/{job_id}/events", response_model=list[JobEventPublic], responses=errors(404))
-def job_events(job_id: str, session: SessionDep, principal: TrainPrincipal,
+def job_events(job_id: str, session: SessionDep, principal: JobPrincipal,
                limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[Any]:
     """The job's log: state changes, messages and epoch rows, oldest first."""
     visible_job(session, job_id, principal)
@@ -171,7 +172,7 @@ def job_events(job_id: str, session: SessionDep, principal: TrainPrincipal,
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobPublic, responses=errors(404, 409))
-def cancel_job(job_id: str, request: Request, principal: TrainPrincipal) -> dict[str, Any]:
+def cancel_job(job_id: str, request: Request, principal: JobPrincipal) -> dict[str, Any]:
     """Queued: cancelled at once. Running: ``cancelling`` until the worker stops between
     epochs (its checkpoint is kept). Finished: 409 ``JOB_NOT_CANCELLABLE``. Only the job's
     owner or an admin may cancel it."""

@@ -43,9 +43,11 @@ def parse_model(spec: str | None, settings: Settings) -> tuple[str, str]:
     return name, ref or "active"
 
 
-def resolve_version(name: str, ref: str) -> int | None:
+def resolve_version(name: str, ref: str, configured: str | None = None) -> int | None:
     """The version ``ref`` names (a number, or an alias read from the registry); None when the
-    database is unreachable (serve what is loaded)."""
+    database is unreachable (serve what is loaded). A name nobody registered is 404
+    ``MODEL_NOT_FOUND``, except the ``configured`` one, which before its first version has no
+    active model (503 ``NO_ACTIVE_MODEL``, as the service answers before bootstrap ends)."""
     if ref.isdigit():
         return int(ref)
     try:
@@ -55,9 +57,9 @@ def resolve_version(name: str, ref: str) -> int | None:
     except ServiceError:
         return None
     if version is None:
-        unknown = not known or ref != "active"
+        unknown = (not known and name != configured) or ref != "active"
         raise ServiceError("MODEL_NOT_FOUND" if unknown else "NO_ACTIVE_MODEL",
-                           f"no model {name!r}" if not known else
+                           f"no model {name!r}" if unknown and not known else
                            f"model {name!r} has no {ref!r} version",
                            details={"name": name, "alias": ref})
     return version
@@ -85,7 +87,8 @@ def predict(body: PredictRequest, request: Request, _: PredictPrincipal,
     check_batch(body.genomes, settings)
     scorer = request.app.state.scorer
     name, ref = parse_model(body.model, settings)
-    loaded = scorer.models.current(name, resolve_version(name, ref), active=ref == "active")
+    loaded = scorer.models.current(name, resolve_version(name, ref, settings.model_name),
+                                   active=ref == "active")
     result = scorer.score(body.genomes, loaded, body.rank_by, body.direction, body.top_k)
     metrics = request.app.state.metrics
     metrics.batch_size.observe(len(body.genomes))

@@ -1,0 +1,127 @@
+"""``POST /propose``: the search next to the model (SSI, Neural-Predictor, mutation).
+
+A proposal small enough (``SURROGATE_PROPOSE_SYNC_MAX_CANDIDATES``) runs in the request through
+the same encoding cache as ``/predict``; a larger one is queued as a ``propose`` job (202, the
+job's ``result`` holds the same answer at ``GET /jobs/{id}``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from app.api.deps import PredictPrincipal, SettingsDep
+from app.api.routes import errors
+from app.api.routes.jobs import (
+    IdempotencyKey,
+    answer_submission,
+    job_public,
+    request_digest,
+    require_broker,
+)
+from app.api.routes.predict import parse_model, resolve_version
+from app.schemas import JobPublic, ProposeRequest, ProposeResponse
+from service.config import Settings
+from service.db import session_scope
+from service.errors import ServiceError
+from service.store import jobs as job_store
+
+router = APIRouter(tags=["search"])
+
+
+def _spec(body: ProposeRequest) -> Any:
+    from ml.search.strategies import ProposeSpec
+
+    return ProposeSpec(strategy=body.strategy, population=tuple(body.population), k=body.k,
+                       pool_size=body.pool_size, inner_generations=body.inner_generations,
+                       parents_k=body.parents_k, acquisition=body.acquisition,
+                       exclude=tuple(body.exclude), seed=body.seed)
+
+
+def check_propose(body: ProposeRequest, settings: Settings) -> None:
+    """The body's limits, before any encoding."""
+    if body.pool_size > settings.max_pool_size:
+        raise ServiceError("INVALID_REQUEST", f"pool_size {body.pool_size} > the limit of "
+                           f"{settings.max_pool_size}", details={"field": "pool_size"})
+    if body.inner_generations > settings.max_inner_generations:
+        raise ServiceError("INVALID_REQUEST", f"inner_generations > the limit of "
+                           f"{settings.max_inner_generations}",
+                           details={"field": "inner_generations"})
+    if len(body.population) > settings.max_batch:
+        raise ServiceError("BATCH_TOO_LARGE", f"{len(body.population)} genomes in population > "
+                           f"the limit of {settings.max_batch}",
+                           details={"max_batch": settings.max_batch})
+    if len(body.exclude) > settings.max_exclude:
+        raise ServiceError("BATCH_TOO_LARGE", f"{len(body.exclude)} genomes in exclude > the "
+                           f"limit of {settings.max_exclude}",
+                           details={"max_exclude": settings.max_exclude})
+    for field in ("population", "exclude"):
+        long = [i for i, g in enumerate(getattr(body, field))
+                if len(g) > settings.max_genome_length]
+        if long:
+            raise ServiceError("GENOME_TOO_LONG", f"{len(long)} genomes of {field} exceed "
+                               f"{settings.max_genome_length} characters",
+                               details={"field": field, "indices": long[:100]})
+
+
+def candidates_of(body: ProposeRequest) -> int:
+    """How many genomes the proposal will score, at most (the sync/job threshold's measure)."""
+    rounds = body.inner_generations if body.strategy == "ssi" else 1
+    return body.pool_size * rounds + len(body.population)
+
+
+def run_proposal(scorer: Any, loaded: Any, spec: Any, budget: Any) -> dict[str, Any]:
+    """Run ``spec`` against a loaded model; a request the search refuses is a 422/404."""
+    from app.scoring import SearchScorer
+    from ml.search.strategies import SearchError, propose
+
+    try:
+        result = propose(SearchScorer(scorer, loaded, budget), spec, loaded.training_hashes())
+    except SearchError as exc:
+        raise ServiceError(exc.code, str(exc), details=exc.details) from exc
+    return {**result, "model_name": loaded.name, "model_version": loaded.version,
+            "encoder_version": scorer.cache.version}
+
+
+@router.post("/propose", response_model=ProposeResponse,
+             responses={**errors(404, 413, 503),
+                        202: {"model": JobPublic, "description": "queued as a propose job"}})
+def propose(body: ProposeRequest, request: Request, response: Response,
+            principal: PredictPrincipal, settings: SettingsDep,
+            idempotency_key: IdempotencyKey = None) -> Any:
+    """Propose genomes to train next: ``ssi`` (the evolution's simulated surrogate injection
+    from ``population``), ``neural_predictor`` (sample the grammar, keep the predicted best) or
+    ``mutate`` (mutate the predicted best of ``population``). Items come best first, each with
+    its predictions and ``origin`` (operators and parent hashes). Never proposes a genome of
+    ``exclude``, of ``population`` or of the model's training data. The same body, seed and
+    model version give the same items."""
+    from app.scoring import RequestBudget
+    from ml.search.strategies import SearchError, validate_spec
+
+    check_propose(body, settings)
+    scorer = request.app.state.scorer
+    name, ref = parse_model(body.model, settings)
+    loaded = scorer.models.current(name, resolve_version(name, ref, settings.model_name),
+                                   active=ref == "active")
+    spec = _spec(body)
+    try:
+        validate_spec(spec, loaded.model.metrics)
+    except SearchError as exc:
+        raise ServiceError(exc.code, str(exc), details=exc.details) from exc
+    if candidates_of(body) > settings.propose_sync_max_candidates:
+        require_broker(request)
+        params = {**body.model_dump(), "model_name": loaded.name,
+                  "model_version": loaded.version}
+        with session_scope() as session:
+            job, created = job_store.create_job(
+                session, kind="propose", params=params, principal=principal.ident,
+                request_sha256=request_digest({"kind": "propose", **params}),
+                idempotency_key=idempotency_key, max_attempts=settings.max_attempts)
+            job_id = job.id
+        answer_submission(request, response, created, job_id, "propose", f"/jobs/{job_id}")
+        with session_scope() as session:
+            content = JobPublic.model_validate(job_public(job_store.get_job(session, job_id)))
+        return JSONResponse(content.model_dump(mode="json"),
+                            status_code=202 if created else 200, headers=dict(response.headers))
+    return run_proposal(scorer, loaded, spec, RequestBudget(0, settings.propose_deadline_s))
