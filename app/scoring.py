@@ -122,10 +122,10 @@ class SearchScorer:
         self.scorer, self.model, self.budget = scorer, loaded.model, budget
         self.metrics = list(loaded.model.metrics)
 
-    def score(self, genomes: Sequence[str]) -> Any:
+    def score(self, genomes: Sequence[str], trees: Sequence[Any] | None = None) -> Any:
         from ml.search.scoring import Scores
 
-        scored = self.scorer.evaluate(list(genomes), self.model, self.budget)
+        scored = self.scorer.evaluate(list(genomes), self.model, self.budget, trees)
         return Scores([o.canonical_hash if o.error is None else None for o in scored.outcomes],
                       [o.error for o in scored.outcomes], scored.mean,
                       scored.std if scored.has_std else None, scored.p_fail)
@@ -180,11 +180,15 @@ class EncodingCache:
     def has_row(self, digest: str | None, key: str) -> bool:
         return (digest, self.version, key) in self.rows
 
-    def encode(self, text: str, keep_record: bool = True) -> tuple[Encoded, bool]:
+    def encode(self, text: str, keep_record: bool = True, tree: Any = None,
+               row_key: str | None = None) -> tuple[Encoded, bool]:
         """``(outcome with its record, cache_hit)``; never raises for a bad genome.
-        ``keep_record=False`` (row-based predictors) does not cache the graph record."""
+        ``keep_record=False`` (row-based predictors) does not cache the graph record. ``tree``
+        is the parsed tree of ``text`` when the caller has it (the search's offspring: no
+        second parse). With ``row_key``, a new spelling of a genome whose feature row is
+        cached (same canonical hash) is a hit without encoding."""
         from ml.errors import GenomeError, internal_error
-        from ml.genome import canonical_hash, load
+        from ml.genome import canonical_hash, load, load_tree
 
         known = self.by_text.get(text)
         if known is not None:
@@ -194,8 +198,15 @@ class EncodingCache:
             if record is not None:
                 return Encoded(known.canonical_hash, record), True
         try:
-            genome = load(text, max_length=self.encoder.max_length)
+            if tree is not None and (self.encoder.max_length is None
+                                     or len(text) <= self.encoder.max_length):
+                genome = load_tree(tree, text)
+            else:
+                genome = load(text, max_length=self.encoder.max_length)
             digest = canonical_hash(genome)
+            if row_key is not None and not keep_record and self.has_row(digest, row_key):
+                self.by_text.put(text, Encoded(digest))
+                return Encoded(digest), True
             record = self.by_hash.get((digest, self.version))
             hit = record is not None
             if record is None:
@@ -439,8 +450,8 @@ class Scorer:
                 "model_name": loaded.name, "encoder_version": self.cache.version,
                 "rank_by": rank_by, "cache_hits": scored.hits}
 
-    def evaluate(self, genomes: list[str], model: Any,
-                 budget: RequestBudget | None = None) -> "Evaluated":
+    def evaluate(self, genomes: list[str], model: Any, budget: RequestBudget | None = None,
+                 trees: Sequence[Any] | None = None) -> "Evaluated":
         """Encode (cached) and predict ``genomes`` in bounded chunks, without ranking: the
         outcome of every genome and the model's arrays (NaN rows for the failed ones)."""
         budget = budget or self.budget()
@@ -471,7 +482,9 @@ class Scorer:
                         key is not None and self.cache.has_row(known.canonical_hash, key))):
                     outcome, hit = Encoded(known.canonical_hash, error=known.error), True
                 else:
-                    outcome, hit = self.cache.encode(text, keep_record=key is None)
+                    outcome, hit = self.cache.encode(
+                        text, keep_record=key is None,
+                        tree=None if trees is None else trees[i], row_key=key)
                 outcomes.append(outcome)
                 hits += hit
                 if outcome.error is None:

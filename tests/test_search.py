@@ -150,6 +150,20 @@ def test_offspring_are_typed_parse_and_mostly_compile() -> None:
     assert compiled >= 0.8 * len(bred.kept)
 
 
+def test_bred_trees_equal_what_the_parser_makes_of_their_text() -> None:
+    """The search loads offspring from the tree it built while printing them (no second
+    parse): that tree must be exactly ``parse(text)``, offsets included."""
+    from ml.genome.parser import parse
+
+    for text in real_genomes() + seed_genomes():
+        printed, tree = ps.to_genome(ps.to_tree(text))
+        assert printed == text and tree == parse(text)
+    trees = [(ps.to_tree(t), str(i)) for i, t in enumerate(POOL)]
+    bred = overpopulate(trees, 400, random.Random(8), set(), lambda batch: [True] * len(batch))
+    assert all(child.tree is not None and child.tree == parse(child.genome)
+               for child in bred.kept)
+
+
 def test_type_fixed_mut_swaps_one_node_for_one_of_the_same_signature() -> None:
     pset = ps.primitive_set()
     rng = random.Random(11)

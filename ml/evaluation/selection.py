@@ -61,19 +61,26 @@ def sort_nondominated(values: np.ndarray, k: int,
     for i, row in enumerate(map(tuple, wv)):
         groups[row].append(i)
     fits = list(groups)
+    # DEAP compares every pair of distinct fitnesses in Python; the relation is computed here
+    # with numpy in row blocks and read back in DEAP's order: fitness i's "dominated" list is
+    # every fitness it dominates in index order (DEAP appends the earlier ones while their rows
+    # are processed, the later ones in its own row), "dominating" counts its dominators.
+    unique = np.array(fits, dtype=np.float64).reshape(len(fits), wv.shape[1])
     dominating = defaultdict(int)   # how many fitnesses dominate this one
     dominated: dict[tuple, list[tuple]] = defaultdict(list)  # which fitnesses this one dominates
-    current: list[tuple] = []
-    for i, fi in enumerate(fits):
-        for fj in fits[i + 1:]:
-            if _dominates(fi, fj):
-                dominating[fj] += 1
-                dominated[fi].append(fj)
-            elif _dominates(fj, fi):
-                dominating[fi] += 1
-                dominated[fj].append(fi)
-        if dominating[fi] == 0:
-            current.append(fi)
+    counts = np.zeros(len(fits), dtype=np.int64)
+    block = max(1, 2 ** 22 // max(1, len(fits) * unique.shape[1]))
+    for start in range(0, len(fits), block):
+        rows = unique[start:start + block, None, :]
+        relation = (rows >= unique[None, :, :]).all(axis=2) & \
+            (rows > unique[None, :, :]).any(axis=2)
+        counts += relation.sum(axis=0)
+        for offset in np.flatnonzero(relation.any(axis=1)):
+            dominated[fits[start + offset]] = [fits[j] for j in np.flatnonzero(relation[offset])]
+    for fit, count in zip(fits, counts.tolist()):
+        if count:
+            dominating[fit] = count
+    current: list[tuple] = [fit for fit, count in zip(fits, counts.tolist()) if count == 0]
     fronts: list[list[int]] = [[]]
     for fit in current:
         fronts[-1].extend(groups[fit])

@@ -10,11 +10,12 @@ from ml.genome.identity import canonical_form, canonical_hash, canonical_json, i
 from ml.genome.model import EvaluatedGenome, Layer
 from ml.genome.parser import parse
 from ml.genome.printer import to_string
+from ml.genome.tree import Call
 from ml.genome.validate import validate
 
 __all__ = ["EvaluatedGenome", "GenomeError", "Layer", "canonical_form", "canonical_hash",
-           "canonical_json", "evaluate", "individual_hash", "load", "parse", "to_string",
-           "validate"]
+           "canonical_json", "evaluate", "individual_hash", "load", "load_tree", "parse",
+           "to_string", "validate"]
 
 
 @isolated("reading")
@@ -25,6 +26,15 @@ def load(text: str, *, max_length: int | None = None) -> EvaluatedGenome:
     as ``INTERNAL_ERROR`` so a batch never loses more than the one bad item.
     """
     tree = parse(text, max_length=max_length)
+    genome = evaluate(tree, text)
+    validate(genome, text)
+    return genome
+
+
+@isolated("reading")
+def load_tree(tree: Call, text: str) -> EvaluatedGenome:
+    """:func:`load` for a genome whose tree is already built (what ``parse(text)`` returns):
+    evaluate and validate, without lexing and parsing the text again."""
     genome = evaluate(tree, text)
     validate(genome, text)
     return genome

@@ -47,6 +47,14 @@ def _new_call(token: Token, text: str) -> Call:
                           code="UNKNOWN_PRIMITIVE")
 
 
+def call_signature(name: str) -> tuple[str, str]:
+    """(type, structural class) the parser gives a call of ``name`` (KeyError if unknown): for
+    code that builds a genome's tree while printing it (the search's offspring) instead of
+    parsing the text again."""
+    signature = _SIGNATURES[name]
+    return signature[0], signature[1]
+
+
 def _check_call(call: Call, text: str) -> None:
     """Arity and structural slot types of a completed call."""
     slots = _SIGNATURES[call.name][2]

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 from deap import gp
 
 from ml.genome import catalogue as cat
-from ml.genome.parser import parse
+from ml.genome.parser import call_signature, parse
 from ml.genome.tree import Call, Literal, Node, Terminal
 
 _ARITH = ("add", "protectedSub", "mul", "protectedDiv")
@@ -218,6 +218,75 @@ def to_tree(text: str) -> gp.PrimitiveTree:
 def to_text(tree: gp.PrimitiveTree) -> str:
     """The genome string of a tree, exactly as DEAP (and so the evolution) prints it."""
     return str(tree)
+
+
+_SIGNATURES_OF = {name: call_signature(name) for name in (*cat.PRIMITIVES, *cat.HELPERS)}
+
+
+def to_genome(tree: gp.PrimitiveTree) -> tuple[str, Call | None]:
+    """The genome string of a tree and, built in the same pass, the tree
+    :func:`ml.genome.parser.parse` would make of that string (equal to it, offsets included),
+    so a bred genome is not lexed and parsed again: parsing is most of the cost of loading the
+    long genomes crossover breeds. ``None`` for the tree when a constant prints in a form the
+    grammar does not read (an exponent, ``inf``, ``nan``): the caller parses the string, which
+    reports the error.
+
+    The parser's structural checks (arity, tensor/optimizer/scheduler/scalar slots) hold by
+    construction: DEAP's typed operators only exchange subtrees of one return type and replace a
+    node by one of the same signature (tests/test_search.py compares with ``parse`` on bred
+    genomes)."""
+    signatures = _SIGNATURES_OF
+    tensor = TYPES[cat.TENSOR3D]
+    pieces: list[str] = []
+    put = pieces.append
+    pos = 0
+    calls: list[Call] = []                # the open calls, innermost last
+    left: list[int] = []                  # arguments each open call still expects
+    root: Call | None = None
+    readable = True
+    for node in tree:
+        arity = node.arity
+        if arity:
+            name = node.name
+            kind, klass = signatures[name]
+            call = Call(name, pos, [], kind, klass)
+            put(name)
+            put("(")
+            pos += len(name) + 1
+            if calls:
+                calls[-1].args.append(call)
+            calls.append(call)
+            left.append(arity)
+            continue
+        if node.ret is tensor:            # the argument terminal IN0
+            item: Node = Terminal("IN0", pos)
+            printed = "IN0"
+        else:
+            value = node.value
+            printed = repr(value)
+            if value.__class__ is float and ("e" in printed or "n" in printed):
+                readable = False          # 1e-05, inf, nan: not in the grammar
+            item = Literal(value, pos)
+        put(printed)
+        pos += len(printed)
+        calls[-1].args.append(item)
+        left[-1] -= 1
+        while left and left[-1] == 0:
+            left.pop()
+            call = calls.pop()
+            put(")")
+            pos += 1
+            if left:
+                left[-1] -= 1
+            else:
+                root = call
+        if left:
+            put(", ")
+            pos += 2
+    text = "".join(pieces)
+    if not readable or root is None or root.name not in cat.HEADS:
+        return text, None
+    return text, root
 
 
 def is_structural(node: Any) -> bool:

@@ -13,6 +13,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from ml.errors import GenomeError
+from ml.genome.tree import Call
 
 
 @dataclass
@@ -29,14 +30,19 @@ class Scores:
 
 
 class CandidateScorer(Protocol):
+    """``trees``, when given, holds for each genome the tree ``parse`` would make of it (or
+    None): the search builds its offspring's trees while printing them."""
+
     metrics: Sequence[str]
 
-    def score(self, genomes: Sequence[str]) -> Scores: ...
+    def score(self, genomes: Sequence[str],
+              trees: Sequence[Call | None] | None = None) -> Scores: ...
 
 
 class BundleScorer:
     """Encode with :class:`ml.encoding.encoder.GenomeEncoder` and predict with a loaded model,
-    item by item safe (a prediction that raises fails its genome only)."""
+    item by item safe (a prediction that raises fails its genome only). Predictions are kept
+    by canonical hash, so a genome met again under another spelling is not encoded twice."""
 
     def __init__(self, model: Any, max_length: int | None = None) -> None:
         from ml.encoding.encoder import GenomeEncoder
@@ -44,34 +50,63 @@ class BundleScorer:
         self.model = model
         self.metrics = list(model.metrics)
         self.encoder = GenomeEncoder(max_length=max_length) if max_length else GenomeEncoder()
+        self._known: dict[str, tuple[np.ndarray, np.ndarray | None, float]] = {}
 
-    def score(self, genomes: Sequence[str]) -> Scores:
+    def _load(self, text: str, tree: Call | None) -> Any:
+        from ml.genome import load, load_tree
+
+        if tree is not None and (self.encoder.max_length is None
+                                 or len(text) <= self.encoder.max_length):
+            return load_tree(tree, text)
+        return load(text, max_length=self.encoder.max_length)
+
+    def score(self, genomes: Sequence[str],
+              trees: Sequence[Call | None] | None = None) -> Scores:
+        from ml.genome import canonical_hash
         from ml.inference import predict_chunk
 
         n, m = len(genomes), len(self.metrics)
         hashes: list[str | None] = [None] * n
         errors: list[dict[str, Any] | None] = [None] * n
-        records, positions = [], []
+        mean, p_fail = np.full((n, m), np.nan), np.ones(n)
+        std = np.full((n, m), np.nan)
+        has_std = True
+        records, positions, digests = [], [], []
         for i, text in enumerate(genomes):
             try:
-                data = self.encoder.encode(text).to_data("combined")
+                genome = self._load(text, trees[i] if trees is not None else None)
+                digest = canonical_hash(genome)
+                known = self._known.get(digest)
+                if known is not None:
+                    hashes[i] = digest
+                    mean[i], p_fail[i] = known[0], known[2]
+                    if known[1] is None:
+                        has_std = False
+                    else:
+                        std[i] = known[1]
+                    continue
+                try:
+                    data = self.encoder.encode_genome(genome, text).to_data("combined")
+                except GenomeError as exc:
+                    raise exc.with_text(text) from None
             except GenomeError as exc:
                 errors[i] = exc.to_dict()
                 continue
             records.append(data)
             positions.append(i)
-        mean, p_fail = np.full((n, m), np.nan), np.ones(n)
-        std: np.ndarray | None = np.full((n, m), np.nan)
+            digests.append(digest)
         if records:
             result = predict_chunk(self.model, records, rows=False)
             for j, error in result.failed.items():
                 errors[positions[j]] = error
+            has_std &= result.std is not None or not result.kept
             for r, j in enumerate(result.kept):
                 i = positions[j]
-                hashes[i] = records[j].canonical_hash
+                hashes[i] = digests[j]
                 mean[i], p_fail[i] = result.mean[r], result.p_fail[r]
-                if result.std is not None and std is not None:
-                    std[i] = result.std[r]
-            if result.std is None and result.kept:
-                std = None
-        return Scores(hashes, errors, mean, std, p_fail)
+                row_std = None if result.std is None else result.std[r]
+                if row_std is not None:
+                    std[i] = row_std
+                self._known[digests[j]] = (mean[i].copy(), None if row_std is None
+                                           else std[i].copy(), float(p_fail[i]))
+        return Scores(hashes, errors, mean, std if has_std else None, p_fail)

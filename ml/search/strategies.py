@@ -37,7 +37,7 @@ from ml.errors import GenomeError
 from ml.evaluation.selection import OBJECTIVE_NAMES, OBJECTIVE_WEIGHTS, select_nsga2
 from ml.genome.sampler import GenomeSampler
 from ml.ranking import FAIL_THRESHOLD
-from ml.search.pset import seeded, to_tree
+from ml.search.pset import seeded, to_genome, to_tree
 from ml.search.scoring import CandidateScorer, Scores
 from ml.search.variation import MUTATIONS, Offspring, _mutation, overpopulate
 
@@ -46,7 +46,7 @@ ACQUISITIONS = ("mean", "ucb", "thompson")
 FITNESS_CLAMP = 300.0
 UCB_BETA = 1.0
 #: Candidates scored per model call while breeding.
-SCORE_BATCH = 256
+SCORE_BATCH = 512
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,8 @@ class _Search:
     stop: Callable[[], bool] | None = None
 
     def score(self, genomes: Sequence[str], origins: Sequence[dict[str, Any]],
-              allow_excluded: bool = False) -> list[_Candidate | None]:
+              allow_excluded: bool = False,
+              trees: Sequence[Any] | None = None) -> list[_Candidate | None]:
         """Score genomes in batches; one entry per genome, None when it failed or is excluded
         (or, unless ``allow_excluded``, already proposed)."""
         out: list[_Candidate | None] = []
@@ -118,7 +119,8 @@ class _Search:
             chunk = list(genomes[start:start + SCORE_BATCH])
             if self.stop is not None and self.stop():
                 raise SearchCancelled()
-            scores: Scores = self.scorer.score(chunk)
+            scores: Scores = self.scorer.score(
+                chunk, None if trees is None else list(trees[start:start + SCORE_BATCH]))
             self.candidates += len(chunk)
             if self.progress is not None:
                 self.progress(min(0.99, self.candidates / self.budget),
@@ -188,7 +190,8 @@ def _brood(search: _Search, parents: list[_Candidate], rng: random.Random,
 
     def admit(batch: list[Offspring]) -> list[bool]:
         scored = search.score([o.genome for o in batch],
-                              [{"op": o.op, "parents": list(o.parents)} for o in batch])
+                              [{"op": o.op, "parents": list(o.parents)} for o in batch],
+                              trees=[o.tree for o in batch])
         kept.extend(c for c in scored if c is not None)
         return [c is not None for c in scored]
 
@@ -276,9 +279,10 @@ def _mutate(search: _Search, rng: random.Random, seen: set[str]) -> list[_Candid
                     search.duplicates += 1
                     continue
                 seen.add(text)
-                batch.append(Offspring(text, name, (parent,)))
+                batch.append(Offspring(text, name, (parent,), to_genome(mutant)[1]))
         scored = search.score([o.genome for o in batch],
-                              [{"op": o.op, "parents": list(o.parents)} for o in batch])
+                              [{"op": o.op, "parents": list(o.parents)} for o in batch],
+                              trees=[o.tree for o in batch])
         children.extend(c for c in scored if c is not None)
     children = children[:spec.pool_size]
     alive = [c for c in children if c.p_fail < FAIL_THRESHOLD] or children

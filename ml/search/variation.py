@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import copy
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from deap import gp
 
-from ml.search.pset import is_structural, primitive_set, seeded, to_text
+from ml.genome.tree import Call
+from ml.search.pset import is_structural, primitive_set, seeded, to_genome
 
 #: (operator name, probability), in the order the evolution applies them.
 CROSSOVERS: tuple[tuple[str, float], ...] = (("cxOnePoint", 0.5), ("cxOnePointLeafBiased", 0.3))
 MUTATIONS: tuple[tuple[str, float], ...] = (("mutNodeReplacement", 0.2), ("type_fixed_mut", 0.3))
 LEAF_TERMPB = 0.5
+#: Smallest batch ``overpopulate`` hands to ``admit`` (a model call has a fixed cost).
+MIN_BATCH = 64
 TYPE_PROB = 0.9
 
 
@@ -80,6 +83,9 @@ class Offspring:
     genome: str
     op: str
     parents: tuple[str, ...]
+    #: The parser's tree of ``genome`` (None: parse the string); while breeding, the DEAP
+    #: tree it was printed from.
+    tree: Call | gp.PrimitiveTree | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -106,7 +112,7 @@ def _breed_pair(a: gp.PrimitiveTree, b: gp.PrimitiveTree, parents: tuple[str, st
         return []
     cx = "+".join(fired)
     children = [(a, cx), (b, cx)] * len(fired)
-    out = [Offspring(to_text(tree), op, parents) for tree, op in children]
+    out = [Offspring(str(tree), op, parents, tree=tree) for tree, op in children]
     for tree, op in children:
         mutant = copy.deepcopy(tree)
         done = []
@@ -115,7 +121,7 @@ def _breed_pair(a: gp.PrimitiveTree, b: gp.PrimitiveTree, parents: tuple[str, st
                 _mutation(name, mutant)
                 done.append(name)
         if done:
-            out.append(Offspring(to_text(mutant), f"{op}>{'+'.join(done)}", parents))
+            out.append(Offspring(str(mutant), f"{op}>{'+'.join(done)}", parents, tree=mutant))
     return out
 
 
@@ -164,10 +170,16 @@ def overpopulate(pool: Sequence[tuple[gp.PrimitiveTree, str]], size: int, rng: r
                         result.duplicates += 1
                         continue
                     seen.add(child.genome)
-                    pending.append(child)
-                if len(result.kept) + len(pending) >= size or len(pending) >= batch:
+                    # The parser's tree, built only for a new string (most cost of loading).
+                    pending.append(replace(child, tree=to_genome(child.tree)[1]))
+                # Score in batches: a full one, or (near the end) what should fill the brood
+                # with some room for rejections; the first ``size`` admitted are kept either
+                # way, so batching changes only how many extra candidates get scored.
+                missing = size - len(result.kept)
+                if len(pending) >= min(batch, max(MIN_BATCH, missing + missing // 2)):
                     settle()
                 if len(result.kept) >= size:
                     break
-            settle()
+        settle()
+        result.kept = result.kept[:size]
     return result
