@@ -228,6 +228,24 @@ class SurrogateClient:
         return self._request("POST", "/jobs/train", json=body,
                              headers={"Idempotency-Key": key}).json()
 
+    def propose(self, population: Sequence[str] = (), strategy: str = "ssi",
+                wait_s: float = 3600, **options: Any) -> dict[str, Any]:
+        """``POST /propose`` (options: ``k``, ``pool_size``, ``inner_generations``,
+        ``parents_k``, ``acquisition``, ``exclude``, ``seed``, ``model``). A proposal the service
+        queues as a job is waited for (up to ``wait_s``); either way the answer is
+        ``{"items", "model_name", "model_version", "encoder_version", "stats"}``."""
+        body = {"population": list(population), "strategy": strategy,
+                **{k: list(v) if k == "exclude" else v for k, v in options.items()}}
+        response = self._request("POST", "/propose", json=body)
+        if response.status_code != 202:
+            return response.json()
+        job = self.wait(response.json()["id"], timeout_s=wait_s)
+        if job["status"] != "succeeded":
+            error = job.get("error") or {}
+            raise SurrogateError(200, error.get("code") or job["status"].upper(),
+                                 error.get("message") or job["message"])
+        return job["result"]
+
     def job(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/jobs/{job_id}").json()
 

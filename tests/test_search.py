@@ -232,7 +232,7 @@ def test_neural_predictor_samples_and_drops_predicted_failures(model_and_hashes:
                acquisition="ucb")
     items = out["items"]
     assert len(items) == 5
-    assert all(it["origin"] == {"op": "sample", "parents": []} for it in items)
+    assert all(it["origin"] == {"op": "genHalfAndHalf", "parents": []} for it in items)
     assert all(it["p_fail"] < 0.5 for it in items)
     assert out["stats"]["candidates"] >= 40
 
@@ -280,3 +280,17 @@ def test_cli_propose_prints_one_object_per_proposal(tmp_path: Path, model_and_ha
     assert all(line["canonical_hash"] not in set(hashes) for line in lines)
     stats = json.loads(captured.err.strip().splitlines()[-1])
     assert stats["stats"]["candidates"] >= 40
+    # Another process (another hash seed: set and dict orders of str keys change) proposes
+    # the very same genomes.
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    other = subprocess.run(
+        [sys.executable, "-c", "from nas_surrogate.cli import main; raise SystemExit(main())",
+         "propose", "--model", str(bundle), "--population", str(population), "--strategy",
+         "ssi", "--pool-size", "40", "--inner-generations", "1", "--k", "3", "--seed", "9"],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert other.stdout == captured.out

@@ -1,9 +1,11 @@
 """Proposals: the search loop's inner work done next to the model (issue: search inside the
 service). Three strategies, all seeded and deterministic for a given model:
 
-* ``neural_predictor`` (the research notes' Neural-Predictor recipe, predictors.md §1.2): sample
-  ``pool_size`` compiling genomes from the grammar (plus ``population``), predict, drop predicted
-  failures, return the top ``k`` by NSGA-II + crowding on the acquired objectives;
+* ``neural_predictor`` (the research notes' Neural-Predictor recipe, predictors.md §1.2): draw
+  ``pool_size`` compiling genomes as the evolution does (DEAP's ``genHalfAndHalf(min_=4,
+  max_=8)`` on its typed set), predict, drop predicted failures, return the top ``k`` by NSGA-II
+  + crowding on the acquired objectives (``population`` takes part in the ranking, never in the
+  answer);
 * ``ssi`` (the evolution's simulated surrogate injection, surrogate-usage §5): from
   ``population``, for each of ``inner_generations`` rounds take NSGA-II(``parents_k``) parents on
   predicted fitness and breed a brood of ``pool_size`` with the evolution's operators; the final
@@ -32,12 +34,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from deap import gp
 
 from ml.errors import GenomeError
 from ml.evaluation.selection import OBJECTIVE_NAMES, OBJECTIVE_WEIGHTS, select_nsga2
-from ml.genome.sampler import GenomeSampler
 from ml.ranking import FAIL_THRESHOLD
-from ml.search.pset import seeded, to_genome, to_tree
+from ml.search.pset import primitive_set, seeded, to_genome, to_tree
 from ml.search.scoring import CandidateScorer, Scores
 from ml.search.variation import MUTATIONS, Offspring, _mutation, overpopulate
 
@@ -47,6 +49,8 @@ FITNESS_CLAMP = 300.0
 UCB_BETA = 1.0
 #: Candidates scored per model call while breeding.
 SCORE_BATCH = 512
+#: ``gp.genHalfAndHalf(min_=4, max_=8)``: how the evolution draws new genomes (spec §1.6).
+GEN_MIN, GEN_MAX = 4, 8
 
 
 @dataclass(frozen=True)
@@ -213,33 +217,36 @@ def _ssi(search: _Search, rng: random.Random, seen: set[str]) -> list[_Candidate
         raise SearchError("POPULATION_TOO_SMALL", "ssi needs at least 2 valid genomes in "
                           "population", valid=len(current))
     for _ in range(search.spec.inner_generations):
-        brood = _brood(search, _parents(search, current), rng, seen)
-        if len(brood) < 2:
-            current = brood
+        current = _brood(search, _parents(search, current), rng, seen)
+        if len(current) < 2:        # nothing new left to breed from these parents
             break
-        current = brood
     return _nsga2(current, search.spec.resolved_k(), search.scorer.metrics,
                   search.spec.acquisition, search.np_rng)
 
 
 def _neural_predictor(search: _Search, rng: random.Random, seen: set[str]) -> list[_Candidate]:
-    sampler = GenomeSampler(seed=rng.randrange(2 ** 63))
     spec = search.spec
+    pset = primitive_set()
     pool: list[_Candidate] = []
     draws = 0
     max_draws = 50 * spec.pool_size + 1000
     while len(pool) < spec.pool_size and draws < max_draws:
         need = min(SCORE_BATCH, spec.pool_size - len(pool))
-        batch = []
-        while len(batch) < need and draws < max_draws:
-            genome = sampler.draw()
-            draws += 1
-            if genome in seen:
-                search.duplicates += 1
-                continue
-            seen.add(genome)
-            batch.append(genome)
-        scored = search.score(batch, [{"op": "sample", "parents": []}] * len(batch))
+        batch: list[tuple[str, Any]] = []
+        with seeded(rng):
+            while len(batch) < need and draws < max_draws:
+                draws += 1
+                # The evolution's generator: DEAP's ramped half-and-half on its typed set.
+                tree = gp.PrimitiveTree(gp.genHalfAndHalf(pset, min_=GEN_MIN, max_=GEN_MAX))
+                text, parsed = to_genome(tree)
+                if text in seen:
+                    search.duplicates += 1
+                    continue
+                seen.add(text)
+                batch.append((text, parsed))
+        scored = search.score([t for t, _ in batch],
+                              [{"op": "genHalfAndHalf", "parents": []}] * len(batch),
+                              trees=[p for _, p in batch])
         pool.extend(c for c in scored if c is not None)
     # The population joins the selection (its members shape the fronts and the crowding the
     # new genomes are chosen by) but is never proposed.

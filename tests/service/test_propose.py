@@ -94,3 +94,14 @@ def test_a_large_proposal_runs_as_a_job_with_the_same_answer(api: dict[str, Any]
     assert c.get(f"/jobs/{job['id']}", headers=headers(api["keys"]["train"])).status_code == 404
     listed = c.get("/jobs?kind=propose", headers=headers(key)).json()
     assert [j["id"] for j in listed["data"]] == [job["id"]]
+
+
+def test_the_client_proposes(api: dict[str, Any]) -> None:
+    from app.client import SurrogateClient
+
+    client = SurrogateClient(api_key=api["keys"]["predict"], http=api["client"])
+    out = client.propose(POPULATION, strategy="mutate", pool_size=30, k=3, parents_k=4, seed=1,
+                         exclude=BODY["exclude"])
+    assert [it["rank"] for it in out["items"]] == [1, 2, 3]
+    assert all(it["origin"]["op"] in ("mutNodeReplacement", "type_fixed_mut")
+               for it in out["items"])

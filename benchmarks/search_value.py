@@ -1,0 +1,187 @@
+"""Does the predictor find better architectures? Searches on NAS-Bench-Graph, whose table of
+trained accuracies is the oracle (``pip install '.[benchmarks]'``).
+
+For a budget of B queried architectures (each query reads the table: what a real search pays a
+training for), over seeds, the best accuracy found and the regret against the space's best:
+
+* ``random``: B architectures drawn uniformly;
+* ``regularised_evolution`` (Real et al. 2019): 20 random, then tournaments of 5 over the
+  population, the winner mutated, the oldest member dropped;
+* ``neural_predictor`` (predictors.md §1.2): B/2 random queried, the predictor (the ``trees``
+  predictor of this project, on its tabular graph features) trained on them, a pool of 5,000
+  unqueried architectures predicted, the top B/2 queried;
+* ``predictor_evolution`` (the logic of ``POST /propose`` with ``strategy: mutate``): 20 random,
+  then per round the predictor is refitted on everything queried, the best 5 queried by accuracy
+  are mutated into 200 new candidates, and the 20 the predictor ranks first are queried.
+
+A mutation changes one of the four operations (p = 0.5) or the link pattern, redrawn until it
+lands on an architecture of the space. The table below is written to stdout (markdown).
+
+    python benchmarks/search_value.py [--datasets arxiv cora citeseer] [--budgets 100 200]
+        [--seeds 20]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+POPULATION, TOURNAMENT = 20, 5
+NP_POOL = 5000
+ROUND_POOL, ROUND_QUERIES, PARENTS = 200, 20, 5
+
+
+class Space:
+    """One dataset's architectures: features for the predictor, accuracies as the oracle."""
+
+    def __init__(self, dataset: str) -> None:
+        from ml.evaluation import nasbench_graph as nb
+        from ml.evaluation.predictors import make_factory
+
+        self.records = nb.load_benchmark(dataset)
+        self.perf = np.array([float(r.y.reshape(-1)[0]) for r in self.records])
+        self.index = {(tuple(r.link), tuple(r.ops)): i for i, r in enumerate(self.records)}
+        self.links = sorted({tuple(r.link) for r in self.records})
+        self.factory = make_factory("trees", nb.METRICS)
+        self.rows = self.factory(0).featurize(self.records)
+        self.best = float(self.perf.max())
+
+    def mutate(self, i: int, rng: np.random.Generator) -> int:
+        from ml.evaluation.nasbench_graph import NB_OPS
+
+        link, ops = tuple(self.records[i].link), list(self.records[i].ops)
+        for _ in range(100):
+            new_link, new_ops = link, list(ops)
+            if rng.random() < 0.5:
+                pos = int(rng.integers(len(new_ops)))
+                new_ops[pos] = rng.choice([o for o in NB_OPS if o != ops[pos]])
+            else:
+                new_link = self.links[int(rng.integers(len(self.links)))]
+            j = self.index.get((new_link, tuple(new_ops)))
+            if j is not None and j != i:
+                return j
+        return int(rng.integers(len(self.records)))
+
+    def predictor(self, queried: list[int], seed: int) -> Callable[[np.ndarray], np.ndarray]:
+        model = self.factory(seed)
+        model.fit([self.records[i] for i in queried], None, None, None)
+        return lambda idx: np.asarray(model.predict_features(self.rows[idx]).mean)[:, 0]
+
+
+def random_search(space: Space, budget: int, rng: np.random.Generator, seed: int) -> list[int]:
+    return list(rng.choice(len(space.records), size=budget, replace=False))
+
+
+def regularised_evolution(space: Space, budget: int, rng: np.random.Generator,
+                          seed: int) -> list[int]:
+    queried = list(rng.choice(len(space.records), size=POPULATION, replace=False))
+    seen, population = set(queried), list(queried)
+    while len(queried) < budget:
+        sample = rng.choice(population, size=TOURNAMENT, replace=False)
+        parent = int(max(sample, key=lambda i: space.perf[i]))
+        child = space.mutate(parent, rng)
+        for _ in range(20):
+            if child not in seen:
+                break
+            child = space.mutate(parent, rng)
+        seen.add(child)
+        queried.append(child)
+        population.append(child)
+        population.pop(0)
+    return queried
+
+
+def neural_predictor(space: Space, budget: int, rng: np.random.Generator,
+                     seed: int) -> list[int]:
+    queried = list(rng.choice(len(space.records), size=budget // 2, replace=False))
+    predict = space.predictor(queried, seed)
+    rest = np.setdiff1d(np.arange(len(space.records)), queried)
+    pool = rng.choice(rest, size=min(NP_POOL, len(rest)), replace=False)
+    order = np.argsort(-predict(pool), kind="stable")
+    return queried + [int(i) for i in pool[order[:budget - len(queried)]]]
+
+
+def predictor_evolution(space: Space, budget: int, rng: np.random.Generator,
+                        seed: int) -> list[int]:
+    queried = list(rng.choice(len(space.records), size=POPULATION, replace=False))
+    seen = set(queried)
+    while len(queried) < budget:
+        predict = space.predictor(queried, seed)
+        parents = sorted(queried, key=lambda i: -space.perf[i])[:PARENTS]
+        pool: list[int] = []
+        for _ in range(ROUND_POOL * 20):
+            child = space.mutate(parents[int(rng.integers(len(parents)))], rng)
+            if child not in seen and child not in pool:
+                pool.append(child)
+            if len(pool) >= ROUND_POOL:
+                break
+        while len(pool) < ROUND_QUERIES:          # the parents' neighbourhood is used up
+            other = int(rng.integers(len(space.records)))
+            if other not in seen and other not in pool:
+                pool.append(other)
+        take = min(ROUND_QUERIES, budget - len(queried))
+        order = np.argsort(-predict(np.array(pool, dtype=np.int64)), kind="stable")
+        for i in order[:take]:
+            queried.append(pool[i])
+            seen.add(pool[i])
+    return queried
+
+
+METHODS: dict[str, Callable[..., list[int]]] = {
+    "random": random_search, "regularised_evolution": regularised_evolution,
+    "neural_predictor": neural_predictor, "predictor_evolution": predictor_evolution}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["arxiv", "cora", "citeseer"])
+    parser.add_argument("--budgets", nargs="+", type=int, default=[100, 200])
+    parser.add_argument("--seeds", type=int, default=20)
+    args = parser.parse_args()
+
+    table: list[str] = ["| dataset | budget | method | best accuracy (mean ± sd) | median "
+                        "| regret (mean) | beats random | beats RE |",
+                        "|---|---|---|---|---|---|---|---|"]
+    for dataset in args.datasets:
+        started = time.perf_counter()
+        space = Space(dataset)
+        print(f"{dataset}: {len(space.records)} archs, best {space.best:.4f} "
+              f"({time.perf_counter() - started:.0f} s to load)", file=sys.stderr)
+        for budget in args.budgets:
+            found: dict[str, list[float]] = {}
+            for name, method in METHODS.items():
+                t0 = time.perf_counter()
+                found[name] = []
+                for seed in range(args.seeds):
+                    rng = np.random.default_rng(1000 * budget + seed)
+                    queried = method(space, budget, rng, seed)
+                    assert len(queried) == budget and len(set(queried)) == budget, name
+                    found[name].append(float(space.perf[queried].max()))
+                print(f"  {dataset} B={budget} {name}: mean best "
+                      f"{statistics.mean(found[name]):.4f} "
+                      f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+            for name, values in found.items():
+                mean = statistics.mean(values)
+                regret = space.best - mean
+                beats = ["-" if name in skip else
+                         ("yes" if mean > statistics.mean(found[other]) else "no")
+                         for other, skip in (("random", ("random",)),
+                                             ("regularised_evolution",
+                                              ("random", "regularised_evolution")))]
+                table.append(f"| {dataset} | {budget} | {name} | {mean:.4f} ± "
+                             f"{statistics.stdev(values):.4f} | {statistics.median(values):.4f} "
+                             f"| {regret:.4f} | {beats[0]} | {beats[1]} |")
+    print("\n".join(table))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
