@@ -227,6 +227,28 @@ def test_ssi_is_deterministic_new_and_carries_its_lineage(model_and_hashes: Any)
     assert [it["genome"] for it in other["items"]] != [it["genome"] for it in items]
 
 
+def test_concurrent_searches_give_what_each_gives_alone(model_and_hashes: Any) -> None:
+    """DEAP draws from the module's ``random``: each search swaps in its own stream under a
+    lock, so two searches in threads (scoring interleaved) answer as they do one at a time."""
+    import threading
+
+    population = tuple(real_genomes()[-16:])
+    specs = [dict(strategy="ssi", population=population, pool_size=50, inner_generations=2,
+                  seed=seed) for seed in (21, 22)]
+    alone = [_run(model_and_hashes, **spec)["items"] for spec in specs]
+    together: list[Any] = [None, None]
+
+    def run(i: int) -> None:
+        together[i] = _run(model_and_hashes, **specs[i])["items"]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert together == alone
+
+
 def test_neural_predictor_samples_and_drops_predicted_failures(model_and_hashes: Any) -> None:
     out = _run(model_and_hashes, strategy="neural_predictor", pool_size=40, k=5, seed=1,
                acquisition="ucb")

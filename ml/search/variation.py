@@ -150,36 +150,38 @@ def overpopulate(pool: Sequence[tuple[gp.PrimitiveTree, str]], size: int, rng: r
                 result.invalid += 1
         pending = []
 
-    with seeded(rng):
-        while len(result.kept) < size and result.rounds < max_rounds:
-            result.rounds += 1
-            order = list(range(len(pool)))
-            pairs = []
-            while len(pairs) < len(pool) / 2 and len(order) >= 2:
-                i = order.pop(rng.randrange(len(order)))
-                j = order.pop(rng.randrange(len(order)))
-                pairs.append((pool[i], pool[j]))
-            for (ta, ha), (tb, hb) in pairs:
-                try:
+    while len(result.kept) < size and result.rounds < max_rounds:
+        result.rounds += 1
+        order = list(range(len(pool)))
+        pairs = []
+        while len(pairs) < len(pool) / 2 and len(order) >= 2:
+            i = order.pop(rng.randrange(len(order)))
+            j = order.pop(rng.randrange(len(order)))
+            pairs.append((pool[i], pool[j]))
+        for (ta, ha), (tb, hb) in pairs:
+            try:
+                # The lock of ``seeded`` is held while DEAP draws, not while ``admit``
+                # scores: concurrent searches interleave their scoring.
+                with seeded(rng):
                     children = _breed_pair(ta, tb, (ha, hb), rng)
-                except Exception:  # noqa: BLE001 - the evolution skips a pair that raises
-                    result.failed_pairs += 1
+            except Exception:  # noqa: BLE001 - the evolution skips a pair that raises
+                result.failed_pairs += 1
+                continue
+            for child in children:
+                if child.genome in seen:
+                    result.duplicates += 1
                     continue
-                for child in children:
-                    if child.genome in seen:
-                        result.duplicates += 1
-                        continue
-                    seen.add(child.genome)
-                    # The parser's tree, built only for a new string (most cost of loading).
-                    pending.append(replace(child, tree=to_genome(child.tree)[1]))
-                # Score in batches: a full one, or (near the end) what should fill the brood
-                # with some room for rejections; the first ``size`` admitted are kept either
-                # way, so batching changes only how many extra candidates get scored.
-                missing = size - len(result.kept)
-                if len(pending) >= min(batch, max(MIN_BATCH, missing + missing // 2)):
-                    settle()
-                if len(result.kept) >= size:
-                    break
-        settle()
-        result.kept = result.kept[:size]
+                seen.add(child.genome)
+                # The parser's tree, built only for a new string (most cost of loading).
+                pending.append(replace(child, tree=to_genome(child.tree)[1]))
+            # Score in batches: a full one, or (near the end) what should fill the brood
+            # with some room for rejections; the first ``size`` admitted are kept either
+            # way, so batching changes only how many extra candidates get scored.
+            missing = size - len(result.kept)
+            if len(pending) >= min(batch, max(MIN_BATCH, missing + missing // 2)):
+                settle()
+            if len(result.kept) >= size:
+                break
+    settle()
+    result.kept = result.kept[:size]
     return result
