@@ -332,7 +332,9 @@ def propose(scorer: CandidateScorer, spec: ProposeSpec, training_hashes: Sequenc
     validate_spec(spec, scorer.metrics)
     started = time.perf_counter()
     excluded = set(training_hashes)
-    for text in (*spec.exclude, *spec.population):
+    for i, text in enumerate((*spec.exclude, *spec.population)):
+        if stop is not None and i % 256 == 0 and stop():
+            raise SearchCancelled()
         try:
             excluded.add(canonical_hash(load(text)))
         except GenomeError:

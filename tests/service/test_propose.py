@@ -63,6 +63,15 @@ def test_propose_refuses_what_it_cannot_run(api: dict[str, Any]) -> None:
         assert r.status_code == status, (body.get("strategy"), r.text)
         assert r.json()["error"]["code"] == code
     assert c.post("/propose", json=BODY).status_code == 401
+    settings = api["app"].state.settings
+    settings.propose_deadline_s = 0.5
+    try:
+        r = c.post("/propose", json={**BODY, "exclude": POPULATION * 50, "pool_size": 500},
+                   headers=headers(key))
+    finally:
+        settings.propose_deadline_s = 120.0
+    assert r.status_code == 503 and r.json()["error"]["code"] == "DEADLINE_EXCEEDED"
+    assert r.headers["Retry-After"]
 
 
 def test_a_large_proposal_runs_as_a_job_with_the_same_answer(api: dict[str, Any]) -> None:

@@ -76,8 +76,13 @@ def run_proposal(scorer: Any, loaded: Any, spec: Any, budget: Any) -> dict[str, 
     from app.scoring import SearchScorer
     from ml.search.strategies import SearchError, propose
 
+    def out_of_time() -> bool:
+        budget.check_time(0)  # raises DEADLINE_EXCEEDED (503) past the proposal's deadline
+        return False
+
     try:
-        result = propose(SearchScorer(scorer, loaded, budget), spec, loaded.training_hashes())
+        result = propose(SearchScorer(scorer, loaded, budget), spec, loaded.training_hashes(),
+                         stop=out_of_time)
     except SearchError as exc:
         raise ServiceError(exc.code, str(exc), details=exc.details) from exc
     return {**result, "model_name": loaded.name, "model_version": loaded.version,
