@@ -188,7 +188,7 @@ class EncodingCache:
         second parse). With ``row_key``, a new spelling of a genome whose feature row is
         cached (same canonical hash) is a hit without encoding."""
         from ml.errors import GenomeError, internal_error
-        from ml.genome import canonical_hash, load, load_tree
+        from ml.genome import canonical_hash, load
 
         known = self.by_text.get(text)
         if known is not None:
@@ -198,11 +198,7 @@ class EncodingCache:
             if record is not None:
                 return Encoded(known.canonical_hash, record), True
         try:
-            if tree is not None and (self.encoder.max_length is None
-                                     or len(text) <= self.encoder.max_length):
-                genome = load_tree(tree, text)
-            else:
-                genome = load(text, max_length=self.encoder.max_length)
+            genome = load(text, max_length=self.encoder.max_length, tree=tree)
             digest = canonical_hash(genome)
             if row_key is not None and not keep_record and self.has_row(digest, row_key):
                 self.by_text.put(text, Encoded(digest))

@@ -61,8 +61,7 @@ def instrument() -> None:
         setattr(owner, name, timed_call)
 
     wrap(variation, "_breed_pair", "breeding")
-    wrap(genome_pkg, "load", "parse+evaluate+validate")
-    wrap(genome_pkg, "load_tree", "evaluate+validate (bred tree)")
+    wrap(genome_pkg, "load", "parse/evaluate/validate")
     wrap(enc.GenomeEncoder, "encode_genome", "compile+encode")
     wrap(scoring.Scorer, "_predict", "featurise+predict")
     wrap(strategies, "select_nsga2", "selection")

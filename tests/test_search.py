@@ -22,7 +22,7 @@ POOL = real_genomes()[-20:]
 
 def test_every_real_and_seed_genome_round_trips_through_the_deap_tree() -> None:
     for text in real_genomes() + seed_genomes():
-        assert ps.to_text(ps.to_tree(text)) == text
+        assert str(ps.to_tree(text)) == text
 
 
 def _family(t: type) -> type:

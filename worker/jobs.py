@@ -454,9 +454,7 @@ def _run_propose(ctx: JobContext, params: dict[str, Any]) -> str:
     except Exception as exc:  # noqa: BLE001 - a bundle this code cannot load
         raise JobFailure("MODEL_NOT_LOADABLE", f"{name} v{version}: {type(exc).__name__}: "
                          f"{exc}"[:2000]) from exc
-    spec = ProposeSpec(**{k: tuple(v) if k in ("population", "exclude") else v
-                          for k, v in params.items()
-                          if k in ProposeSpec.__dataclass_fields__})
+    spec = ProposeSpec.from_mapping(params)
     ctx.progress(0.0, f"proposing with {name} v{version} ({spec.strategy})")
     try:
         result = propose(BundleScorer(model), spec, read_training_hashes(path),

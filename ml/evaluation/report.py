@@ -38,6 +38,20 @@ def _log_axes(values: np.ndarray) -> bool:
     return v.size > 0 and bool(np.all(v > 0)) and v.max() / v.min() > 100
 
 
+def _points(y: np.ndarray, mean: np.ndarray, failed: np.ndarray, j: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(true, predicted) of metric ``j`` on the rows that did not fail and are finite."""
+    rows = (failed == 0) & np.isfinite(y[:, j]) & np.isfinite(mean[:, j])
+    return y[rows, j], mean[rows, j]
+
+
+def _save(fig: Any, out_dir: Path, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(out_dir / name)
+    plt.close(fig)
+    return name
+
+
 def _scatter(ax: Any, t: np.ndarray, p: np.ndarray, metric: str, ylabel: str,
              title: str) -> None:
     """Predicted against true values with the diagonal (log axes for heavy tails)."""
@@ -60,16 +74,11 @@ def plot_predicted_vs_true(result: CVResult, out_dir: Path, seed: int | None = N
     pred = result.oof[seed]
     names = []
     for m, metric in enumerate(result.metrics):
-        rows = (result.failed == 0) & np.isfinite(result.y[:, m]) & np.isfinite(pred.mean[:, m])
-        t, p = result.y[rows, m], pred.mean[rows, m]
+        t, p = _points(result.y, pred.mean, result.failed, m)
         fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
         _scatter(ax, t, p, metric, f"predicted {metric} (out of fold)",
                  f"{metric}: Kendall tau-b {kendall_tau_b(t, p):.3f} (n={t.size}, seed {seed})")
-        fig.tight_layout()
-        name = f"pred_vs_true_{metric}.png"
-        fig.savefig(out_dir / name)
-        plt.close(fig)
-        names.append(name)
+        names.append(_save(fig, out_dir, f"pred_vs_true_{metric}.png"))
     return names
 
 
@@ -116,11 +125,7 @@ def plot_learning_curves(result: CVResult, out_dir: Path) -> list[str]:
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("epoch")
     axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    name = "learning_curves.png"
-    fig.savefig(out_dir / name)
-    plt.close(fig)
-    return [name]
+    return [_save(fig, out_dir, "learning_curves.png")]
 
 
 def write_report(out_dir: str | Path, config: dict[str, Any], dataset: dict[str, Any],
@@ -168,25 +173,16 @@ def plot_generation(result: dict[str, Any], out_dir: Path) -> list[str]:
     ax.set_title(f"{result['model']}: generation-forward trust", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    names = ["trust_by_generation.png"]
-    fig.savefig(out_dir / names[0])
-    plt.close(fig)
+    names = [_save(fig, out_dir, "trust_by_generation.png")]
     for row in rows:
         fig, axes = plt.subplots(1, len(objectives), figsize=(4 * len(objectives), 4), dpi=90,
                                  squeeze=False)
         for ax, metric in zip(axes[0], objectives):
             j = result["metrics"].index(metric)
-            ok = (row["failed"] == 0) & np.isfinite(row["y"][:, j]) \
-                & np.isfinite(row["prediction"].mean[:, j])
-            t, p = row["y"][ok, j], row["prediction"].mean[ok, j]
+            t, p = _points(row["y"], row["prediction"].mean, row["failed"], j)
             tau = row["per_metric"][metric]["kendall_tau_b"]
             _scatter(ax, t, p, metric, f"predicted {metric}", f"tau-b {tau:.3f} (n={t.size})")
         fig.suptitle(f"generation {row['generation']:g}: trained on {row['n_train']} earlier "
                      "rows", fontsize=10)
-        fig.tight_layout()
-        name = f"generation_{int(row['generation']):03d}.png"
-        fig.savefig(out_dir / name)
-        plt.close(fig)
-        names.append(name)
+        names.append(_save(fig, out_dir, f"generation_{int(row['generation']):03d}.png"))
     return names

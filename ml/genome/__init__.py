@@ -14,27 +14,24 @@ from ml.genome.tree import Call
 from ml.genome.validate import validate
 
 __all__ = ["EvaluatedGenome", "GenomeError", "Layer", "canonical_form", "canonical_hash",
-           "canonical_json", "evaluate", "individual_hash", "load", "load_tree", "parse",
-           "to_string", "validate"]
+           "canonical_json", "evaluate", "individual_hash", "load", "parse", "to_string",
+           "validate"]
 
 
 @isolated("reading")
-def load(text: str, *, max_length: int | None = None) -> EvaluatedGenome:
+def load(text: str, *, max_length: int | None = None,
+         tree: Call | None = None) -> EvaluatedGenome:
     """Parse, evaluate and validate a genome string.
 
-    Any failure is a :class:`GenomeError` with a stable code; an unforeseen exception is wrapped
-    as ``INTERNAL_ERROR`` so a batch never loses more than the one bad item.
+    ``tree``, when the caller has it, is what ``parse(text)`` makes of the string (the search
+    builds its offspring's trees while printing them): it is evaluated without lexing and
+    parsing the text again. Any failure is a :class:`GenomeError` with a stable code; an
+    unforeseen exception is wrapped as ``INTERNAL_ERROR`` so a batch never loses more than the
+    one bad item.
     """
-    tree = parse(text, max_length=max_length)
+    if tree is None or (max_length is not None and len(text) > max_length):
+        tree = parse(text, max_length=max_length)
     genome = evaluate(tree, text)
     validate(genome, text)
     return genome
 
-
-@isolated("reading")
-def load_tree(tree: Call, text: str) -> EvaluatedGenome:
-    """:func:`load` for a genome whose tree is already built (what ``parse(text)`` returns):
-    evaluate and validate, without lexing and parsing the text again."""
-    genome = evaluate(tree, text)
-    validate(genome, text)
-    return genome

@@ -97,8 +97,9 @@ def seeded(rng: random.Random) -> Iterator[random.Random]:
             gp.random = saved  # type: ignore[assignment]
 
 
-def _rng() -> random.Random:
-    return _active[-1] if _active else random._inst  # type: ignore[attr-defined]
+def _rng() -> Any:
+    """The stream of the innermost ``seeded`` block, else the module ``random`` (as DEAP)."""
+    return _active[-1] if _active else random
 
 
 def _draw_uniform(lo: float, hi: float) -> float:
@@ -213,11 +214,6 @@ def to_tree(text: str) -> gp.PrimitiveTree:
     out: list[Any] = []
     _convert(parse(text), cat.FINAL_TENSOR, out)
     return gp.PrimitiveTree(out)
-
-
-def to_text(tree: gp.PrimitiveTree) -> str:
-    """The genome string of a tree, exactly as DEAP (and so the evolution) prints it."""
-    return str(tree)
 
 
 _SIGNATURES_OF = {name: call_signature(name) for name in (*cat.PRIMITIVES, *cat.HELPERS)}

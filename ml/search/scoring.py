@@ -52,17 +52,9 @@ class BundleScorer:
         self.encoder = GenomeEncoder(max_length=max_length) if max_length else GenomeEncoder()
         self._known: dict[str, tuple[np.ndarray, np.ndarray | None, float]] = {}
 
-    def _load(self, text: str, tree: Call | None) -> Any:
-        from ml.genome import load, load_tree
-
-        if tree is not None and (self.encoder.max_length is None
-                                 or len(text) <= self.encoder.max_length):
-            return load_tree(tree, text)
-        return load(text, max_length=self.encoder.max_length)
-
     def score(self, genomes: Sequence[str],
               trees: Sequence[Call | None] | None = None) -> Scores:
-        from ml.genome import canonical_hash
+        from ml.genome import canonical_hash, load
         from ml.inference import predict_chunk
 
         n, m = len(genomes), len(self.metrics)
@@ -74,7 +66,8 @@ class BundleScorer:
         records, positions, digests = [], [], []
         for i, text in enumerate(genomes):
             try:
-                genome = self._load(text, trees[i] if trees is not None else None)
+                genome = load(text, max_length=self.encoder.max_length,
+                              tree=trees[i] if trees is not None else None)
                 digest = canonical_hash(genome)
                 known = self._known.get(digest)
                 if known is not None:

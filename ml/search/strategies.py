@@ -67,6 +67,13 @@ class ProposeSpec:
     exclude: tuple[str, ...] = ()
     seed: int = 0
 
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> "ProposeSpec":
+        """The spec of a request body or a job's params (other keys, e.g. ``model``, are
+        ignored; genome lists become tuples)."""
+        return cls(**{k: tuple(v) if k in ("population", "exclude") else v
+                      for k, v in values.items() if k in cls.__dataclass_fields__})
+
     def resolved_k(self) -> int:
         if self.k is not None:
             return self.k
@@ -211,8 +218,9 @@ def _population(search: _Search) -> list[_Candidate]:
     return [c for c in scored if c is not None]
 
 
-def _ssi(search: _Search, rng: random.Random, seen: set[str]) -> list[_Candidate]:
-    current = _population(search)
+def _ssi(search: _Search, population: list[_Candidate], rng: random.Random,
+         seen: set[str]) -> list[_Candidate]:
+    current = population
     if len(current) < 2:
         raise SearchError("POPULATION_TOO_SMALL", "ssi needs at least 2 valid genomes in "
                           "population", valid=len(current))
@@ -224,7 +232,8 @@ def _ssi(search: _Search, rng: random.Random, seen: set[str]) -> list[_Candidate
                   search.spec.acquisition, search.np_rng)
 
 
-def _neural_predictor(search: _Search, rng: random.Random, seen: set[str]) -> list[_Candidate]:
+def _neural_predictor(search: _Search, population: list[_Candidate], rng: random.Random,
+                      seen: set[str]) -> list[_Candidate]:
     spec = search.spec
     pset = primitive_set()
     pool: list[_Candidate] = []
@@ -250,16 +259,17 @@ def _neural_predictor(search: _Search, rng: random.Random, seen: set[str]) -> li
         pool.extend(c for c in scored if c is not None)
     # The population joins the selection (its members shape the fronts and the crowding the
     # new genomes are chosen by) but is never proposed.
-    population = [c for c in _population(search) if c.p_fail < FAIL_THRESHOLD]
+    population = [c for c in population if c.p_fail < FAIL_THRESHOLD]
     alive = [c for c in pool if c.p_fail < FAIL_THRESHOLD] + population
     ranked = _nsga2(alive, spec.resolved_k() + len(population), search.scorer.metrics,
                     spec.acquisition, search.np_rng)
     return [c for c in ranked if c.canonical_hash not in search.excluded][:spec.resolved_k()]
 
 
-def _mutate(search: _Search, rng: random.Random, seen: set[str]) -> list[_Candidate]:
+def _mutate(search: _Search, population: list[_Candidate], rng: random.Random,
+            seen: set[str]) -> list[_Candidate]:
     spec = search.spec
-    current = _population(search)
+    current = population
     if not current:
         raise SearchError("POPULATION_TOO_SMALL", "mutate needs at least 1 valid genome in "
                           "population", valid=0)
@@ -332,7 +342,7 @@ def propose(scorer: CandidateScorer, spec: ProposeSpec, training_hashes: Sequenc
     validate_spec(spec, scorer.metrics)
     started = time.perf_counter()
     excluded = set(training_hashes)
-    for i, text in enumerate((*spec.exclude, *spec.population)):
+    for i, text in enumerate(spec.exclude):
         if stop is not None and i % 256 == 0 and stop():
             raise SearchCancelled()
         try:
@@ -342,9 +352,12 @@ def propose(scorer: CandidateScorer, spec: ProposeSpec, training_hashes: Sequenc
     rng = random.Random(spec.seed)
     search = _Search(scorer, excluded, spec, np.random.default_rng(spec.seed),
                      budget=max(1, planned_candidates(spec)), progress=progress, stop=stop)
+    # The population is scored once: its predictions rank parents, its hashes are excluded.
+    population = _population(search)
+    excluded.update(c.canonical_hash for c in population)
     seen = set(spec.population) | set(spec.exclude)
     chosen = {"ssi": _ssi, "neural_predictor": _neural_predictor,
-              "mutate": _mutate}[spec.strategy](search, rng, seen)
+              "mutate": _mutate}[spec.strategy](search, population, rng, seen)
     metrics = list(scorer.metrics)
     items = []
     for rank, c in enumerate(chosen, start=1):

@@ -30,15 +30,6 @@ from service.store import jobs as job_store
 router = APIRouter(tags=["search"])
 
 
-def _spec(body: ProposeRequest) -> Any:
-    from ml.search.strategies import ProposeSpec
-
-    return ProposeSpec(strategy=body.strategy, population=tuple(body.population), k=body.k,
-                       pool_size=body.pool_size, inner_generations=body.inner_generations,
-                       parents_k=body.parents_k, acquisition=body.acquisition,
-                       exclude=tuple(body.exclude), seed=body.seed)
-
-
 def check_propose(body: ProposeRequest, settings: Settings) -> None:
     """The body's limits, before any encoding."""
     if body.pool_size > settings.max_pool_size:
@@ -63,12 +54,6 @@ def check_propose(body: ProposeRequest, settings: Settings) -> None:
             raise ServiceError("GENOME_TOO_LONG", f"{len(long)} genomes of {field} exceed "
                                f"{settings.max_genome_length} characters",
                                details={"field": field, "indices": long[:100]})
-
-
-def candidates_of(body: ProposeRequest) -> int:
-    """How many genomes the proposal will score, at most (the sync/job threshold's measure)."""
-    rounds = body.inner_generations if body.strategy == "ssi" else 1
-    return body.pool_size * rounds + len(body.population)
 
 
 def run_proposal(scorer: Any, loaded: Any, spec: Any, budget: Any) -> dict[str, Any]:
@@ -102,19 +87,19 @@ def propose(body: ProposeRequest, request: Request, response: Response,
     ``exclude``, of ``population`` or of the model's training data. The same body, seed and
     model version give the same items."""
     from app.scoring import RequestBudget
-    from ml.search.strategies import SearchError, validate_spec
+    from ml.search.strategies import ProposeSpec, SearchError, planned_candidates, validate_spec
 
     check_propose(body, settings)
     scorer = request.app.state.scorer
     name, ref = parse_model(body.model, settings)
     loaded = scorer.models.current(name, resolve_version(name, ref, settings.model_name),
                                    active=ref == "active")
-    spec = _spec(body)
+    spec = ProposeSpec.from_mapping(body.model_dump())
     try:
         validate_spec(spec, loaded.model.metrics)
     except SearchError as exc:
         raise ServiceError(exc.code, str(exc), details=exc.details) from exc
-    if candidates_of(body) > settings.propose_sync_max_candidates:
+    if planned_candidates(spec) > settings.propose_sync_max_candidates:
         require_broker(request)
         params = {**body.model_dump(), "model_name": loaded.name,
                   "model_version": loaded.version}
