@@ -18,13 +18,14 @@ from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from app import ui
 from app.api.deps import KeyCache, WindowCounter
 from app.api.routes import datasets, evaluations, health, jobs, keys, models, predict, propose
 from app.limits import BodySizeLimit, ConcurrencyLimit
@@ -40,7 +41,7 @@ _HTTP_CODES = {404: "NOT_FOUND", 405: "INVALID_REQUEST", 413: "BODY_TOO_LARGE",
                415: "UNSUPPORTED_MEDIA_TYPE", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}
 #: Routes whose work grows with the request (encoding, featurising, ranking): they share the
 #: ``heavy_concurrency`` slots.
-HEAVY_ROUTES = ("/predict", "/genomes/encode", "/propose")
+HEAVY_ROUTES = ("/predict", "/genomes/encode", "/propose", *ui.HEAVY_PATHS)
 
 
 def _route_id(route: APIRoute) -> str:
@@ -78,17 +79,24 @@ def _allowed_methods(request: Request) -> str:
 
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
-    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
+    async def service_error(request: Request, exc: ServiceError) -> Response:
+        if ui.is_ui(request):
+            return ui.service_error_page(request, exc)
         return _envelope(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        if ui.is_ui(request):
+            return ui.service_error_page(request, ServiceError(
+                "INVALID_REQUEST", "the address or form has a value this page cannot take"))
         return _envelope(422, "INVALID_REQUEST", "the request does not match the schema",
                          _json_safe_errors(list(exc.errors())))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "INVALID_REQUEST")
+        if ui.is_ui(request) and exc.status_code in (404, 405):
+            return ui.service_error_page(request, ServiceError(code, "no such page"))
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
@@ -172,6 +180,8 @@ def create_app(settings: Settings | None = None, dispatcher: Any = None) -> Fast
     for router in (predict.router, propose.router, jobs.router, datasets.router,
                    evaluations.router, models.router, keys.router, health.router):
         app.include_router(router)
+    if settings.ui_enabled:
+        ui.install(app)
     install_handlers(app)
     app.add_middleware(ConcurrencyLimit, paths=HEAVY_ROUTES, limit=settings.heavy_concurrency,
                        queue=settings.heavy_queue, timeout_s=settings.heavy_queue_timeout_s)

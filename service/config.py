@@ -117,6 +117,8 @@ class Settings(BaseSettings):
     metrics_access: Literal["", "public", "admin", "off"] = ""
     #: Serve /docs, /redoc and /openapi.json. None: on, except in production.
     docs_enabled: bool | None = None
+    #: Serve the dashboard at /ui (pages for people; the API stays the contract for tools).
+    ui_enabled: bool = True
 
     #: Champion/challenger (``promote: if_better``): how many of the last generations the
     #: generation-forward protocol scores for each side.

@@ -30,6 +30,34 @@ def _labels(dataset: GraphDataset) -> tuple[np.ndarray, np.ndarray]:
             np.concatenate(failed) if failed else np.zeros(0))
 
 
+def lineage_labels(dataset: GraphDataset) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Every indexed row's labels across a version's lineage (a repeated measurement with its
+    own labels), the ``failed`` flags and the rows per status, reading only the shards'
+    ``y``/``failed`` tensors, one shard at a time (for the dashboard's distributions)."""
+    import json
+    width = len(dataset.metrics)
+    ys, failed, statuses = [], [], {}
+    current: tuple[int, str] | None = None
+    y_shard = f_shard = None
+    for entry in dataset.index:
+        statuses[entry.status] = statuses.get(entry.status, 0) + 1
+        if entry.status == "invalid_genome" or not entry.shard:
+            continue
+        if (entry.dataset, entry.shard) != current:
+            current = (entry.dataset, entry.shard)
+            shard = load_shard(dataset.dirs[entry.dataset] / SHARDS / entry.shard)
+            y_shard, f_shard = shard["y"].numpy(), shard["failed"].numpy()
+        if entry.labels:
+            labels = json.loads(entry.labels)
+            ys.append([np.nan if v is None else v for v in labels["y"]])
+            failed.append(float(labels["failed"]))
+        else:
+            ys.append(y_shard[entry.position])
+            failed.append(float(f_shard[entry.position]))
+    return (np.asarray(ys, dtype=np.float64).reshape(-1, width),
+            np.asarray(failed, dtype=np.float64), statuses)
+
+
 def _counts(dataset: GraphDataset) -> Iterator[str]:
     counts = dataset.manifest["counts"]
     yield f"dataset {dataset.root}  encoder {dataset.manifest['encoder_version']}  " \

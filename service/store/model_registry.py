@@ -102,3 +102,19 @@ def set_alias(session: Session, name: str, version: int, alias: str = ACTIVE) ->
         except IntegrityError:
             continue  # created concurrently: update it on the next pass
     raise RuntimeError(f"could not move alias {alias} of {name}")
+
+
+def list_names(session: Session, limit: int = 200) -> list[str]:
+    """Registered model names, alphabetically (the dashboard's overview)."""
+    return list(session.scalars(select(RegisteredModel.name).order_by(RegisteredModel.name)
+                                .limit(limit)))
+
+
+def aliases(session: Session, name: str) -> dict[int, list[str]]:
+    """Every alias of a name, by the version it points at."""
+    out: dict[int, list[str]] = {}
+    for alias, version in session.execute(select(ModelAlias.alias, ModelAlias.version)
+                                          .where(ModelAlias.name == name)
+                                          .order_by(ModelAlias.alias)):
+        out.setdefault(int(version), []).append(str(alias))
+    return out
