@@ -23,6 +23,8 @@ FINAL = frozenset({"succeeded", "failed", "cancelled"})
 #: Epoch rows drawn and listed on a job page (the newest; the API has them all).
 EPOCH_ROWS = 2000
 EVENT_ROWS = 200
+#: Epoch columns listed first (the neural trainer's row: ml.train.neural).
+LEAD_COLUMNS = ("train_loss", "val_tau", "best_val_tau")
 
 
 def recent_jobs(session: Any, viewer: Any, limit: int, status: str | None = None,
@@ -64,8 +66,10 @@ def _job_context(job_id: str, viewer: Any) -> dict[str, Any]:
         for name in row["metrics"]:
             if name not in metric_names and name not in ("epoch", "member"):
                 metric_names.append(name)
+    first = [m for m in LEAD_COLUMNS if m in metric_names]
+    columns = first + [m for m in metric_names if m not in first]
     return {"job": public, "final": public["status"] in FINAL, "epoch_chart": chart,
-            "epoch_rows": rows[-20:][::-1], "epoch_columns": metric_names[:6]}
+            "epoch_rows": rows[-20:][::-1], "epoch_columns": columns[:8]}
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
