@@ -3,8 +3,10 @@ update without a reload (the page polls ``/ui/jobs/{id}/live``, an HTML fragment
 the same job rows the API reads), and cancel."""
 from __future__ import annotations
 
+import threading
 from typing import Annotated, Any
 
+from cachetools import LRUCache
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -25,6 +27,25 @@ EPOCH_ROWS = 2000
 EVENT_ROWS = 200
 #: Epoch columns listed first (the neural trainer's row: ml.train.neural).
 LEAD_COLUMNS = ("train_loss", "val_tau", "best_val_tau")
+#: Epoch charts kept drawn (one per job and epoch count).
+CHART_CACHE = 64
+
+
+_charts: LRUCache[tuple[str, int, str], plots.Chart] = LRUCache(CHART_CACHE)
+_charts_lock = threading.Lock()
+
+
+def epoch_chart(job_id: str, rows: list[dict[str, Any]]) -> plots.Chart:
+    """The epoch chart, drawn again only when a new epoch row arrived (the page polls every
+    second; drawing costs ~0.1 s of the API's CPU)."""
+    key = (job_id, len(rows), repr(rows[-1]))
+    with _charts_lock:
+        chart = _charts.get(key)
+    if chart is None:
+        chart = plots.epoch_curves(rows)
+        with _charts_lock:
+            _charts[key] = chart
+    return chart
 
 
 def recent_jobs(session: Any, viewer: Any, limit: int, status: str | None = None,
@@ -60,7 +81,7 @@ def _job_context(job_id: str, viewer: Any) -> dict[str, Any]:
         public["events"] = [{"at": e.created_at, "kind": e.kind, "message": e.message,
                              "attempt": e.attempt} for e in events]
     rows = public["epochs"] or []
-    chart = plots.epoch_curves(rows) if rows else None
+    chart = epoch_chart(job_id, rows) if rows else None
     metric_names: list[str] = []
     for row in rows:
         for name in row["metrics"]:

@@ -95,21 +95,29 @@ def test_scopes_decide_what_is_shown_and_what_can_be_clicked(api):
     assert client.get("/ui/datasets").status_code == 200
 
 
-def test_admin_activates_through_the_api_path_with_csrf(api):
+def test_admin_activates_through_the_api_path_with_csrf(api, built_dataset):
+    from ml.datasets.reader import GraphDataset
+    from ml.evaluation.champion import compare_recipes
     from service.db import session_scope
     from service.store import model_registry as registry
-    from tests.service.conftest import seed_registry  # noqa: F401 (the seeded v1 exists)
 
+    # A real champion/challenger comparison (generation-forward on the 238 genomes) to show.
+    records = GraphDataset(built_dataset).records()
+    comparison = compare_recipes(records, GraphDataset(built_dataset).metrics,
+                                 {"predictor": "trees"}, {"predictor": "trees"})
     with session_scope() as session:
         row = registry.get_version(session, "default", 1)
         registry.register_version(session, name="default", predictor=row.predictor,
                                   source_path=row.source_path,
                                   encoder_version=row.encoder_version, metrics=row.metrics,
                                   training_metrics={"cv": {"trust_spea2_top30": 0.5}},
-                                  dataset_id=row.dataset_id)
+                                  dataset_id=row.dataset_id, comparison=comparison)
     client = signed_in(api, "admin")
     page = client.get("/ui/models/2")
     assert page.status_code == 200 and "/ui/models/2/activate" in page.text
+    assert "Champion / challenger" in page.text and "same recipe: a tie is not worse" in page.text
+    assert 'alt="trust on the next generation' in page.text  # the per-generation curve
+    assert page.text.count("data:image/svg+xml;base64,") == 1
     assert client.post("/ui/models/2/activate", data={"csrf": "stale"}).status_code == 403
     r = client.post("/ui/models/2/activate?name=default", data={"csrf": csrf_of(page)},
                     follow_redirects=False)
