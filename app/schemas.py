@@ -59,6 +59,10 @@ class PredictItem(BaseModel):
     predictions: dict[str, float | None] | None
     std: dict[str, float | None] | None
     rank: int | None
+    interval: dict[str, list[float | None]] | None = Field(
+        None, description="95 % interval per metric, [lower, upper] in the metric's units, "
+        "computed where the model works (standardised, log1p for heavy-tailed metrics) and "
+        "mapped back; null when the model has none (ensembles of networks)")
 
 
 class PredictResponse(BaseModel):

@@ -112,6 +112,8 @@ class Evaluated:
     p_fail: np.ndarray
     has_std: bool
     hits: int
+    #: [n, M, 2] 95 % intervals (NaN rows for failed genomes), None when the model has none
+    interval: np.ndarray | None = None
 
 
 class SearchScorer:
@@ -438,7 +440,8 @@ class Scorer:
                 items.append({**error_item(i, outcome.error), "rank": None})
                 continue
             items.append({**ok_item(i, outcome.canonical_hash, metrics, mean[i],
-                                    std[i] if scored.has_std else None, p_fail[i]),
+                                    std[i] if scored.has_std else None, p_fail[i],
+                                    None if scored.interval is None else scored.interval[i]),
                           "rank": rank_of[i]})
         if top_k is not None:
             ranking = ranking[:top_k]
@@ -455,7 +458,8 @@ class Scorer:
         n, m = len(genomes), len(model.metrics)
         outcomes: list[Encoded] = []
         mean, std, p_fail = np.full((n, m), np.nan), np.full((n, m), np.nan), np.ones(n)
-        has_std = True
+        interval = np.full((n, m, 2), np.nan)
+        has_std = has_interval = True
         hits = 0
         chunk: list[int] = []
         chunk_bytes = 0
@@ -463,9 +467,12 @@ class Scorer:
         bytes_limit = self.settings.predict_chunk_mb * 2 ** 20
 
         def flush() -> None:
-            nonlocal has_std, chunk, chunk_bytes
+            nonlocal has_std, has_interval, chunk, chunk_bytes
             if chunk:
-                has_std &= self._predict(model, key, chunk, genomes, outcomes, mean, std, p_fail)
+                gave_std, gave_interval = self._predict(model, key, chunk, genomes, outcomes,
+                                                        mean, std, p_fail, interval)
+                has_std &= gave_std
+                has_interval &= gave_interval
             for i in chunk:
                 outcomes[i].record = None  # the graph is not needed past its chunk
             chunk, chunk_bytes = [], 0
@@ -499,7 +506,8 @@ class Scorer:
         flush()
         self.cache.hits += hits
         self.cache.misses += n - hits
-        return Evaluated(outcomes, mean, std, p_fail, has_std, hits)
+        return Evaluated(outcomes, mean, std, p_fail, has_std, hits,
+                         interval if has_interval else None)
 
     def _keep(self, model: Any, key: str | None, chunk: list[int], genomes: list[str],
               outcomes: list[Encoded]) -> None:
@@ -514,9 +522,10 @@ class Scorer:
 
     def _predict(self, model: Any, key: str | None, chunk: list[int], genomes: list[str],
                  outcomes: list[Encoded], mean: np.ndarray, std: np.ndarray,
-                 p_fail: np.ndarray) -> bool:
+                 p_fail: np.ndarray, interval: np.ndarray) -> tuple[bool, bool]:
         """Predict one chunk into the request's arrays; an item whose featurisation or
-        prediction raises becomes ``INTERNAL_ERROR``. Returns whether the model gave a std."""
+        prediction raises becomes ``INTERNAL_ERROR``. Returns whether the model gave a std and
+        an interval."""
         from ml.inference import predict_chunk
 
         failed: dict[int, dict[str, Any]] = {}
@@ -536,8 +545,11 @@ class Scorer:
             mean[i], p_fail[i] = result.mean[r], result.p_fail[r]
             if result.std is not None:
                 std[i] = result.std[r]
+            if result.interval is not None:
+                interval[i] = result.interval[r]
         for j, error in failed.items():
             log.error("request %s: genome %d failed with INTERNAL_ERROR: %s",
                       current_request_id(), chunk[j], error["message"])
             outcomes[chunk[j]] = Encoded(None, error=error)
-        return result.std is not None or not result.kept
+        return (result.std is not None or not result.kept,
+                result.interval is not None or not result.kept)

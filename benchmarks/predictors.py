@@ -215,15 +215,17 @@ def real_table(real: dict[str, Any]) -> list[str]:
                      + f" | {s['seconds']:.0f} |")
     lines += ["", "Other per-fold scores (mean ± std over seeds × folds):", "",
               "| model | metric | Spearman | MAE | RMSE | precision@10% | N@10 | weighted τ | "
-              "coverage of mean ± 1.96 std |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "coverage of mean ± 1.96 std | coverage of the 95 % interval | its median width |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in real["models"].items():
         for m in metrics:
             pm = s["per_fold"][m]
             lines.append(f"| {name} | {m} | {fmt(pm['spearman'])} | {fmt(pm['mae'], '.3g')} | "
                          f"{fmt(pm['rmse'], '.3g')} | {fmt(pm['precision_at_10pct'], 2)} | "
                          f"{fmt(pm['n_at_k'], 1)} | {fmt(pm['weighted_tau'])} | "
-                         f"{fmt(pm.get('coverage_95'), 2)} |")
+                         f"{fmt(pm.get('coverage_95'), 2)} | "
+                         f"{fmt(pm.get('interval_coverage_95'), 2)} | "
+                         f"{fmt(pm.get('interval_median_width'), '.3g')} |")
     return lines
 
 

@@ -28,13 +28,20 @@ def error_item(index: int, error: dict[str, Any]) -> dict[str, Any]:
 
 
 def ok_item(index: int, canonical_hash: str, metrics: Sequence[str], mean: np.ndarray,
-            std: np.ndarray | None, p_fail: float) -> dict[str, Any]:
-    """The item of a scored genome; non-finite values become null."""
-    return {"index": index, "ok": True, "error": None, "canonical_hash": canonical_hash,
+            std: np.ndarray | None, p_fail: float,
+            interval: np.ndarray | None = None) -> dict[str, Any]:
+    """The item of a scored genome; non-finite values become null. ``interval`` [M, 2] (the
+    model's 95 % interval per metric) is added as ``{metric: [lower, upper]}`` when the model
+    has one."""
+    item = {"index": index, "ok": True, "error": None, "canonical_hash": canonical_hash,
             "p_fail": json_safe(float(p_fail)),
             "predictions": {m: json_safe(float(mean[j])) for j, m in enumerate(metrics)},
             "std": None if std is None else {m: json_safe(float(std[j]))
                                              for j, m in enumerate(metrics)}}
+    if interval is not None:
+        item["interval"] = {m: [json_safe(float(interval[j, 0])),
+                                json_safe(float(interval[j, 1]))] for j, m in enumerate(metrics)}
+    return item
 
 
 @dataclass
@@ -47,6 +54,8 @@ class ChunkResult:
     std: np.ndarray | None
     p_fail: np.ndarray
     failed: dict[int, dict[str, Any]]
+    #: [kept, M, 2] or None (the model gives no interval)
+    interval: np.ndarray | None = None
 
 
 def run_isolated(step: Callable[[list[Any]], Any], items: list[Any], stage: str
@@ -75,11 +84,11 @@ def predict_chunk(model: Any, inputs: list[Any], *, rows: bool) -> ChunkResult:
     """Predict a chunk of records (``rows=False``) or feature rows (``rows=True``, for models
     with a ``feature_key``): one call in the common case, item by item when that raises."""
 
-    def step(batch: list[Any]) -> list[tuple[np.ndarray, np.ndarray | None, float]]:
+    def step(batch: list[Any]) -> list[tuple[Any, ...]]:
         pred = model.predict_features(np.stack(batch)) if rows else model.predict(batch)
-        std = pred.std
-        return [(pred.mean[i], None if std is None else std[i], float(pred.p_fail[i]))
-                for i in range(len(batch))]
+        std, interval = pred.std, getattr(pred, "interval", None)
+        return [(pred.mean[i], None if std is None else std[i], float(pred.p_fail[i]),
+                 None if interval is None else interval[i]) for i in range(len(batch))]
 
     kept, outputs, failed = run_isolated(step, inputs, "predicting")
     m = len(getattr(model, "metrics", ()))
@@ -87,4 +96,7 @@ def predict_chunk(model: Any, inputs: list[Any], *, rows: bool) -> ChunkResult:
     stds = [o[1] for o in outputs]
     std = None if any(s is None for s in stds) or not stds else np.array(stds, dtype=np.float64)
     p_fail = np.array([o[2] for o in outputs], dtype=np.float64)
-    return ChunkResult(kept, mean, std, p_fail, failed)
+    bounds = [o[3] for o in outputs]
+    interval = None if any(b is None for b in bounds) or not bounds else \
+        np.array(bounds, dtype=np.float64).reshape(len(outputs), m, 2)
+    return ChunkResult(kept, mean, std, p_fail, failed, interval)

@@ -141,9 +141,20 @@ def interval_coverage(y_true: np.ndarray, mean: np.ndarray, std: np.ndarray,
     return float(np.mean(np.abs(t - m) <= z * s))
 
 
+def bounds_coverage(y_true: np.ndarray, bounds: np.ndarray) -> tuple[float, float]:
+    """Fraction of true values inside ``bounds`` [n, 2] (lower, upper), and the median width
+    (NaN, NaN for no rows)."""
+    t = np.asarray(y_true, dtype=np.float64).ravel()
+    b = np.asarray(bounds, dtype=np.float64).reshape(-1, 2)
+    if t.size == 0:
+        return math.nan, math.nan
+    inside = (t >= b[:, 0]) & (t <= b[:, 1])
+    return float(inside.mean()), float(np.median(b[:, 1] - b[:, 0]))
+
+
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, direction: int,
                        std: np.ndarray | None = None, top_fraction: float = 0.10,
-                       k: int = 10) -> dict[str, float]:
+                       k: int = 10, interval: np.ndarray | None = None) -> dict[str, float]:
     """Every per-metric score the reports carry, for one target column."""
     t, p = _pair(y_true, y_pred)
     n = t.size
@@ -164,6 +175,8 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, direction: int,
     else:
         out["n_at_k"] = out["n_at_k_percentile"] = math.nan
     out["coverage_95"] = interval_coverage(t, p, std) if std is not None else math.nan
+    out["interval_coverage_95"], out["interval_median_width"] = \
+        bounds_coverage(t, interval) if interval is not None else (math.nan, math.nan)
     return out
 
 

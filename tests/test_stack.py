@@ -99,10 +99,34 @@ def test_stack_blends_trees_and_kernel_with_the_chosen_weights(records):  # noqa
     np.testing.assert_allclose(pred.mean, model.targets.inverse(np.stack(z_columns, axis=1)),
                                rtol=1e-12)
     np.testing.assert_allclose(pred.std, np.stack(spread, axis=1), rtol=1e-9)
+    # The 95 % interval is built where the targets are modelled (z: standardised, log1p for
+    # the heavy-tailed loss) from the same scaled spread, then mapped back bound by bound.
+    lo, hi = pred.interval[..., 0], pred.interval[..., 1]
+    z_mean = np.stack(z_columns, axis=1)
+    z_std = np.stack([_scaled(model, x, j).std(axis=1) for j in range(len(model.metrics))],
+                     axis=1)
+    floor = np.where(model.targets.use_log, 0.0, -np.inf)  # log1p's domain: y >= 0
+    np.testing.assert_allclose(lo, np.maximum(model.targets.inverse(z_mean - 1.96 * z_std),
+                                              floor), rtol=1e-9)
+    np.testing.assert_allclose(hi, model.targets.inverse(z_mean + 1.96 * z_std), rtol=1e-9)
+    assert (lo <= pred.mean + 1e-12).all() and (pred.mean <= hi + 1e-12).all()
+    log_j = model.metrics.index("uw_val_epoch_loss")
+    assert model.targets.use_log[log_j]
+    assert (lo[:, log_j] >= 0).all()  # never below zero, where mean - 1.96 std often is
     assert ((pred.p_fail >= 0) & (pred.p_fail <= 1)).all()
     again = create("stack", {**FAST, "seed": 4})
     again.fit(records)
     np.testing.assert_array_equal(again.predict_features(x).mean, pred.mean)
+
+
+def _scaled(model, x, j):
+    """The stack's blended per-tree predictions of metric ``j`` in z space, spread-scaled."""
+    blend = model.blends[0][model.metrics[j]]
+    w, flat, kernel = blend.tree_weight, model.members[0][model.metrics[j]], \
+        blend.kernel.predict(x)
+    mean = w * flat.raw(x) + (1 - w) * kernel
+    per_tree = w * flat.leaves(x) + (1 - w) * kernel[:, None]
+    return mean[:, None] + blend.spread_scale * (per_tree - mean[:, None])
 
 
 def test_tree_targets_are_winsorised(records):  # noqa: F811

@@ -97,8 +97,9 @@ def score_predictions(y: np.ndarray, failed: np.ndarray, pred: Prediction, keys:
     for m, (metric, direction) in enumerate(zip(metrics, directions)):
         rows = (failed == 0) & np.isfinite(y[:, m]) & np.isfinite(pred.mean[:, m])
         std = pred.std[rows, m] if pred.std is not None else None
+        bounds = pred.interval[rows, m] if pred.interval is not None else None
         per_metric[metric] = regression_metrics(y[rows, m], pred.mean[rows, m], direction, std,
-                                                k=k)
+                                                k=k, interval=bounds)
     auc = validity_auc(failed, pred.p_fail)
     spea2, nsga2 = trust_overlaps(y, pred.mean, failed, keys, metrics)
     return per_metric, auc, spea2, nsga2
@@ -149,7 +150,9 @@ def cross_validate(records: Sequence[Data], factory: PredictorFactory, metrics: 
             predict_s = time.perf_counter() - start
             pred = Prediction(np.asarray(pred.mean, dtype=np.float64),
                               None if pred.std is None else np.asarray(pred.std, np.float64),
-                              np.asarray(pred.p_fail, dtype=np.float64).reshape(-1))
+                              np.asarray(pred.p_fail, dtype=np.float64).reshape(-1),
+                              interval=None if pred.interval is None else
+                              np.asarray(pred.interval, np.float64))
             oof_mean[test] = pred.mean
             oof_fail[test] = pred.p_fail
             if pred.std is None:

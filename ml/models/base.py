@@ -47,6 +47,9 @@ class Prediction:
     std: np.ndarray | None      # [n, M] or None
     p_fail: np.ndarray          # [n]
     metrics: tuple[str, ...] = ()
+    #: [n, M, 2]: a 95 % interval per metric (lower, upper) computed where the model works
+    #: (e.g. log space) and mapped back; None when the model has none.
+    interval: np.ndarray | None = None
 
 
 def default_device() -> str:

@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from ml.datasets.records import as_records, labels
 from ml.datasets.splits import groups as record_groups
+from ml.metrics import Z95
 from ml.models.base import Prediction, Predictor, TrainingCancelled, notify, stop_requested
 from ml.models.features import TABULAR_VERSION, tabular_features
 from ml.models.hyperparameters import COMMON, GBT, TREES
@@ -307,8 +308,9 @@ class TreePredictor(Predictor):
 
     def predict_features(self, x: np.ndarray) -> Prediction:
         """Predict from :meth:`featurize` rows (the service passes cached rows)."""
-        means, fails = [], []
+        means, fails, centres = [], [], []
         per_tree: list[list[np.ndarray]] = [[] for _ in self.metrics]
+        per_tree_z: list[list[np.ndarray]] = [[] for _ in self.metrics]
         for member, trees in enumerate(self.members):
             columns = []
             for j in range(len(self.metrics)):
@@ -316,14 +318,34 @@ class TreePredictor(Predictor):
                 columns.append(z)
                 if self.tree_spread:
                     per_tree[j].append(self.targets.inverse_column(each, j))
-            means.append(self.targets.inverse(np.stack(columns, axis=1)))
+                    per_tree_z[j].append(each)
+            centres.append(np.stack(columns, axis=1))
+            means.append(self.targets.inverse(centres[-1]))
             fails.append(self._p_fail(trees["__fail__"], x))
         stack = np.stack(means)
+        interval = None
         if self.tree_spread and self.members:
             std = np.stack([np.concatenate(p, axis=1).std(axis=1) for p in per_tree], axis=1)
+            z_std = np.stack([np.concatenate(p, axis=1).std(axis=1) for p in per_tree_z], axis=1)
+            interval = self.z_interval(np.mean(centres, axis=0), z_std)
         else:
             std = stack.std(axis=0) if len(means) > 1 else None
-        return Prediction(stack.mean(axis=0), std, np.mean(fails, axis=0), self.metrics)
+        return Prediction(stack.mean(axis=0), std, np.mean(fails, axis=0), self.metrics,
+                          interval)
+
+    def z_interval(self, centre: np.ndarray, z_std: np.ndarray) -> np.ndarray:
+        """The 95 % interval where the targets are modelled (standardised, log1p for heavy
+        tails): ``centre ± Z95 · spread`` there, each bound mapped back to original units (the
+        map is increasing, so the coverage carries over). [n, M, 2]. A log-modelled metric's
+        interval stays positive and skewed, where ``mean ± 1.96 std`` in original units would
+        span tens of thousands below zero."""
+        lo, hi = centre - Z95 * z_std, centre + Z95 * z_std
+        bounds = np.stack([np.stack([self.targets.inverse_column(lo[:, j], j),
+                                     self.targets.inverse_column(hi[:, j], j)], axis=1)
+                           for j in range(len(self.metrics))], axis=1)
+        # log1p is fitted on non-negative values: below zero is outside the metric's range.
+        bounds[:, self.targets.use_log] = np.maximum(bounds[:, self.targets.use_log], 0.0)
+        return bounds
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = self.targets.state()

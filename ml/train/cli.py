@@ -68,7 +68,8 @@ def _flush(model: Any, pending: list[tuple[int, Any]]) -> bool:
             continue
         r = row_of[position]
         emit(ok_item(index, data.canonical_hash, model.metrics, result.mean[r],
-                      None if result.std is None else result.std[r], result.p_fail[r]))
+                      None if result.std is None else result.std[r], result.p_fail[r],
+                      None if result.interval is None else result.interval[r]))
     return not result.failed
 
 

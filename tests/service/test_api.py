@@ -75,6 +75,11 @@ def test_predict_ranks_and_fails_only_bad_items(api):
                                             "average_precision"}
         assert 0.0 <= item["p_fail"] <= 1.0
         assert item["std"] is not None  # 3-member ensemble
+        # The forest's 95 % interval, built in the model's (log) space: ordered and, for the
+        # log-modelled loss, never below zero.
+        assert set(item["interval"]) == set(item["predictions"])
+        assert all(lo <= hi for lo, hi in item["interval"].values())
+        assert item["interval"]["uw_val_epoch_loss"][0] >= 0
     # Failed-predicted genomes come last.
     failing = [items[i]["p_fail"] >= 0.5 for i in out["ranking"]]
     assert failing == sorted(failing)
