@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse
 
 from app.api.routes.datasets import dataset_public
 from app.ui import plots
+from app.ui.jobs import Ident
 from app.ui.session import COOKIE_PATH, TrainViewer
 from app.ui.templating import page
 from service.db import session_scope
@@ -98,7 +99,7 @@ def datasets_page(request: Request, viewer: TrainViewer,
 
 
 @router.get("/datasets/{dataset_id}", response_class=HTMLResponse)
-def dataset_page(dataset_id: str, request: Request, viewer: TrainViewer) -> HTMLResponse:
+def dataset_page(dataset_id: Ident, request: Request, viewer: TrainViewer) -> HTMLResponse:
     with session_scope() as session:
         row = dataset_store.get_dataset(session, dataset_id)
         dataset = dataset_public(row, session.get(Job, row.job_id) if row.job_id else None,

@@ -7,7 +7,7 @@ import threading
 from typing import Annotated, Any
 
 from cachetools import LRUCache
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.api.routes.jobs import job_public, visible_job
@@ -18,6 +18,8 @@ from service.db import session_scope
 from service.store import jobs as job_store
 
 router = APIRouter(prefix=COOKIE_PATH, include_in_schema=False)
+#: Job and dataset ids are UUIDs; anything longer is not one.
+Ident = Annotated[str, Path(max_length=64)]
 
 STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
 KINDS = ("train", "build_dataset", "append_dataset", "propose")
@@ -94,12 +96,12 @@ def _job_context(job_id: str, viewer: Any) -> dict[str, Any]:
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(job_id: str, request: Request, viewer: JobViewer) -> HTMLResponse:
+def job_page(job_id: Ident, request: Request, viewer: JobViewer) -> HTMLResponse:
     return page(request, "job.html", viewer, **_job_context(job_id, viewer))
 
 
 @router.get("/jobs/{job_id}/live", response_class=HTMLResponse)
-def job_live(job_id: str, request: Request, viewer: JobViewer) -> HTMLResponse:
+def job_live(job_id: Ident, request: Request, viewer: JobViewer) -> HTMLResponse:
     """The part of the job page that changes, for the page's poller."""
     response = page(request, "_job_live.html", viewer, **_job_context(job_id, viewer))
     response.headers["Cache-Control"] = "no-store"
@@ -107,7 +109,7 @@ def job_live(job_id: str, request: Request, viewer: JobViewer) -> HTMLResponse:
 
 
 @router.post("/jobs/{job_id}/cancel")
-def cancel(job_id: str, request: Request, viewer: JobViewer,
+def cancel(job_id: Ident, request: Request, viewer: JobViewer,
            csrf: Annotated[str, Form(max_length=100)] = "") -> Response:
     """As ``POST /jobs/{id}/cancel``: queued jobs stop at once, running ones between epochs."""
     check_form(request, viewer, csrf)

@@ -56,6 +56,8 @@ def login(request: Request, api_key: Annotated[str, Form(max_length=512)] = "",
     check_origin(request)
     if not same_token(csrf, request.cookies.get(LOGIN_CSRF_COOKIE)):
         return _login_form(request, target, "The form expired; please sign in again.", 400)
+    if not api_key.strip():
+        return _login_form(request, target, "Enter an API key.", 401)
     try:
         authenticate(request, api_key.strip())
     except ServiceError as exc:
