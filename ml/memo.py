@@ -1,5 +1,8 @@
 """Bounded, thread-safe memos of per-layer results (issue 14 §3: fast enough to search).
 
+Used by the compiler (per layer, below) and by the path features (``ml.models.features``,
+per graph structure).
+
 Why: a bred genome shares almost all of its layers with its parents, and building the
 meta-device ``nn.Module`` of a layer (a ``Conv2d``'s ``reset_parameters`` runs torch's
 decompositions even on meta) was most of the cost of compiling one. A layer's result depends

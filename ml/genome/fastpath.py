@@ -72,7 +72,11 @@ def parse_fast(text: str) -> Call | None:
             if not stack:
                 return None
             node: Node
-            if word[0].isdigit() or word[0] == ".":
+            if word.isdigit():  # most literals: inline, no call
+                if len(word) > MAX_INT_DIGITS:
+                    return None
+                node = Literal(int(word), word_offset)
+            elif word[0].isdigit() or word[0] == ".":
                 value = _number(word)
                 if value is None:
                     return None
