@@ -311,4 +311,11 @@ def test_variants_are_built_and_traced_once(monkeypatch):
     a = compile_genome(load(genome("MobileNet_V3(IN0, 1, 0)")))
     b = compile_genome(load(genome("MobileNet_V3(Tanh_2D(IN0), 1, 0)")))
     assert a.layers[0].module.model is b.layers[1].module.model is first.part
-    assert a.layers[0].module.adapter is not b.layers[1].module.adapter
+    # The compile memo (ml.memo) shares a layer compiled at the same input between genomes...
+    assert a.layers[0].module.adapter is b.layers[1].module.adapter
+    # ... but never puts one module object twice into one network.
+    chain = "Tanh_2D(Tanh_2D(MobileNet_V3(MobileNet_V3(IN0, 1, 0), 1, 0)))"
+    c = compile_genome(load(genome(chain)))
+    ids = [id(m) for layer in c.layers for m in (layer.module, *layer.module.children())
+           if m is not first.part]
+    assert len(ids) == len(set(ids))

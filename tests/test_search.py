@@ -151,8 +151,9 @@ def test_offspring_are_typed_parse_and_mostly_compile() -> None:
 
 
 def test_bred_trees_equal_what_the_parser_makes_of_their_text() -> None:
-    """The search loads offspring from the tree it built while printing them (no second
-    parse): that tree must be exactly ``parse(text)``, offsets included."""
+    """``to_genome`` (the Neural-Predictor draws) prints a tree and builds the parser's tree of
+    that string in one pass: it must be exactly ``parse(text)``, offsets included. Bred
+    offspring carry the DEAP tree they were printed from (the scorer parses on a miss)."""
     from ml.genome.parser import parse
 
     for text in real_genomes() + seed_genomes():
@@ -160,8 +161,10 @@ def test_bred_trees_equal_what_the_parser_makes_of_their_text() -> None:
         assert printed == text and tree == parse(text)
     trees = [(ps.to_tree(t), str(i)) for i, t in enumerate(POOL)]
     bred = overpopulate(trees, 400, random.Random(8), set(), lambda batch: [True] * len(batch))
-    assert all(child.tree is not None and child.tree == parse(child.genome)
-               for child in bred.kept)
+    for child in bred.kept:
+        printed, tree = ps.to_genome(child.tree)
+        assert printed == child.genome == str(child.tree)
+        assert tree is not None and repr(tree) == repr(parse(child.genome))
 
 
 def test_type_fixed_mut_swaps_one_node_for_one_of_the_same_signature() -> None:

@@ -31,15 +31,21 @@ from torch import nn
 
 from ml.arch.backbones import BackboneFeatures, BackboneVariant, gene_builder, get_variant
 from ml.arch.heads import HeadSpec, build_detector, describe_head
-from ml.arch.layers import META, Shape, build_layer
+from ml.arch.layers import META, BuiltLayer, Shape, build_layer
 from ml.arch.shape_program import ProgramResult, ShapeFailure
 from ml.errors import ArchitectureError, isolated
 from ml.genome.catalogue import BACKBONES, ENUMS, HEADS, LAYERS, PRIMITIVES, weights_name
 from ml.genome.limits import MAX_ACTIVATION_ELEMENTS, MAX_PARAMETERS
 from ml.genome.model import EvaluatedGenome, Layer
+from ml.memo import Memo, spelled
 
 #: (C, H, W) of the image the evolution's materialising forward used.
 INPUT_SHAPE: Shape = (3, 2048, 2448)
+
+#: Compiled custom layers by (name, spelled arguments, input shape) and compiled backbone
+#: layers by (gene, builder, input shape): see :mod:`ml.memo` for why and what is shared.
+LAYER_MEMO = Memo()
+BACKBONE_MEMO = Memo()
 
 
 @dataclass(frozen=True)
@@ -107,8 +113,18 @@ def _backbone_builder(layer: Layer) -> str:
     return gene_builder(layer.name, layer.args)
 
 
-def _compile_backbone(index: int, layer: Layer, in_shape: Shape) -> CompiledLayer:
-    variant = get_variant(layer.name, _backbone_builder(layer))
+@dataclass(frozen=True)
+class _BackbonePart:
+    """What a backbone layer compiles to at one input shape (shared by the genomes using it)."""
+
+    module: BackboneFeatures
+    shapes: ProgramResult
+    parameter_count: int
+    macs: int
+    activation_elements: int
+
+
+def _build_backbone(layer: Layer, variant: BackboneVariant, in_shape: Shape) -> _BackbonePart:
     channels, height, width = in_shape
     out = variant.adapter_channels
     try:
@@ -124,10 +140,40 @@ def _compile_backbone(index: int, layer: Layer, in_shape: Shape) -> CompiledLaye
     # element count. float64: no int64 wrap even for a map near the activation budget.
     chw = shapes.node_chw().astype(np.float64)
     elements = int(np.where(chw > 0, chw, 1.0).prod(axis=1).sum())
+    return _BackbonePart(module, shapes, variant.parameter_count + adapter_params,
+                         shapes.macs + height * width * channels * out, elements)
+
+
+def _compile_backbone(index: int, layer: Layer, in_shape: Shape,
+                      used: set[int] | None = None) -> CompiledLayer:
+    """``used``: ids of the modules already in this genome (a remembered part whose module is
+    among them is built afresh, so no module object appears twice in one network)."""
+    builder = _backbone_builder(layer)
+    variant = get_variant(layer.name, builder)
+    key = (layer.name, builder, in_shape)
+    part = BACKBONE_MEMO.get(key)
+    if part is None:
+        part = _build_backbone(layer, variant, in_shape)
+        BACKBONE_MEMO.put(key, part)
+    elif used is not None and id(part.module) in used:
+        part = _build_backbone(layer, variant, in_shape)
     return CompiledLayer(
-        index, layer, module, in_shape, shapes.output_shape[1:4],
-        variant.parameter_count + adapter_params, shapes.macs + height * width * channels * out,
-        variant, shapes, weights_name(layer.name, layer.args[-1]), elements)
+        index, layer, part.module, in_shape, part.shapes.output_shape[1:4],
+        part.parameter_count, part.macs, variant, part.shapes,
+        weights_name(layer.name, layer.args[-1]), part.activation_elements)
+
+
+def _build_custom(layer: Layer, in_shape: Shape, used: set[int]) -> BuiltLayer:
+    """:func:`ml.arch.layers.build_layer`, remembered (built afresh when its module is already
+    in this genome)."""
+    key = (layer.name, spelled(layer.args), in_shape)
+    built = LAYER_MEMO.get(key)
+    if built is None:
+        built = build_layer(layer, in_shape)
+        LAYER_MEMO.put(key, built)
+    elif id(built.module) in used:
+        built = build_layer(layer, in_shape)
+    return built
 
 
 def _check_budgets(layer: Layer, parameters: int, activations: int) -> None:
@@ -147,11 +193,12 @@ def compile_genome(genome: EvaluatedGenome, input_shape: Shape = INPUT_SHAPE) ->
     shape = input_shape
     compiled: list[CompiledLayer] = []
     parameters = activations = 0
+    used: set[int] = set()
     for index, layer in enumerate(genome.layers):
         if layer.name in BACKBONES:
-            item = _compile_backbone(index, layer, shape)
+            item = _compile_backbone(index, layer, shape, used)
         elif layer.name in LAYERS:
-            built = build_layer(layer, shape)
+            built = _build_custom(layer, shape, used)
             out = built.out_shape
             item = CompiledLayer(index, layer, built.module, shape, out, built.parameter_count,
                                  built.macs, activation_elements=out[0] * out[1] * out[2])
@@ -161,6 +208,7 @@ def compile_genome(genome: EvaluatedGenome, input_shape: Shape = INPUT_SHAPE) ->
         activations += item.activation_elements
         _check_budgets(layer, parameters, activations)
         compiled.append(item)
+        used.add(id(item.module))
         shape = item.out_shape
     head = _describe_head(genome, shape[0])
     if parameters + head.parameter_count > MAX_PARAMETERS:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ml.errors import GenomeError, isolated
 from ml.genome.evaluator import evaluate
+from ml.genome.fastpath import parse_fast
 from ml.genome.identity import canonical_form, canonical_hash, canonical_json, individual_hash
 from ml.genome.model import EvaluatedGenome, Layer
 from ml.genome.parser import parse
@@ -25,12 +26,17 @@ def load(text: str, *, max_length: int | None = None,
 
     ``tree``, when the caller has it, is what ``parse(text)`` makes of the string (the search
     builds its offspring's trees while printing them): it is evaluated without lexing and
-    parsing the text again. Any failure is a :class:`GenomeError` with a stable code; an
-    unforeseen exception is wrapped as ``INTERNAL_ERROR`` so a batch never loses more than the
-    one bad item.
+    parsing the text again. A well-formed string is read in one pass by
+    :func:`ml.genome.fastpath.parse_fast` (the same tree); anything else, and every error, by
+    :func:`parse`. Any failure is a :class:`GenomeError` with a stable code; an unforeseen
+    exception is wrapped as ``INTERNAL_ERROR`` so a batch never loses more than the one bad item.
     """
     if tree is None or (max_length is not None and len(text) > max_length):
-        tree = parse(text, max_length=max_length)
+        tree = None
+        if isinstance(text, str) and (max_length is None or len(text) <= max_length):
+            tree = parse_fast(text)
+        if tree is None:
+            tree = parse(text, max_length=max_length)
     genome = evaluate(tree, text)
     validate(genome, text)
     return genome

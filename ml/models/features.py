@@ -1,6 +1,7 @@
 """Per-genome feature vectors and the column standardiser shared by trees and GNN readouts."""
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from ml.encoding.encoder import GLOBAL_FEATURES
 from ml.encoding.genome_vector import MODEL_INFO_DIM, TRAINING_KEYS
 from ml.encoding.hyperparams import NUM_COLUMNS
 from ml.encoding.vocab import MODULE_TYPES, NUM_NODE_TYPES
+from ml.memo import Memo
 
 
 def signed_log(x: np.ndarray | torch.Tensor) -> Any:
@@ -352,6 +354,48 @@ def _path_block(records: list[Data]) -> np.ndarray:
     return out
 
 
+#: :func:`_path_block` rows by graph structure. The path block reads only node types, mixing
+#: flags and edges, and a row never depends on its batch (exact integer sweeps, per-genome
+#: reductions), so genomes sharing a layer skeleton (most of a search's brood: ~120
+#: skeletons among 2,000 offspring) share one row. 2,048 rows of 7 KB: at most ~14 MB.
+PATH_MEMO = Memo(2048)
+
+
+def _structure_key(record: Data) -> bytes:
+    """A digest of everything :func:`_path_block` reads from ``record``."""
+    types = np.ascontiguousarray(record.node_type.numpy(), dtype=np.int64)
+    edges = np.ascontiguousarray(record.edge_index.numpy().reshape(2, -1), dtype=np.int64)
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(np.array([types.size, edges.shape[1]], dtype=np.int64).tobytes())
+    digest.update(types.tobytes())
+    digest.update(edges.tobytes())
+    digest.update(np.packbits(node_mixing(record)).tobytes())
+    return digest.digest()
+
+
+def _path_block_memo(records: list[Data]) -> np.ndarray:
+    """:func:`_path_block`, computing only the structures not remembered (bit-identical:
+    ``tests/test_models.py`` compares with the plain block)."""
+    keys = [_structure_key(r) for r in records]
+    rows = [PATH_MEMO.get(k) for k in keys]
+    missing = [i for i, row in enumerate(rows) if row is None]
+    if missing:
+        first: dict[bytes, int] = {}
+        for i in missing:
+            first.setdefault(keys[i], i)
+        todo = list(first.values())
+        fresh = _path_block([records[i] for i in todo])
+        for i, row in zip(todo, fresh):
+            row = row.copy()  # a view would keep its whole batch alive in the memo
+            row.setflags(write=False)
+            PATH_MEMO.put(keys[i], row)
+            first[keys[i]] = i
+            rows[i] = row
+        for i in missing:
+            rows[i] = rows[first[keys[i]]]
+    return np.stack(rows) if rows else np.zeros((0, PATH_FEATURE_DIM))
+
+
 def _op_histogram_block(records: list[Data]) -> np.ndarray:
     """[n, 34] :func:`op_histogram` of every record with one bincount and segment reductions.
 
@@ -401,7 +445,7 @@ def tabular_features(records: list[Data]) -> np.ndarray:
     if not records:
         return np.zeros((0, TABULAR_DIM))
     return np.concatenate([_genome_vector_block(records), _op_histogram_block(records),
-                           _hyperparam_block(records), _path_block(records)], axis=1)
+                           _hyperparam_block(records), _path_block_memo(records)], axis=1)
 
 
 #: Bumped whenever :func:`tabular_features` changes (models and cached rows key on it).

@@ -200,9 +200,9 @@ def _brood(search: _Search, parents: list[_Candidate], rng: random.Random,
     kept: list[_Candidate] = []
 
     def admit(batch: list[Offspring]) -> list[bool]:
+        # No trees: the scorer parses a string only when it is not cached (ml.genome.load).
         scored = search.score([o.genome for o in batch],
-                              [{"op": o.op, "parents": list(o.parents)} for o in batch],
-                              trees=[o.tree for o in batch])
+                              [{"op": o.op, "parents": list(o.parents)} for o in batch])
         kept.extend(c for c in scored if c is not None)
         return [c is not None for c in scored]
 
@@ -296,10 +296,9 @@ def _mutate(search: _Search, population: list[_Candidate], rng: random.Random,
                     search.duplicates += 1
                     continue
                 seen.add(text)
-                batch.append(Offspring(text, name, (parent,), to_genome(mutant)[1]))
+                batch.append(Offspring(text, name, (parent,), mutant))
         scored = search.score([o.genome for o in batch],
-                              [{"op": o.op, "parents": list(o.parents)} for o in batch],
-                              trees=[o.tree for o in batch])
+                              [{"op": o.op, "parents": list(o.parents)} for o in batch])
         children.extend(c for c in scored if c is not None)
     children = children[:spec.pool_size]
     alive = [c for c in children if c.p_fail < FAIL_THRESHOLD] or children

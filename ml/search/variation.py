@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import copy
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from deap import gp
 
-from ml.genome.tree import Call
-from ml.search.pset import is_structural, primitive_set, seeded, to_genome
+from ml.search.pset import is_structural, primitive_set, seeded
 
 #: (operator name, probability), in the order the evolution applies them.
 CROSSOVERS: tuple[tuple[str, float], ...] = (("cxOnePoint", 0.5), ("cxOnePointLeafBiased", 0.3))
@@ -83,9 +82,10 @@ class Offspring:
     genome: str
     op: str
     parents: tuple[str, ...]
-    #: The parser's tree of ``genome`` (None: parse the string); while breeding, the DEAP
-    #: tree it was printed from.
-    tree: Call | gp.PrimitiveTree | None = field(default=None, compare=False, repr=False)
+    #: The DEAP tree it was printed from (breeding goes on from it). The scorer reads the
+    #: string itself, and only when the genome is not in its cache: building the parser's tree
+    #: of every new string while breeding cost as much as the whole warm-cache search.
+    tree: gp.PrimitiveTree | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -112,7 +112,12 @@ def _breed_pair(a: gp.PrimitiveTree, b: gp.PrimitiveTree, parents: tuple[str, st
         return []
     cx = "+".join(fired)
     children = [(a, cx), (b, cx)] * len(fired)
-    out = [Offspring(str(tree), op, parents, tree=tree) for tree, op in children]
+    printed: dict[int, str] = {}  # a child listed once per crossover is printed once
+    out = []
+    for tree, op in children:
+        if id(tree) not in printed:
+            printed[id(tree)] = str(tree)
+        out.append(Offspring(printed[id(tree)], op, parents, tree=tree))
     for tree, op in children:
         mutant = copy.deepcopy(tree)
         done = []
@@ -172,8 +177,7 @@ def overpopulate(pool: Sequence[tuple[gp.PrimitiveTree, str]], size: int, rng: r
                     result.duplicates += 1
                     continue
                 seen.add(child.genome)
-                # The parser's tree, built only for a new string (most cost of loading).
-                pending.append(replace(child, tree=to_genome(child.tree)[1]))
+                pending.append(child)
             # Score in batches: a full one, or (near the end) what should fill the brood
             # with some room for rejections; the first ``size`` admitted are kept either
             # way, so batching changes only how many extra candidates get scored.

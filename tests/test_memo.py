@@ -1,0 +1,188 @@
+"""The speed-ups of issue 14 §3 change no result: the per-layer compile memo, the path-row
+memo and the one-pass parser give exactly what the plain code gives, on the real genomes and
+on bred offspring, and their caches stay within their bounds."""
+from __future__ import annotations
+
+import random
+from functools import lru_cache
+
+import numpy as np
+import pytest
+import torch
+from conftest import real_genomes
+
+from ml.errors import GenomeError
+from ml.memo import Memo, spelled
+
+
+@lru_cache(maxsize=1)
+def bred_genomes() -> tuple[str, ...]:
+    """300 offspring of the last real genomes (crossover and mutation, as the search breeds)."""
+    from ml.search import pset as ps
+    from ml.search.variation import overpopulate
+
+    pool = [(ps.to_tree(t), str(i)) for i, t in enumerate(real_genomes()[-30:])]
+    bred = overpopulate(pool, 300, random.Random(11), set(), lambda batch: [True] * len(batch))
+    return tuple(child.genome for child in bred.kept)
+
+
+def _sample() -> list[str]:
+    from ml.sampling import sample_compiling
+
+    return list(real_genomes()) + list(bred_genomes()) + sample_compiling(100, seed=3)
+
+
+def _clear_memos() -> None:
+    from ml.arch.compiler import BACKBONE_MEMO, LAYER_MEMO
+    from ml.models.features import PATH_MEMO
+
+    for memo in (LAYER_MEMO, BACKBONE_MEMO, PATH_MEMO):
+        memo.clear()
+
+
+def _tensors(data) -> dict[str, bytes]:
+    return {k: (v.dtype, tuple(v.shape), v.numpy().tobytes()) if torch.is_tensor(v) else v
+            for k, v in data.to_dict().items()}
+
+
+def test_memo_is_a_bounded_lru() -> None:
+    memo = Memo(3)
+    for i in range(5):
+        memo.put(i, str(i))
+    assert len(memo) == 3 and memo.get(0) is None and memo.get(4) == "4"
+    memo.get(2)
+    memo.put(5, "5")  # evicts 3, the least recently used
+    assert memo.get(3) is None and memo.get(2) == "2"
+    with pytest.raises(ValueError):
+        memo.get_or_build(9, lambda: int("x"))
+    assert memo.get(9) is None  # a failed build is not remembered
+    assert spelled((1, 1.0, True, 0.0, -0.0)) == ("1", "1.0", "True", "0.0", "-0.0")
+
+
+def test_memoised_compile_and_encoding_equal_fresh_ones() -> None:
+    """Every genome encoded with warm memos (other genomes' layers remembered) gives the same
+    tensors, shapes and costs as encoded alone from empty memos; errors are the same too."""
+    from ml.arch.compiler import BACKBONE_MEMO, LAYER_MEMO
+    from ml.encoding.encoder import GenomeEncoder
+
+    texts = _sample()
+    warm = GenomeEncoder()
+    hits_before = LAYER_MEMO.hits + BACKBONE_MEMO.hits
+    outcomes = []
+    for text in texts:
+        try:
+            enc = warm.encode(text)
+            outcomes.append((enc, _tensors(enc.to_data("combined"))))
+        except GenomeError as exc:
+            outcomes.append((None, exc.to_dict()))
+    assert LAYER_MEMO.hits + BACKBONE_MEMO.hits > hits_before
+    for text, (enc, expected) in zip(texts, outcomes):
+        _clear_memos()
+        try:
+            fresh = GenomeEncoder().encode(text)
+        except GenomeError as exc:
+            assert enc is None and exc.to_dict() == expected
+            continue
+        assert enc is not None and _tensors(fresh.to_data("combined")) == expected
+        for a, b in zip(enc.network.layers, fresh.network.layers):
+            assert (a.in_shape, a.out_shape, a.parameter_count, a.macs,
+                    a.activation_elements, a.weights) == (
+                b.in_shape, b.out_shape, b.parameter_count, b.macs, b.activation_elements,
+                b.weights)
+            assert repr(a.module) == repr(b.module)
+        assert enc.summary() == fresh.summary()
+        modules = [id(m) for m in enc.network.modules]
+        assert len(modules) == len(set(modules))  # no module twice in one network
+
+
+def test_compile_memos_stay_within_their_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ml.arch import compiler
+    from ml.genome import load
+
+    small = Memo(4)
+    monkeypatch.setattr(compiler, "LAYER_MEMO", small)
+    for text in real_genomes()[:60]:
+        try:
+            compiler.compile_genome(load(text))
+        except GenomeError:
+            pass
+        assert len(small) <= 4
+    assert 0 < len(compiler.BACKBONE_MEMO) <= compiler.BACKBONE_MEMO.maxsize
+
+
+def test_path_memo_rows_equal_the_plain_block() -> None:
+    from ml.encoding.encoder import GenomeEncoder
+    from ml.models import features as F
+
+    encoder = GenomeEncoder()
+    records = []
+    for text in _sample():
+        try:
+            records.append(encoder.encode(text).to_data("combined"))
+        except GenomeError:
+            pass
+    plain = F._path_block(records)
+    _clear_memos()
+    first = F._path_block_memo(records[:50])       # cold, with repeated structures
+    again = F._path_block_memo(records[::-1])       # partly remembered, another order
+    assert np.array_equal(first.view(np.int64), plain[:50].view(np.int64))
+    assert np.array_equal(again.view(np.int64), plain[::-1].view(np.int64))
+    expected = np.concatenate([F._genome_vector_block(records), F._op_histogram_block(records),
+                               F._hyperparam_block(records), plain], axis=1)
+    assert np.array_equal(F.tabular_features(records).view(np.int64), expected.view(np.int64))
+    assert len(F.PATH_MEMO) <= F.PATH_MEMO.maxsize
+    assert not F.PATH_MEMO.get(F._structure_key(records[0])).flags.writeable
+
+
+def test_one_pass_parser_equals_the_parser_or_declines() -> None:
+    from ml.genome.fastpath import parse_fast
+    from ml.genome.parser import parse
+
+    texts = _sample()
+    for text in texts:
+        tree = parse_fast(text)
+        assert tree is not None, text[:80]
+        assert repr(tree) == repr(parse(text))  # repr: 1, 1.0 and True differ
+    rng = random.Random(0)
+    alphabet = "(), .0123456789eE+-_abxyzINTrueFals\t\n"
+    declined = 0
+    for _ in range(3000):
+        chars = list(rng.choice(texts))
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(chars))
+            op = rng.random()
+            if op < 0.33:
+                del chars[i]
+            elif op < 0.66:
+                chars.insert(i, rng.choice(alphabet))
+            else:
+                chars[i] = rng.choice(alphabet)
+        damaged = "".join(chars)
+        tree = parse_fast(damaged)
+        try:
+            expected = parse(damaged)
+        except GenomeError:
+            assert tree is None, damaged  # every error comes from the exact parser
+            declined += 1
+            continue
+        assert tree is None or repr(tree) == repr(expected)
+    assert declined > 1000
+    for odd in ("", "   ", "RetinaNet_Head(IN0)", "x" * 10, "RetinaNet_Head(1e-5)", "\u0663"):
+        assert parse_fast(odd) is None
+
+
+def test_load_reports_the_same_errors_as_before() -> None:
+    from ml.genome import load
+    from ml.genome.parser import parse
+
+    text = real_genomes()[0]
+    for damaged in (text[:-1], text + ")", text.replace("(", "((", 1), text[:50],
+                    text.replace("IN0", "IN1"), 42):
+        with pytest.raises(GenomeError) as fast:
+            load(damaged)
+        with pytest.raises(GenomeError) as slow:
+            parse(damaged)
+        assert fast.value.to_dict() == slow.value.to_dict()
+    with pytest.raises(GenomeError) as info:
+        load(text, max_length=10)
+    assert info.value.code == "GENOME_TOO_LONG"
