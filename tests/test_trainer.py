@@ -91,9 +91,10 @@ def test_train_and_predict_cli(subset_csv, tmp_path, capsys):  # noqa: F811
     assert items[1]["ok"] is False and set(items[1]["error"]) == {"code", "offset", "message"}
     for item in (items[0], items[2]):
         assert set(item) == {"index", "ok", "error", "canonical_hash", "p_fail",
-                             "predictions", "std"}
+                             "predictions", "std", "interval"}  # the default is a forest
         assert item["ok"] and 0 <= item["p_fail"] <= 1
         assert set(item["predictions"]) == {"uw_val_epoch_loss", "ciou_loss",
                                             "average_precision"}
-        assert set(item["std"]) == set(item["predictions"])
+        assert set(item["std"]) == set(item["predictions"]) == set(item["interval"])
+        assert all(lo <= hi for lo, hi in item["interval"].values())
     assert items[0]["predictions"] == items[2]["predictions"]
