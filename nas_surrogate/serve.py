@@ -57,6 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     lines = [
         f"nas-surrogate serving on {base} (data in {settings.data_dir.resolve()})",
         f"  docs:   {base}/docs",
+        *([f"  dashboard: {base}/ui/ (sign in with an API key)"] if settings.ui_enabled else []),
         f"  model:  {status}",
         ("  admin API key (shown once; also in " + str(settings.admin_key_file) + "):\n    " + key)
         if key else f"  admin API key: in {settings.admin_key_file}",
