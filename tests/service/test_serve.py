@@ -53,6 +53,7 @@ def test_serve_bootstraps_and_predicts(tmp_path):
         key = key_file.read_text().strip()
         output = (tmp_path / "serve.log").read_text()
         assert key in output and f"{base}/docs" in output and "curl" in output
+        assert f"dashboard: {base}/ui/" in output
         genomes = [r["genome"] for r in train_rows()[:25]] + ["broken("]
         r = httpx.post(base + "/predict", json={"genomes": genomes, "top_k": 5},
                        headers={"X-API-Key": key}, timeout=120)
