@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,11 @@ def layout(text: str) -> Drawing:
     """Encode ``text`` (raises GenomeError) and lay its graph out."""
     from ml.encoding.encoder import GenomeEncoder
 
-    graph = GenomeEncoder().encode(text).graph
+    return layout_graph(GenomeEncoder().encode(text).graph)
+
+
+def layout_graph(graph: Any) -> Drawing:
+    """Lay out an encoded genome's graph (``GenomeEncoder.encode(text).graph``)."""
     categories = [t.rsplit(".", 1)[-1] if t else op
                   for t, op in zip(graph.module_types, graph.ops)]
     labels = [f"{i}: {c} ({graph.targets[i]})" for i, c in enumerate(categories)]

@@ -16,14 +16,13 @@ from cachetools import LRUCache
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from app.api.routes.datasets import dataset_public
+from app.api.routes.datasets import dataset_view
 from app.ui import plots
 from app.ui.jobs import Ident
 from app.ui.session import COOKIE_PATH, TrainViewer
 from app.ui.templating import page
 from service.db import session_scope
 from service.store import datasets as dataset_store
-from service.tables import Job
 
 router = APIRouter(prefix=COOKIE_PATH, include_in_schema=False)
 
@@ -92,8 +91,7 @@ def datasets_page(request: Request, viewer: TrainViewer,
                   offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> HTMLResponse:
     with session_scope() as session:
         rows, total = dataset_store.list_datasets(session, 50, offset)
-        datasets = [dataset_public(r, session.get(Job, r.job_id) if r.job_id else None,
-                                   session) for r in rows]
+        datasets = [dataset_view(session, r) for r in rows]
     return page(request, "datasets.html", viewer, datasets=datasets, total=total,
                 offset=offset)
 
@@ -102,8 +100,7 @@ def datasets_page(request: Request, viewer: TrainViewer,
 def dataset_page(dataset_id: Ident, request: Request, viewer: TrainViewer) -> HTMLResponse:
     with session_scope() as session:
         row = dataset_store.get_dataset(session, dataset_id)
-        dataset = dataset_public(row, session.get(Job, row.job_id) if row.job_id else None,
-                                 session)
+        dataset = dataset_view(session, row)
         path, source, ready = row.path, row.source_path, row.status == "ready"
     charts = distributions(dataset_id, path) if ready and dataset["metrics"] else []
     return page(request, "dataset.html", viewer, dataset=dataset, charts=charts,

@@ -40,18 +40,13 @@ def pointer(text: str, offset: int | None) -> dict[str, str] | None:
             "column": str(offset)}
 
 
-def _drawing(text: str) -> dict[str, Any] | None:
-    from ml.errors import GenomeError
-    from ml.render import layout, render_svg
+def _drawing(graph: Any) -> dict[str, Any]:
+    from ml.render import layout_graph, render_svg
 
-    try:
-        drawing = layout(text)
-    except GenomeError:
-        return None
-    if len(drawing.categories) > MAX_DRAWN_NODES:
-        return {"svg": None, "legend": drawing.legend, "nodes": len(drawing.categories)}
-    return {"svg": render_svg(drawing), "legend": drawing.legend,
-            "nodes": len(drawing.categories)}
+    drawing = layout_graph(graph)
+    nodes = len(drawing.categories)
+    return {"svg": render_svg(drawing) if nodes <= MAX_DRAWN_NODES else None,
+            "legend": drawing.legend, "nodes": nodes}
 
 
 def inspect(request: Request, genomes: list[str], model_spec: str | None) -> dict[str, Any]:
@@ -80,7 +75,7 @@ def inspect(request: Request, genomes: list[str], model_spec: str | None) -> dic
             item.update(ok=True, canonical_hash=encoded.canonical_hash,
                         nodes=encoded.num_nodes, edges=encoded.num_edges,
                         params=summary["total_params"], flops=summary["flops"],
-                        drawing=_drawing(text))
+                        drawing=_drawing(encoded.graph))
         except GenomeError as exc:
             item.update(ok=False, error=exc.to_dict(), pointer=pointer(text, exc.offset))
         if scored is not None:

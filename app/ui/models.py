@@ -9,12 +9,11 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from app.api.routes.models import Version as VersionPath
-from app.api.routes.models import activate_model, report_plots, version_public
+from app.api.routes.models import activate_model, get_model_plot, version_public
 from app.ui import plots
 from app.ui.session import COOKIE_PATH, AdminViewer, PredictViewer, check_form
 from app.ui.templating import page
 from service.db import session_scope
-from service.errors import ServiceError
 from service.store import model_registry as registry
 
 router = APIRouter(prefix=COOKIE_PATH, include_in_schema=False)
@@ -105,14 +104,12 @@ def model_page(version: VersionPath, request: Request, viewer: PredictViewer,
 @router.get("/models/{version}/plots/{plot}")
 def model_plot(version: VersionPath, plot: str, request: Request, viewer: PredictViewer,
                name: Name = None) -> FileResponse:
+    """The API's plot route, for the cookie's key."""
     with session_scope() as session:
-        row = registry.get_version(session, name or request.app.state.settings.model_name,
-                                   version)
-        path = report_plots(row).get(plot)
-    if path is None:
-        raise ServiceError("NOT_FOUND", f"model v{version} has no plot {plot!r}")
-    return FileResponse(path, media_type="image/png",
-                        headers={"Cache-Control": "private, max-age=3600"})
+        response = get_model_plot(version, plot, session, request.app.state.settings,
+                                  viewer.principal, name)
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    return response
 
 
 @router.post("/models/{version}/activate")

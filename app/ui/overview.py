@@ -5,14 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from app.api.routes.datasets import dataset_public
+from app.api.routes.datasets import dataset_view
 from app.ui.jobs import recent_jobs
 from app.ui.models import TRUST_KEYS, active_models
 from app.ui.session import COOKIE_PATH, AnyViewer
 from app.ui.templating import page
 from service.db import session_scope
 from service.store import datasets as dataset_store
-from service.tables import Job
 
 router = APIRouter(prefix=COOKIE_PATH, include_in_schema=False)
 
@@ -28,7 +27,6 @@ def overview(request: Request, viewer: AnyViewer) -> HTMLResponse:
             recent = recent_jobs(session, viewer, 10)[0]
         if viewer.can("train"):
             rows, _ = dataset_store.list_datasets(session, 10, 0)
-            datasets = [dataset_public(r, session.get(Job, r.job_id) if r.job_id else None,
-                                       session) for r in rows]
+            datasets = [dataset_view(session, r) for r in rows]
     return page(request, "overview.html", viewer, models=models, running=running,
                 recent=recent, datasets=datasets, trust_keys=TRUST_KEYS)

@@ -81,10 +81,8 @@ def same_token(sent: str | None, expected: str | None) -> bool:
 def check_origin(request: Request) -> None:
     """A state-changing request from a page of another host is refused (403)."""
     origin = request.headers.get("origin")
-    if origin and origin != "null":
-        if urlsplit(origin).netloc != request.headers.get("host", request.url.netloc):
-            raise ServiceError("PERMISSION_DENIED", "cross-origin form submissions are refused")
-    elif origin == "null":
+    host = request.headers.get("host", request.url.netloc)
+    if origin and (origin == "null" or urlsplit(origin).netloc != host):
         raise ServiceError("PERMISSION_DENIED", "cross-origin form submissions are refused")
 
 

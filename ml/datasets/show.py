@@ -6,6 +6,7 @@ encodings side by side.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterator
 
@@ -34,7 +35,6 @@ def lineage_labels(dataset: GraphDataset) -> tuple[np.ndarray, np.ndarray, dict[
     """Every indexed row's labels across a version's lineage (a repeated measurement with its
     own labels), the ``failed`` flags and the rows per status, reading only the shards'
     ``y``/``failed`` tensors, one shard at a time (for the dashboard's distributions)."""
-    import json
     width = len(dataset.metrics)
     ys, failed, statuses = [], [], {}
     current: tuple[int, str] | None = None

@@ -31,10 +31,9 @@ def load(text: str, *, max_length: int | None = None,
     :func:`parse`. Any failure is a :class:`GenomeError` with a stable code; an unforeseen
     exception is wrapped as ``INTERNAL_ERROR`` so a batch never loses more than the one bad item.
     """
-    if tree is None or (max_length is not None and len(text) > max_length):
-        tree = None
-        if isinstance(text, str) and (max_length is None or len(text) <= max_length):
-            tree = parse_fast(text)
+    fits = isinstance(text, str) and (max_length is None or len(text) <= max_length)
+    if tree is None or not fits:
+        tree = parse_fast(text) if fits else None
         if tree is None:
             tree = parse(text, max_length=max_length)
     genome = evaluate(tree, text)

@@ -275,3 +275,53 @@ def api_module(service_env: dict[str, str], built_dataset: Path,
     empty_stores(service_env["SURROGATE_DATABASE_URL"])
     with seeded_client(built_dataset, trained_bundle) as seeded:
         yield seeded
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_seed_csv(path: Path, last_row: int) -> Path:
+    """The real CSV's header and rows up to ``last_row`` (a small, real bootstrap seed)."""
+    import csv
+    with open(TRAIN_CSV, newline="") as src, open(path, "w", newline="") as dst:
+        writer = csv.writer(dst)
+        for i, row in enumerate(csv.reader(src)):
+            if i <= last_row:
+                writer.writerow(row)
+    return path
+
+
+class Served:
+    """``nas-surrogate serve`` in a subprocess (no ``SURROGATE_*`` of this process leaks in)
+    on ``data_dir``, logging to ``log_path``; :meth:`wait_ready` until /readyz answers 200."""
+
+    def __init__(self, data_dir: Path, seed: Path, log_path: Path,
+                 env: dict[str, str] | None = None) -> None:
+        self.data_dir, self.log_path, self.port = data_dir, log_path, free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("SURROGATE_")}
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from nas_surrogate.cli import main; raise SystemExit(main())",
+             "serve", "--data-dir", str(data_dir), "--port", str(self.port), "--seed-csv",
+             str(seed)], cwd=REPO, env={**clean, **(env or {})}, stdout=self._log,
+            stderr=subprocess.STDOUT)
+
+    def wait_ready(self, what: str = "serve to build, train and load a model") -> None:
+        import httpx
+
+        def ready() -> bool:
+            try:
+                return httpx.get(self.base + "/readyz", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
+                return False
+        wait_for(ready, 420, interval=1.0, what=what)
+
+    def stop(self, sig: int, timeout: float) -> None:
+        stop_process(self.proc, sig, timeout)
+        self._log.close()

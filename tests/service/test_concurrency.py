@@ -3,28 +3,21 @@ Idempotency-Key against a real uvicorn server (one job, one message), concurrent
 registration (n and n+1, no IntegrityError leaked) and concurrent alias moves."""
 from __future__ import annotations
 
-import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import redis
 
-from .conftest import REDIS_URL, headers, needs_redis, wait_for
+from .conftest import REDIS_URL, free_port, headers, needs_redis, wait_for
 
 pytestmark = needs_redis
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_fifty_concurrent_submissions_one_job_one_message(api):
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(api["app"], host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -12,9 +12,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import TRAIN_CSV, train_rows
+from conftest import train_rows
 
-from .conftest import REPO, headers, needs_redis, stop_process, wait_for
+from .conftest import REPO, free_port, headers, needs_redis, stop_process, wait_for, write_seed_csv
 
 pytestmark = needs_redis
 
@@ -274,28 +274,14 @@ def test_database_pool_exhaustion_is_503(db, built_dataset, trained_bundle, monk
         dispose_engines()
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_stops_within_its_grace_period_and_the_job_resumes(tmp_path):
     """SIGTERM during the bootstrap training: serve exits within the grace period (main waited
     for the training to end), the job is released, and the next start resumes it from its
     checkpoint."""
-    import csv
-
     import httpx
 
-    seed = tmp_path / "seed.csv"
-    with open(TRAIN_CSV, newline="") as src, open(seed, "w", newline="") as dst:
-        writer = csv.writer(dst)
-        for i, row in enumerate(csv.reader(src)):
-            if i <= 60:
-                writer.writerow(row)
-    data_dir, port = tmp_path / "var", _free_port()
+    seed = write_seed_csv(tmp_path / "seed.csv", 60)
+    data_dir, port = tmp_path / "var", free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SURROGATE_")}
     env.update({"SURROGATE_DEFAULT_PREDICTOR": "simple_gcn", "SURROGATE_EPOCH_DELAY_S": "0.3",
                 "SURROGATE_SHUTDOWN_GRACE_S": "10", "SURROGATE_WARM_UP": "false"})

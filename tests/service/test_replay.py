@@ -7,16 +7,12 @@ from __future__ import annotations
 import csv
 import importlib.util
 import math
-import os
 import signal
-import subprocess
-import sys
 from typing import Any
 
-import httpx
 import pytest
 
-from .conftest import REPO, CeleryWorker, needs_redis, stop_process, wait_for
+from .conftest import REPO, CeleryWorker, Served, needs_redis
 
 pytestmark = needs_redis
 
@@ -41,13 +37,6 @@ def _check(rows: list[dict[str, Any]], generations: dict[int, list[dict[str, str
         assert rows[1]["served_version"] == rows[0]["new_version"]
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_replay_against_serve(tmp_path):
     from app.client import SurrogateClient
     from ml.datasets.labels import DEFAULT_METRICS
@@ -59,24 +48,12 @@ def test_replay_against_serve(tmp_path):
         writer = csv.DictWriter(handle, fieldnames=list(generations[1][0]))
         writer.writeheader()
         writer.writerows(generations[1])
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SURROGATE_")}
-    env.update({"SURROGATE_DEFAULT_PREDICTOR": "trees", "SURROGATE_PROMOTE_GENERATIONS": "2",
-                "SURROGATE_WARM_UP": "false", "SURROGATE_RECONCILE_INTERVAL_S": "2"})
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-c", "from nas_surrogate.cli import main; "
-                             "raise SystemExit(main())", "serve", "--data-dir",
-                             str(tmp_path / "var"), "--port", str(port), "--seed-csv", str(seed)],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    served = Served(tmp_path / "var", seed, tmp_path / "serve.log", env={
+        "SURROGATE_DEFAULT_PREDICTOR": "trees", "SURROGATE_PROMOTE_GENERATIONS": "2",
+        "SURROGATE_WARM_UP": "false", "SURROGATE_RECONCILE_INTERVAL_S": "2"})
+    base = served.base
     try:
-        def ready() -> bool:
-            try:
-                return httpx.get(base + "/readyz", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                return False
-        wait_for(ready, 420, interval=1.0, what="serve to train on generation 1")
+        served.wait_ready("serve to train on generation 1")
         key = (tmp_path / "var" / "admin.key").read_text().strip()
         client = SurrogateClient(base, key, timeout=300)
         rows = replay.replay(client, generations, 3, "default", tuple(DEFAULT_METRICS), 600)
@@ -84,8 +61,7 @@ def test_replay_against_serve(tmp_path):
         lineage = client.dataset(client.dataset_id)["lineage"]
         assert len(lineage) == 2            # generation 1, then the version with generation 2
     finally:
-        stop_process(proc, signal.SIGTERM, 40)
-        log.close()
+        served.stop(signal.SIGTERM, 40)
 
 
 def test_replay_against_the_celery_stack(api, service_env, tmp_path):

@@ -3,51 +3,22 @@ thread, no Redis, no Celery) builds the dataset from the seed CSV, trains and ac
 default model, and then answers /predict with the admin key it created (mode 600)."""
 from __future__ import annotations
 
-import csv
-import os
 import signal
-import socket
 import stat
-import subprocess
-import sys
 
 import httpx
-from conftest import TRAIN_CSV, train_rows
+from conftest import train_rows
 
-from .conftest import REPO, stop_process, wait_for
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .conftest import Served, write_seed_csv
 
 
 def test_serve_bootstraps_and_predicts(tmp_path):
-    seed = tmp_path / "seed.csv"
-    with open(TRAIN_CSV, newline="") as src, open(seed, "w", newline="") as dst:
-        reader = csv.reader(src)
-        writer = csv.writer(dst)
-        for i, row in enumerate(reader):
-            if i <= 90:
-                writer.writerow(row)
-    data_dir, port = tmp_path / "var", _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SURROGATE_")}
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-c", "from nas_surrogate.cli import main; "
-                             "raise SystemExit(main())", "serve", "--data-dir", str(data_dir),
-                             "--port", str(port), "--seed-csv", str(seed)],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(base + "/readyz", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            return False
+    seed = write_seed_csv(tmp_path / "seed.csv", 90)
+    data_dir = tmp_path / "var"
+    served = Served(data_dir, seed, tmp_path / "serve.log")
+    base = served.base
     try:
-        wait_for(ready, 420, interval=1.0, what="serve to build, train and load a model")
+        served.wait_ready()
         key_file = data_dir / "admin.key"
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         key = key_file.read_text().strip()
@@ -76,5 +47,4 @@ def test_serve_bootstraps_and_predicts(tmp_path):
         assert httpx.get(base + "/models/1/plots/..%2F..%2Fadmin.key",
                          headers={"X-API-Key": key}).status_code == 404
     finally:
-        stop_process(proc, signal.SIGINT, 30)
-        log.close()
+        served.stop(signal.SIGINT, 30)

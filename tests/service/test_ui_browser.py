@@ -13,21 +13,17 @@ both where it can: ``apt-get install chromium``, ``pip install .[test]``).
 """
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TRAIN_CSV, train_rows
+from conftest import train_rows
 
-from .conftest import REPO, stop_process, wait_for
-from .test_serve import _free_port
+from .conftest import Served, write_seed_csv
 
 CHROMIUM = os.environ.get("NAS_SURROGATE_CHROMIUM", "/usr/bin/chromium")
 
@@ -89,36 +85,15 @@ def served(tmp_path_factory):
     """``serve`` on the first generations of the real CSV (its bootstrap model is trained and
     activated), epochs slowed so a training's progress can be watched."""
     tmp = tmp_path_factory.mktemp("ui-serve")
-    seed = tmp / "seed.csv"
-    with open(TRAIN_CSV, newline="") as src, open(seed, "w", newline="") as dst:
-        writer = csv.writer(dst)
-        for i, row in enumerate(csv.reader(src)):
-            if i <= 90:
-                writer.writerow(row)
-    data_dir, port = tmp / "var", _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SURROGATE_")}
-    env["SURROGATE_EPOCH_DELAY_S"] = "0.4"
-    log = (tmp / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-c", "from nas_surrogate.cli import main; "
-                             "raise SystemExit(main())", "serve", "--data-dir", str(data_dir),
-                             "--port", str(port), "--seed-csv", str(seed)],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(base + "/readyz", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            assert proc.poll() is None, (tmp / "serve.log").read_text()[-3000:]
-            return False
+    data_dir = tmp / "var"
+    served = Served(data_dir, write_seed_csv(tmp / "seed.csv", 90), tmp / "serve.log",
+                    env={"SURROGATE_EPOCH_DELAY_S": "0.4"})
     try:
-        wait_for(ready, 420, interval=1.0, what="serve to build, train and load a model")
-        yield {"base": base, "key": (data_dir / "admin.key").read_text().strip(),
-               "log": tmp / "serve.log"}
+        served.wait_ready()
+        yield {"base": served.base, "key": (data_dir / "admin.key").read_text().strip(),
+               "log": served.log_path}
     finally:
-        stop_process(proc, signal.SIGINT, 30)
-        log.close()
-
+        served.stop(signal.SIGINT, 30)
 
 def test_a_researchers_day_in_chromium(served, tmp_path):
     base, key = served["base"], served["key"]

@@ -40,6 +40,11 @@ def dataset_public(row: Dataset, job: Job | None, session: Any = None) -> dict[s
             "label_noise": manifest.get("label_noise"), "retrain_job_id": row.retrain_job_id}
 
 
+def dataset_view(session: Any, row: Dataset) -> dict[str, Any]:
+    """:func:`dataset_public` with the version's own build job, read in ``session``."""
+    return dataset_public(row, session.get(Job, row.job_id) if row.job_id else None, session)
+
+
 def allowed_path(path: str, settings: Settings) -> Path:
     """A server-side CSV must lie under one of the explicit ``dataset_roots``, and never under
     ``data_dir`` (database, bundles) or at the admin key file, even when a root contains them.
@@ -139,11 +144,10 @@ def list_datasets(session: SessionDep, _: TrainPrincipal, limit: int = 50,
     # (limit and a negative offset are clamped below; a huge offset would reach SQL as a
     # DataError, i.e. a misleading 503)
     rows, total = dataset_store.list_datasets(session, max(1, min(limit, 500)), max(0, offset))
-    return {"data": [dataset_public(r, session.get(Job, r.job_id) if r.job_id else None,
-                                    session) for r in rows], "count": total}
+    return {"data": [dataset_view(session, r) for r in rows], "count": total}
 
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetPublic, responses=errors(404))
 def get_dataset(dataset_id: str, session: SessionDep, _: TrainPrincipal) -> dict[str, Any]:
     row = dataset_store.get_dataset(session, dataset_id)
-    return dataset_public(row, session.get(Job, row.job_id) if row.job_id else None, session)
+    return dataset_view(session, row)
