@@ -152,6 +152,7 @@ def create_app(settings: Settings | None = None, dispatcher: Any = None) -> Fast
         if settings.warm_up:
             from ml.arch.backbones import warm_up
             threading.Thread(target=warm_up, daemon=True, name="warm-up").start()
+            app.state.scorer.start_pool()
         start = getattr(app.state.dispatcher, "start_reconciler", None)
         if start is not None and app.state.start_reconciler:
             start()

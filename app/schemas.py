@@ -329,12 +329,23 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class EncoderPoolStatus(BaseModel):
+    """The encoder processes (``SURROGATE_ENCODER_PROCESSES``); not part of readiness: batches
+    encode in the API process until the pool is ready."""
+
+    processes: int
+    ready: bool
+    restarts: int
+    encoded: int
+
+
 class Readiness(BaseModel):
     ready: bool
     database: bool
     broker: bool | None
     active_model: int | None
     model_loaded: bool
+    encoder_pool: EncoderPoolStatus | None = None
 
 
 MODEL_REF = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_.-]+)?$"

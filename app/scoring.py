@@ -226,6 +226,17 @@ class EncodingCache:
         self.by_text.put(text, Encoded(digest))
         return Encoded(digest, record, num_nodes=int(record.num_nodes)), hit
 
+    def keep_pooled(self, text: str, outcome: Any, key: str) -> None:
+        """Cache what an encoder process found for ``text`` (an
+        :class:`ml.models.encoding_pool.RowOutcome`): its error, or its hash and feature row."""
+        if outcome.error is not None:
+            if outcome.cacheable:
+                self.by_text.put(text, Encoded(None, error=outcome.error))
+            return
+        self.by_text.put(text, Encoded(outcome.canonical_hash))
+        if outcome.row is not None:
+            self.rows.put((outcome.canonical_hash, self.version, key), outcome.row)
+
     def feature_rows(self, model: Any, texts: list[str], outcomes: list[Encoded]
                      ) -> tuple[list[np.ndarray | None], dict[int, dict[str, Any]]]:
         """``model.featurize`` rows, computed once per genome and feature key (re-encoding a
@@ -397,6 +408,27 @@ class ModelCache:
         return LoadedModel(name, version, predictor, encoder, model, path=str(path))
 
 
+_POOLS: dict[tuple[int, int], Any] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def shared_pool(settings: Settings) -> Any:
+    """This process's encoder pool for ``settings`` (not started; None when
+    ``encoder_processes`` is 0). One per process, shared by every scorer in it: workers cost
+    memory and seconds to start, and a second app in the process (tests) needs no more. Its
+    workers build every backbone first when ``warm_up`` is set."""
+    if settings.encoder_processes <= 0:
+        return None
+    from ml.models.encoding_pool import EncodingPool
+
+    key = (settings.encoder_processes, settings.max_genome_length, settings.warm_up)
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            pool = _POOLS[key] = EncodingPool(*key)
+        return pool
+
+
 class Scorer:
     """Encode (cached), predict in chunks, rank. One instance per API process."""
 
@@ -404,7 +436,14 @@ class Scorer:
         self.settings = settings
         self.cache = EncodingCache(settings)
         self.models = ModelCache(settings)
+        self.pool = shared_pool(settings)
         self._predict_lock = threading.Lock()
+
+    def start_pool(self) -> None:
+        """Spawn the encoder processes in the background (batches encode in process until
+        every worker has built its backbones and answered)."""
+        if self.pool is not None:
+            self.pool.start()
 
     def budget(self) -> RequestBudget:
         return RequestBudget(self.settings.max_request_nodes, self.settings.request_deadline_s)
@@ -478,6 +517,7 @@ class Scorer:
             chunk, chunk_bytes = [], 0
 
         try:
+            pooled = self._encode_in_pool(genomes, key, budget)
             for i, text in enumerate(genomes):
                 budget.check_time(i)
                 known = self.cache.identify(text)
@@ -489,7 +529,7 @@ class Scorer:
                         text, keep_record=key is None,
                         tree=None if trees is None else trees[i], row_key=key)
                 outcomes.append(outcome)
-                hits += hit
+                hits += hit and i not in pooled
                 if outcome.error is None:
                     chunk.append(i)
                     if outcome.record is not None:
@@ -508,6 +548,45 @@ class Scorer:
         self.cache.misses += n - hits
         return Evaluated(outcomes, mean, std, p_fail, has_std, hits,
                          interval if has_interval else None)
+
+    def _encode_in_pool(self, genomes: list[str], key: str | None,
+                        budget: RequestBudget) -> set[int]:
+        """Encode and featurise the batch's never-seen texts in the encoder processes when
+        there are enough of them (their hash or error and row then sit in the cache, so the
+        loop after finds them there). Returns the positions so encoded (cache misses). A pool
+        still starting is started, not waited for: this batch encodes in process."""
+        pool = self.pool
+        if pool is None or key is None:
+            return set()
+        from ml.models.encoding_pool import supports
+
+        if not supports(key):
+            return set()
+        first: dict[str, int] = {}
+        for i, text in enumerate(genomes):
+            if text not in first and self.cache.identify(text) is None:
+                first[text] = i
+        if len(first) < self.settings.encoder_pool_min_misses:
+            return set()
+        if not pool.ready():
+            pool.start()
+            return set()
+        texts, positions = list(first), list(first.values())
+
+        def keep(j: int, outcome: Any) -> None:
+            self.cache.keep_pooled(texts[j], outcome, key)
+            budget.spend(outcome.num_nodes, positions[j])
+
+        deadline = budget.started + budget.deadline_s if budget.deadline_s else None
+        try:
+            pool.encode(texts, key, deadline=deadline, on_result=keep)
+        except TimeoutError:
+            budget.check_time(positions[-1])  # past the deadline: DEADLINE_EXCEEDED
+            return set()
+        except RuntimeError as exc:  # closed meanwhile (shutdown): encode in process
+            log.warning("encoding pool unavailable: %s", exc)
+            return set()
+        return set(positions)
 
     def _keep(self, model: Any, key: str | None, chunk: list[int], genomes: list[str],
               outcomes: list[Encoded]) -> None:

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import multiprocessing
 import os
 import statistics
 import sys
 import time
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -67,16 +69,47 @@ def instrument() -> None:
     wrap(strategies, "select_nsga2", "selection")
 
 
+def _unseen_sampled(real: list[str], seed: int) -> list[str]:
+    """The real genomes plus sampled compiling ones, 2,000 in all (as
+    ``benchmarks/predict_load.py`` builds them)."""
+    from ml.sampling import sample_compiling
+
+    return real + sample_compiling(2000 - len(real), seed=seed)
+
+
+def _unseen_bred(population: tuple[str, ...], n: int, seed: int) -> list[str]:
+    """``n`` compiling offspring of ``population`` bred by the evolution's operators (longer
+    than sampled genomes: crossover grows them)."""
+    import random
+
+    from ml.genome import canonical_hash, load
+    from ml.sampling import compiles
+    from ml.search.pset import to_tree
+    from ml.search.variation import overpopulate
+
+    pool = [(to_tree(g), canonical_hash(load(g))) for g in population]
+    bred = overpopulate(pool, n, random.Random(seed), set(population),
+                        lambda batch: [compiles(o.genome) for o in batch])
+    return [o.genome for o in bred.kept]
+
+
+def pool_rss_mb(pool: Any) -> float:
+    import psutil
+
+    return sum(psutil.Process(pid).memory_info().rss for pid in pool.pids()) / 2 ** 20
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pool-size", type=int, default=2000)
     parser.add_argument("--inner-generations", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--encoder-processes", type=int, nargs="+", default=[0, 2],
+                        help="encoder pool sizes to measure (0: encode in the scoring process)")
     args = parser.parse_args()
 
     from app.scoring import LoadedModel, RequestBudget, Scorer, SearchScorer
     from ml.arch.backbones import warm_up
-    from ml.sampling import sample_compiling
     from ml.search.strategies import ProposeSpec, propose
     from ml.train import fit_predictor, load_training_records
     from service.config import Settings
@@ -98,59 +131,63 @@ def main() -> int:
     spec = ProposeSpec(strategy="ssi", population=population, pool_size=args.pool_size,
                        inner_generations=args.inner_generations, seed=0)
 
-    runs: dict[str, list[float]] = {"ssi cold cache": [], "ssi warm cache": [],
-                                    "predict 2000 unseen": [], "predict 2000 bred unseen": []}
+    # Never-seen genomes come from another process: sampling (which compiles) and breeding
+    # here would warm this process's per-layer and path memos with exactly those genomes.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as side:
+        unseen_sets = [side.submit(_unseen_sampled, [r["genome"] for r in rows],
+                                   7919 * (repeat + 1)) for repeat in range(args.repeats)]
+        bred_sets = [side.submit(_unseen_bred, population, 2000, 1000 + repeat)
+                     for repeat in range(args.repeats)]
+        unseen_sets = [f.result() for f in unseen_sets]
+        bred_sets = [f.result() for f in bred_sets]
+
+    runs: dict[str, list[float]] = {}
     shares: dict[str, float] = defaultdict(float)
-    for repeat in range(args.repeats):
-        settings = Settings(warm_up=False)
-        scorer = Scorer(settings)
-        for label in ("ssi cold cache", "ssi warm cache"):
-            STAGES.clear()
-            t0 = time.perf_counter()
-            out = propose(SearchScorer(scorer, loaded, RequestBudget(0, 0)),
-                          ProposeSpec(**{**spec.__dict__, "seed": repeat}), hashes)
-            seconds = time.perf_counter() - t0
-            runs[label].append(seconds)
-            if label == "ssi cold cache":
-                for stage, value in STAGES.items():
-                    shares[stage] += value / seconds / args.repeats
-                bred = [it["genome"] for it in out["items"]]
-                stats = out["stats"]
-            print(f"  run {repeat + 1} {label}: {seconds:.2f} s, {stats['candidates']} "
-                  f"candidates, {stats['invalid_offspring']} invalid")
-        # 2,000 genomes the scorer has never seen, as benchmarks/predict_load.py builds them:
-        # the real genomes plus sampled compiling ones (a new seed per repeat).
-        unseen = [r["genome"] for r in rows]
-        unseen += sample_compiling(2000 - len(unseen), seed=7919 * (repeat + 1))
-        fresh = Scorer(Settings(warm_up=False))
-        t0 = time.perf_counter()
-        fresh.score(unseen, loaded)
-        runs["predict 2000 unseen"].append(time.perf_counter() - t0)
-        # ... and 2,000 bred ones (offspring of another seed's brood: longer genomes).
-        other = propose(SearchScorer(Scorer(Settings(warm_up=False)), loaded,
-                                     RequestBudget(0, 0)),
-                        ProposeSpec(strategy="ssi", population=population, pool_size=2000,
-                                    inner_generations=1, k=2000, seed=1000 + repeat), hashes)
-        bred_unseen = [it["genome"] for it in other["items"]][:2000]
-        fresh = Scorer(Settings(warm_up=False))
-        t0 = time.perf_counter()
-        fresh.score(bred_unseen, loaded)
-        runs["predict 2000 bred unseen"].append(time.perf_counter() - t0)
-        print(f"  run {repeat + 1} predict {len(unseen)} unseen: "
-              f"{runs['predict 2000 unseen'][-1]:.2f} s, {len(bred_unseen)} bred unseen: "
-              f"{runs['predict 2000 bred unseen'][-1]:.2f} s")
-        del bred
+    for processes in args.encoder_processes:
+        settings = Settings(warm_up=False, encoder_processes=processes)
+        pool = Scorer(settings).pool
+        if pool is not None:
+            started = time.perf_counter()
+            pool.wait_ready(300)
+            print(f"encoder pool of {processes}: ready in {time.perf_counter() - started:.1f} s"
+                  f", {pool_rss_mb(pool):.0f} MB resident in its processes")
+        tag = f" [{processes} encoder proc]" if processes else " [in process]"
+        for repeat in range(args.repeats):
+            scorer = Scorer(settings)
+            for label in ("ssi cold cache", "ssi warm cache"):
+                STAGES.clear()
+                t0 = time.perf_counter()
+                out = propose(SearchScorer(scorer, loaded, RequestBudget(0, 0)),
+                              ProposeSpec(**{**spec.__dict__, "seed": repeat}), hashes)
+                seconds = time.perf_counter() - t0
+                runs.setdefault(label + tag, []).append(seconds)
+                if label == "ssi cold cache":
+                    for stage, value in STAGES.items():
+                        shares[stage + tag] += value / seconds / args.repeats
+                    stats = out["stats"]
+                print(f"  run {repeat + 1}{tag} {label}: {seconds:.2f} s, "
+                      f"{stats['candidates']} candidates, {stats['invalid_offspring']} invalid")
+            for label, genomes in (("predict 2000 unseen", unseen_sets[repeat]),
+                                   ("predict 2000 bred unseen", bred_sets[repeat])):
+                fresh = Scorer(settings)
+                t0 = time.perf_counter()
+                fresh.score(genomes, loaded)
+                runs.setdefault(label + tag, []).append(time.perf_counter() - t0)
+                print(f"  run {repeat + 1}{tag} {label} ({len(genomes)}): "
+                      f"{runs[label + tag][-1]:.2f} s")
 
     print("\nmedians (seconds):")
     targets = {"ssi cold cache": 15.0, "ssi warm cache": 15.0, "predict 2000 unseen": 2.5,
                "predict 2000 bred unseen": 2.5}
     for label, values in runs.items():
         median = statistics.median(values)
-        print(f"  {label:22s} {median:7.2f}   target {targets[label]:5.1f}   "
-              f"ratio {median / targets[label]:.2f}")
-    print("\nshare of the cold ssi run per stage (mean over runs):")
+        target = targets[label.split(" [")[0]]
+        print(f"  {label:46s} {median:7.2f}   target {target:5.1f}   "
+              f"ratio {median / target:.2f}")
+    print("\nshare of the cold ssi run per stage in this process (mean over runs; with encoder "
+          "processes, parse/compile/featurise of misses run there):")
     for stage, share in sorted(shares.items(), key=lambda kv: -kv[1]):
-        print(f"  {stage:20s} {100 * share:5.1f} %")
+        print(f"  {stage:46s} {100 * share:5.1f} %")
     return 0
 
 

@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     #: this many MB of graph records, then the chunk's graphs are dropped.
     predict_chunk: int = 512
     predict_chunk_mb: int = 64
+    #: Never-seen genomes of a batch for a row-based predictor (stack, trees, gbt) are parsed,
+    #: compiled, encoded and featurised in this many spawned worker processes (0: in the API
+    #: process). Each holds its own backbones and memos, about 0.5-0.9 GB (measured in
+    #: docs/results.md), so the default fits in 2 GB; it pays from 2 cores. A batch with fewer
+    #: misses than ``encoder_pool_min_misses`` is encoded in process (no round trip).
+    encoder_processes: int = Field(2, ge=0, le=64)
+    encoder_pool_min_misses: int = Field(64, ge=1)
     #: A model version that fails to load is retried after this, doubling up to 5 minutes; the
     #: loaded model keeps serving meanwhile.
     model_load_backoff_s: float = 5.0

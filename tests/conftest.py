@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+# The bulk of the suite scores in the test process; tests/test_encoding_pool.py and the
+# `serve` subprocesses (which start from a clean SURROGATE_* environment) run the encoder pool.
+os.environ.setdefault("SURROGATE_ENCODER_PROCESSES", "0")
+
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("NAS_SURROGATE_DATA_DIR", REPO.parent / "shared" / "data"))
 TRAIN_CSV = DATA_DIR / "surrogate_evolution_train.csv"

@@ -9,7 +9,7 @@ import stat
 import httpx
 from conftest import train_rows
 
-from .conftest import Served, write_seed_csv
+from .conftest import Served, wait_for, write_seed_csv
 
 
 def test_serve_bootstraps_and_predicts(tmp_path):
@@ -32,6 +32,26 @@ def test_serve_bootstraps_and_predicts(tmp_path):
         out = r.json()
         assert out["model_version"] == 1 and len(out["ranking"]) == 5
         assert out["items"][-1]["ok"] is False
+        # The encoder processes (2 by default) encode a batch of never-seen genomes once they
+        # have built their backbones, and answer as the API process does: 30 genomes (fewer
+        # misses than encoder_pool_min_misses) are encoded in process, then new spellings of
+        # them in a batch of 213 misses by the workers ("broken(" is cached since the first batch).
+        wait_for(lambda: httpx.get(base + "/readyz").json()["encoder_pool"]["ready"], 300,
+                 interval=1.0, what="the encoder processes to start")
+        rest = [r["genome"] for r in train_rows()[25:]]
+        in_process = httpx.post(base + "/predict", json={"genomes": rest[:30]},
+                                headers={"X-API-Key": key}, timeout=120).json()["items"]
+        assert httpx.get(base + "/readyz").json()["encoder_pool"]["encoded"] == 0
+        batch = rest[30:] + [g + " " for g in rest[:30]] + ["broken("]
+        r = httpx.post(base + "/predict", json={"genomes": batch}, headers={"X-API-Key": key},
+                       timeout=120)
+        assert r.status_code == 200, r.text
+        pool = httpx.get(base + "/readyz").json()["encoder_pool"]
+        assert pool["processes"] == 2 and pool["encoded"] == len(batch) - 1 and not pool["restarts"]
+        pooled = r.json()["items"]
+        assert sum(i["ok"] for i in pooled) == len(batch) - 1 and not pooled[-1]["ok"]
+        assert [i["predictions"] for i in pooled[-31:-1]] == \
+            [i["predictions"] for i in in_process]
         jobs = httpx.get(base + "/jobs", headers={"X-API-Key": key}).json()["data"]
         assert sorted(j["kind"] for j in jobs) == ["build_dataset", "train"]
         assert all(j["status"] == "succeeded" for j in jobs)

@@ -45,8 +45,12 @@ def readyz(request: Request) -> JSONResponse:
         except ServiceError:
             loaded = False
     ready = database and broker is not False and loaded
+    pool = scorer.pool
     body = {"ready": ready, "database": database, "broker": broker, "active_model": wanted,
-            "model_loaded": loaded}
+            "model_loaded": loaded,
+            "encoder_pool": None if pool is None else {
+                "processes": pool.processes, "ready": pool.ready(), "restarts": pool.restarts,
+                "encoded": pool.encoded}}
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

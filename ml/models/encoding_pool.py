@@ -1,0 +1,287 @@
+"""Cache-miss genomes encoded and featurised in worker processes.
+
+Parsing, compiling and encoding a genome is pure Python (~1.5 ms for a typical one), so one
+process encodes one genome at a time whatever the cores; a batch of never-seen genomes for a
+row-based predictor (stack, trees, gbt) is spread over ``processes`` workers instead, each of
+which returns only what the caller caches: the canonical hash and the feature row (~9 KB), or
+the genome's error. Graph records (~0.27 MB) never cross a process boundary.
+
+* Workers are *spawned* (the API process has threads; forking it is unsafe), build every
+  backbone variant once (``warm_up``) and run torch on one thread. :meth:`EncodingPool.ready`
+  says when all of them answer; until then callers encode in process rather than wait.
+* A worker's answer is the in-process answer: the same ``load`` → ``canonical_hash`` →
+  ``GenomeEncoder.encode_genome`` → ``to_data("combined")`` → featuriser, and the same
+  ``INTERNAL_ERROR`` isolation.
+* A worker that dies (killed, out of memory, a crash in native code) loses no genome: the pool
+  is replaced, the tasks it broke are retried one genome at a time, and a genome that kills a
+  worker again is that genome's ``INTERNAL_ERROR`` alone.
+
+The featuriser is named by the predictor's ``feature_key`` (the encoding cache already keys rows
+by it: one key, one featurisation), so no model is ever pickled.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ml.errors import GenomeError, internal_error
+from ml.models.features import TABULAR_VERSION, tabular_features
+
+log = logging.getLogger(__name__)
+
+#: feature_key -> featuriser of a list of graph records (one row per record).
+ROW_FEATURIZERS: dict[str, Callable[[list[Any]], np.ndarray]] = {
+    f"tabular-v{TABULAR_VERSION}": tabular_features,
+}
+
+#: How long a readiness probe keeps a worker busy, so that each worker answers one.
+_PROBE_S = 0.2
+
+
+@dataclass
+class RowOutcome:
+    """One genome's answer from a worker: hash and row, or its error (``row`` is None when
+    the genome failed, or when only its featurisation failed)."""
+
+    canonical_hash: str | None
+    row: np.ndarray | None = None
+    error: dict[str, Any] | None = None
+    num_nodes: int = 0
+    #: False for an error that says nothing of the genome (out of memory): not to be cached.
+    cacheable: bool = True
+
+
+def supports(feature_key: str | None) -> bool:
+    """Whether rows of ``feature_key`` can be computed in a worker."""
+    return feature_key in ROW_FEATURIZERS
+
+
+# --- the worker side -------------------------------------------------------------------------
+
+_ENCODER: Any = None
+
+
+def _init_worker(max_length: int, warm: bool) -> None:
+    global _ENCODER
+    import torch
+
+    from ml.encoding.encoder import GenomeEncoder
+
+    torch.set_num_threads(1)
+    _ENCODER = GenomeEncoder(max_length=max_length)
+    if warm:
+        from ml.arch.backbones import warm_up
+        warm_up()
+
+
+def _probe() -> int:
+    time.sleep(_PROBE_S)
+    return os.getpid()
+
+
+def encode_rows(texts: Sequence[str], feature_key: str) -> list[RowOutcome]:
+    """Parse, compile, encode and featurise ``texts`` (in a worker); never raises for a bad
+    genome."""
+    from ml.genome import canonical_hash, load
+    from ml.inference import run_isolated
+
+    outcomes: list[RowOutcome] = []
+    records: list[Any] = []
+    positions: list[int] = []
+    for text in texts:
+        try:
+            genome = load(text, max_length=_ENCODER.max_length)
+            digest = canonical_hash(genome)
+            try:
+                record = _ENCODER.encode_genome(genome, text).to_data("combined")
+            except GenomeError as exc:
+                raise exc.with_text(text) from None
+        except Exception as exc:  # noqa: BLE001 - whatever the text holds, it fails alone
+            error = exc if isinstance(exc, GenomeError) else internal_error("encoding", exc)
+            if error.code == "INTERNAL_ERROR":
+                log.error("genome failed with INTERNAL_ERROR in an encoder process: %s",
+                          error.message)
+            outcomes.append(RowOutcome(None, error=error.to_dict(),
+                                       cacheable=not isinstance(exc, MemoryError)))
+            continue
+        positions.append(len(outcomes))
+        outcomes.append(RowOutcome(digest, num_nodes=int(record.num_nodes)))
+        records.append(record)
+    if records:
+        kept, rows, _ = run_isolated(ROW_FEATURIZERS[feature_key], records, "featurising")
+        for j, row in zip(kept, rows):
+            outcomes[positions[j]].row = np.asarray(row)
+    return outcomes
+
+
+# --- the caller side -------------------------------------------------------------------------
+
+def died_error() -> dict[str, Any]:
+    return internal_error("encoding", RuntimeError(
+        "the encoder process died while encoding this genome")).to_dict()
+
+
+class EncodingPool:
+    """``processes`` spawned encoder workers; :meth:`encode` keeps the input order."""
+
+    def __init__(self, processes: int, max_length: int, warm: bool = True,
+                 task: Callable[[Sequence[str], str], list[RowOutcome]] = encode_rows) -> None:
+        self.processes, self.max_length, self.warm, self.task = processes, max_length, warm, task
+        self._context = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()
+        self._executor: ProcessPoolExecutor | None = None
+        self._ready = threading.Event()
+        self._closed = False
+        #: Workers replaced after one died, and genomes encoded here (for /readyz and tests).
+        self.restarts = 0
+        self.encoded = 0
+
+    def start(self) -> None:
+        """Spawn the workers (non-blocking); :meth:`ready` turns true once each has answered."""
+        with self._lock:
+            if self._executor is None and not self._closed:
+                self._executor = self._new_executor()
+                executor = self._executor
+                threading.Thread(target=self._probe_all, args=(executor,), daemon=True,
+                                 name="encoding-pool-probe").start()
+
+    def ready(self) -> bool:
+        return self._ready.is_set() and not self._closed
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        self.start()
+        return self._ready.wait(timeout)
+
+    def close(self, wait: bool = True) -> None:
+        """Stop the workers: after their current task (``wait``), or now (terminated)."""
+        with self._lock:
+            self._closed = True
+            self._ready.clear()
+            executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        if not wait:
+            for process in list((getattr(executor, "_processes", None) or {}).values()):
+                process.terminate()
+        executor.shutdown(wait=wait, cancel_futures=True)
+
+    def pids(self) -> list[int]:
+        """The worker processes' ids (for tests and monitoring)."""
+        executor = self._executor
+        processes = getattr(executor, "_processes", None) or {}
+        return sorted(processes)
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.processes, mp_context=self._context,
+                                   initializer=_init_worker,
+                                   initargs=(self.max_length, self.warm))
+
+    def _probe_all(self, executor: ProcessPoolExecutor) -> None:
+        """Ready when every worker has answered a probe (each probe keeps one busy)."""
+        seen: set[int] = set()
+        try:
+            for _ in range(20):
+                probes = [executor.submit(_probe) for _ in range(self.processes)]
+                seen.update(p.result() for p in probes)
+                if len(seen) >= self.processes:
+                    break
+        except Exception as exc:  # noqa: BLE001 - a pool that cannot start is never used
+            log.error("the encoding pool did not start: %s", exc)
+            return
+        if executor is self._executor:
+            self._ready.set()
+
+    def _replace(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
+        """A fresh executor in place of ``broken`` (once, whoever notices first)."""
+        with self._lock:
+            if self._executor is broken and not self._closed:
+                self.restarts += 1
+                log.error("an encoder process died; replacing the pool (restart %d)",
+                          self.restarts)
+                self._executor = self._new_executor()
+            current = self._executor
+        broken.shutdown(wait=False, cancel_futures=True)
+        if current is None:
+            raise RuntimeError("the encoding pool is closed")
+        return current
+
+    def encode(self, texts: Sequence[str], feature_key: str, task_size: int | None = None,
+               deadline: float | None = None,
+               on_result: Callable[[int, RowOutcome], None] | None = None
+               ) -> list[RowOutcome]:
+        """One outcome per text, in order. ``deadline`` (a ``time.monotonic()`` value): stop
+        waiting then, cancel what has not started and raise ``TimeoutError``; ``on_result``
+        (called as results arrive: in order, then any retried after a worker died) lets the
+        caller keep what was done, and may raise to stop the rest."""
+        executor = self._executor
+        if executor is None:
+            raise RuntimeError("the encoding pool is not started")
+        n = len(texts)
+        size = task_size or max(8, min(64, -(-n // (4 * self.processes))))
+        spans = [(start, min(n, start + size)) for start in range(0, n, size)]
+        futures: list[Future] = []
+        try:
+            futures = [executor.submit(self.task, list(texts[a:b]), feature_key)
+                       for a, b in spans]
+        except BrokenProcessPool:
+            pass  # the spans not submitted are retried below
+        out: list[RowOutcome | None] = [None] * n
+        broken: list[tuple[int, int]] = []
+        try:
+            for index, (a, b) in enumerate(spans):
+                if index >= len(futures):
+                    broken.append((a, b))
+                    continue
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    result = futures[index].result(timeout=timeout)
+                except BrokenProcessPool:
+                    broken.append((a, b))
+                    continue
+                for offset, outcome in enumerate(result):
+                    out[a + offset] = outcome
+                    if on_result is not None:
+                        on_result(a + offset, outcome)
+        except FutureTimeout:
+            for future in futures:
+                future.cancel()
+            raise TimeoutError("the encoding pool ran past the deadline") from None
+        except BaseException:  # the caller's on_result gave up (its budget): stop the rest
+            for future in futures:
+                future.cancel()
+            raise
+        if broken:
+            self._retry_singly(executor, texts, feature_key, broken, out, deadline, on_result)
+        self.encoded += n
+        return [o for o in out if o is not None]
+
+    def _retry_singly(self, executor: ProcessPoolExecutor, texts: Sequence[str],
+                      feature_key: str, spans: list[tuple[int, int]],
+                      out: list[RowOutcome | None], deadline: float | None,
+                      on_result: Callable[[int, RowOutcome], None] | None) -> None:
+        """The genomes of tasks a dying worker broke, one per task: only a genome that kills
+        a worker again fails (``INTERNAL_ERROR``)."""
+        executor = self._replace(executor)
+        for a, b in spans:
+            for i in range(a, b):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError("the encoding pool ran past the deadline")
+                try:
+                    outcome = executor.submit(self.task, [texts[i]], feature_key).result()[0]
+                except BrokenProcessPool:
+                    log.error("genome %d killed an encoder process twice: INTERNAL_ERROR", i)
+                    outcome = RowOutcome(None, error=died_error())
+                    executor = self._replace(executor)
+                out[i] = outcome
+                if on_result is not None:
+                    on_result(i, outcome)
