@@ -237,7 +237,8 @@ class TreePredictor(Predictor):
         y, failed = labels(records)
         ok = ~failed
         self.targets = TargetScaler(self.metrics).fit(y[ok])
-        z = np.clip(self.targets.transform(y), -TARGET_CLIP, TARGET_CLIP)
+        raw = self.targets.transform(y)  # what a prediction is scored against (intervals)
+        z = np.clip(raw, -TARGET_CLIP, TARGET_CLIP)  # what the trees are fitted on
         groups = np.asarray(record_groups(records), dtype=object)
         seed = int(self.config["seed"])
         k = int(self.config["ensemble"])
@@ -247,27 +248,31 @@ class TreePredictor(Predictor):
             for member in range(k):
                 if stop_requested(callbacks):
                     raise TrainingCancelled(member, None)
-                self.members.append(self._fit_member(x, z, failed, ok, groups, seed + member,
-                                                     k > 1))
+                self.members.append(self._fit_member(x, z, raw, failed, ok, groups,
+                                                     seed + member, k > 1))
                 notify(callbacks, member, {"member": float(member)})
         return {"epochs": [], "members": k}
 
     def _reset_members(self) -> None:
         self.members = []
 
-    def _fit_metric(self, j: int, x: np.ndarray, z: np.ndarray, groups: np.ndarray,
-                    seed: int) -> FlatTrees:
-        """One metric's regressor on its usable rows (``groups``: their grouping keys)."""
+    def _fit_metric(self, j: int, x: np.ndarray, z: np.ndarray, raw: np.ndarray,
+                    groups: np.ndarray, seed: int) -> FlatTrees:
+        """One metric's regressor on its usable rows: fitted on the winsorised ``z``; ``raw``
+        holds the same rows' unclipped standardised targets (``groups``: their grouping
+        keys)."""
         return self._flatten(self._regressor(seed).fit(x, z), False)
 
-    def _fit_member(self, x: np.ndarray, z: np.ndarray, failed: np.ndarray, ok: np.ndarray,
-                    groups: np.ndarray, seed: int, bootstrap: bool) -> dict[str, FlatTrees]:
+    def _fit_member(self, x: np.ndarray, z: np.ndarray, raw: np.ndarray, failed: np.ndarray,
+                    ok: np.ndarray, groups: np.ndarray, seed: int,
+                    bootstrap: bool) -> dict[str, FlatTrees]:
         rng = np.random.default_rng(seed)
         idx = rng.integers(0, len(x), len(x)) if bootstrap else np.arange(len(x))
         trees: dict[str, FlatTrees] = {}
         for j, metric in enumerate(self.metrics):
             rows = idx[ok[idx] & np.isfinite(z[idx, j])]
-            trees[metric] = self._fit_metric(j, x[rows], z[rows, j], groups[rows], seed)
+            trees[metric] = self._fit_metric(j, x[rows], z[rows, j], raw[rows, j], groups[rows],
+                                             seed)
         if failed[idx].any() and not failed[idx].all():
             clf = self._classifier(seed).fit(x[idx], failed[idx].astype(int))
             trees["__fail__"] = self._flatten(clf, True)
