@@ -144,7 +144,8 @@ def main() -> int:
     runs: dict[str, list[float]] = {}
     shares: dict[str, float] = defaultdict(float)
     for processes in args.encoder_processes:
-        settings = Settings(warm_up=False, encoder_processes=processes)
+        # warm_up: the encoder processes build every backbone first, as the API's do.
+        settings = Settings(warm_up=True, encoder_processes=processes)
         pool = Scorer(settings).pool
         if pool is not None:
             started = time.perf_counter()

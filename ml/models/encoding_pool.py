@@ -13,8 +13,8 @@ the genome's error. Graph records (~0.27 MB) never cross a process boundary.
   ``GenomeEncoder.encode_genome`` → ``to_data("combined")`` → featuriser, and the same
   ``INTERNAL_ERROR`` isolation.
 * A worker that dies (killed, out of memory, a crash in native code) loses no genome: the pool
-  is replaced, the tasks it broke are retried one genome at a time, and a genome that kills a
-  worker again is that genome's ``INTERNAL_ERROR`` alone.
+  is replaced and the tasks it broke run again; tasks that break a second time are retried
+  one genome per task, and a genome that kills a worker then is its ``INTERNAL_ERROR`` alone.
 
 The featuriser is named by the predictor's ``feature_key`` (the encoding cache already keys rows
 by it: one key, one featurisation), so no model is ever pickled.
@@ -229,13 +229,36 @@ class EncodingPool:
         n = len(texts)
         size = task_size or max(8, min(64, -(-n // (4 * self.processes))))
         spans = [(start, min(n, start + size)) for start in range(0, n, size)]
+        out: list[RowOutcome | None] = [None] * n
+        broken = self._run(executor, texts, feature_key, spans, out, deadline, on_result)
+        if broken:  # a worker died: its tasks and those queued behind it, again in a new pool
+            executor = self._replace(executor)
+            broken = self._run(executor, texts, feature_key, broken, out, deadline, on_result)
+        if broken:  # broken twice: one genome per task, so only a culprit fails
+            executor = self._replace(executor)
+            singles = [(i, i + 1) for a, b in broken for i in range(a, b)]
+            for span in singles:
+                if self._run(executor, texts, feature_key, [span], out, deadline, on_result):
+                    log.error("genome %d killed an encoder process again: INTERNAL_ERROR",
+                              span[0])
+                    out[span[0]] = RowOutcome(None, error=died_error())
+                    if on_result is not None:
+                        on_result(span[0], out[span[0]])
+                    executor = self._replace(executor)
+        self.encoded += n
+        return [o for o in out if o is not None]
+
+    def _run(self, executor: ProcessPoolExecutor, texts: Sequence[str], feature_key: str,
+             spans: list[tuple[int, int]], out: list[RowOutcome | None],
+             deadline: float | None, on_result: Callable[[int, RowOutcome], None] | None
+             ) -> list[tuple[int, int]]:
+        """Run ``spans`` of ``texts`` as tasks into ``out``; the spans a dying worker broke."""
         futures: list[Future] = []
         try:
             futures = [executor.submit(self.task, list(texts[a:b]), feature_key)
                        for a, b in spans]
         except BrokenProcessPool:
-            pass  # the spans not submitted are retried below
-        out: list[RowOutcome | None] = [None] * n
+            pass  # the spans not submitted count as broken
         broken: list[tuple[int, int]] = []
         try:
             for index, (a, b) in enumerate(spans):
@@ -260,28 +283,4 @@ class EncodingPool:
             for future in futures:
                 future.cancel()
             raise
-        if broken:
-            self._retry_singly(executor, texts, feature_key, broken, out, deadline, on_result)
-        self.encoded += n
-        return [o for o in out if o is not None]
-
-    def _retry_singly(self, executor: ProcessPoolExecutor, texts: Sequence[str],
-                      feature_key: str, spans: list[tuple[int, int]],
-                      out: list[RowOutcome | None], deadline: float | None,
-                      on_result: Callable[[int, RowOutcome], None] | None) -> None:
-        """The genomes of tasks a dying worker broke, one per task: only a genome that kills
-        a worker again fails (``INTERNAL_ERROR``)."""
-        executor = self._replace(executor)
-        for a, b in spans:
-            for i in range(a, b):
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError("the encoding pool ran past the deadline")
-                try:
-                    outcome = executor.submit(self.task, [texts[i]], feature_key).result()[0]
-                except BrokenProcessPool:
-                    log.error("genome %d killed an encoder process twice: INTERNAL_ERROR", i)
-                    outcome = RowOutcome(None, error=died_error())
-                    executor = self._replace(executor)
-                out[i] = outcome
-                if on_result is not None:
-                    on_result(i, outcome)
+        return broken
