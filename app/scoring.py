@@ -408,7 +408,7 @@ class ModelCache:
         return LoadedModel(name, version, predictor, encoder, model, path=str(path))
 
 
-_POOLS: dict[tuple[int, int], Any] = {}
+_POOLS: dict[tuple[int, int, bool], Any] = {}
 _POOLS_LOCK = threading.Lock()
 
 
