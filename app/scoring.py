@@ -230,8 +230,7 @@ class EncodingCache:
         """Cache what an encoder process found for ``text`` (an
         :class:`ml.models.encoding_pool.RowOutcome`): its error, or its hash and feature row."""
         if outcome.error is not None:
-            if outcome.cacheable:
-                self.by_text.put(text, Encoded(None, error=outcome.error))
+            self.by_text.put(text, Encoded(None, error=outcome.error))
             return
         self.by_text.put(text, Encoded(outcome.canonical_hash))
         if outcome.row is not None:

@@ -9,9 +9,9 @@ the genome's error. Graph records (~0.27 MB) never cross a process boundary.
 * Workers are *spawned* (the API process has threads; forking it is unsafe), build every
   backbone variant once (``warm_up``) and run torch on one thread. :meth:`EncodingPool.ready`
   says when all of them answer; until then callers encode in process rather than wait.
-* A worker's answer is the in-process answer: the same ``load`` → ``canonical_hash`` →
-  ``GenomeEncoder.encode_genome`` → ``to_data("combined")`` → featuriser, and the same
-  ``INTERNAL_ERROR`` isolation.
+* A worker's answer is the in-process answer: ``GenomeEncoder.encode`` (the same load,
+  compile and graph, the same ``INTERNAL_ERROR`` isolation) → ``to_data("combined")`` → the
+  featuriser.
 * A worker that dies (killed, out of memory, a crash in native code) loses no genome: the pool
   is replaced and the tasks it broke run again; tasks that break a second time are retried
   one genome per task, and a genome that kills a worker then is its ``INTERNAL_ERROR`` alone.
@@ -27,7 +27,6 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -35,13 +34,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ml.errors import GenomeError, internal_error
-from ml.models.features import TABULAR_VERSION, tabular_features
+from ml.models.features import tabular_features
+from ml.models.trees import TreePredictor
 
 log = logging.getLogger(__name__)
 
-#: feature_key -> featuriser of a list of graph records (one row per record).
+#: feature_key -> featuriser of a list of graph records (one row per record): the row models'
+#: ``featurize`` without the model.
 ROW_FEATURIZERS: dict[str, Callable[[list[Any]], np.ndarray]] = {
-    f"tabular-v{TABULAR_VERSION}": tabular_features,
+    TreePredictor.feature_key: tabular_features,
 }
 
 #: How long a readiness probe keeps a worker busy, so that each worker answers one.
@@ -57,8 +58,6 @@ class RowOutcome:
     row: np.ndarray | None = None
     error: dict[str, Any] | None = None
     num_nodes: int = 0
-    #: False for an error that says nothing of the genome (out of memory): not to be cached.
-    cacheable: bool = True
 
 
 def supports(feature_key: str | None) -> bool:
@@ -90,9 +89,8 @@ def _probe() -> int:
 
 
 def encode_rows(texts: Sequence[str], feature_key: str) -> list[RowOutcome]:
-    """Parse, compile, encode and featurise ``texts`` (in a worker); never raises for a bad
-    genome."""
-    from ml.genome import canonical_hash, load
+    """Encode (``GenomeEncoder.encode``: parse, compile, graph; only a ``GenomeError`` escapes
+    it) and featurise ``texts`` in a worker; never raises for a bad genome."""
     from ml.inference import run_isolated
 
     outcomes: list[RowOutcome] = []
@@ -100,22 +98,13 @@ def encode_rows(texts: Sequence[str], feature_key: str) -> list[RowOutcome]:
     positions: list[int] = []
     for text in texts:
         try:
-            genome = load(text, max_length=_ENCODER.max_length)
-            digest = canonical_hash(genome)
-            try:
-                record = _ENCODER.encode_genome(genome, text).to_data("combined")
-            except GenomeError as exc:
-                raise exc.with_text(text) from None
-        except Exception as exc:  # noqa: BLE001 - whatever the text holds, it fails alone
-            error = exc if isinstance(exc, GenomeError) else internal_error("encoding", exc)
-            if error.code == "INTERNAL_ERROR":
-                log.error("genome failed with INTERNAL_ERROR in an encoder process: %s",
-                          error.message)
-            outcomes.append(RowOutcome(None, error=error.to_dict(),
-                                       cacheable=not isinstance(exc, MemoryError)))
+            encoded = _ENCODER.encode(text)
+            record = encoded.to_data("combined")
+        except GenomeError as exc:  # whatever the text holds, it fails alone
+            outcomes.append(RowOutcome(None, error=exc.with_text(text).to_dict()))
             continue
         positions.append(len(outcomes))
-        outcomes.append(RowOutcome(digest, num_nodes=int(record.num_nodes)))
+        outcomes.append(RowOutcome(encoded.canonical_hash, num_nodes=int(record.num_nodes)))
         records.append(record)
     if records:
         kept, rows, _ = run_isolated(ROW_FEATURIZERS[feature_key], records, "featurising")
@@ -255,8 +244,8 @@ class EncodingPool:
         """Run ``spans`` of ``texts`` as tasks into ``out``; the spans a dying worker broke."""
         futures: list[Future] = []
         try:
-            futures = [executor.submit(self.task, list(texts[a:b]), feature_key)
-                       for a, b in spans]
+            for a, b in spans:
+                futures.append(executor.submit(self.task, list(texts[a:b]), feature_key))
         except BrokenProcessPool:
             pass  # the spans not submitted count as broken
         broken: list[tuple[int, int]] = []
@@ -275,11 +264,7 @@ class EncodingPool:
                     out[a + offset] = outcome
                     if on_result is not None:
                         on_result(a + offset, outcome)
-        except FutureTimeout:
-            for future in futures:
-                future.cancel()
-            raise TimeoutError("the encoding pool ran past the deadline") from None
-        except BaseException:  # the caller's on_result gave up (its budget): stop the rest
+        except BaseException:  # past the deadline (TimeoutError), or on_result gave up
             for future in futures:
                 future.cancel()
             raise
