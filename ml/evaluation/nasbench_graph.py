@@ -49,8 +49,10 @@ LINK_PATTERNS: tuple[tuple[int, ...], ...] = (
     (0, 1, 1, 1), (0, 1, 1, 2), (0, 1, 2, 2), (0, 1, 2, 3))
 METRICS: tuple[str, ...] = ("perf",)
 DIRECTIONS: tuple[int, ...] = (+1,)
+#: Every dataset the package ships (``nas_bench_graph/light/*.bench``). ``proteins`` holds
+#: only 2,021 of the 26,206 architectures (a smaller op set); the others hold all of them.
 DATASETS: tuple[str, ...] = ("cora", "citeseer", "pubmed", "cs", "physics", "photo",
-                             "computers", "arxiv")
+                             "computers", "arxiv", "proteins")
 _PARAMS_COLUMN = GLOBAL_FEATURES.index("log_total_params")
 
 
@@ -110,14 +112,18 @@ def arch_to_data(link: Sequence[int], ops: Sequence[str], entry: dict | None = N
 
 
 def load_benchmark(dataset: str = "arxiv") -> list[Data]:
-    """Every architecture of a nas-bench-graph dataset as a labelled record (benchmark order)."""
+    """Every architecture the dataset has an entry for, as a labelled record (benchmark order;
+    ``proteins`` has entries for 2,021 of them)."""
     from nas_bench_graph import all_archs, light_read  # optional 'benchmarks' extra
 
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown nas-bench-graph dataset {dataset!r}; one of {DATASETS}")
     with contextlib.redirect_stdout(io.StringIO()):  # all_archs() prints a count
         archs = all_archs()
     bench = light_read(dataset)
     records = []
     for arch in archs:
         key = arch.valid_hash()
-        records.append(arch_to_data(arch.link, arch.ops, bench[key], key))
+        if key in bench:
+            records.append(arch_to_data(arch.link, arch.ops, bench[key], key))
     return records

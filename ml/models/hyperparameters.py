@@ -89,10 +89,16 @@ COMMON: dict[str, Param] = {
     "ensemble": Param(int, 1, 32),
     "checkpoint_every": Param(int, 1, 100_000),
 }
+#: How the tree models treat each metric's targets (``ml.models.trees``): "robust"
+#: (standardised, winsorised), "rank" (normal scores) or "auto" (per metric, on inner folds).
+TARGET_TRANSFORM = Param(str, choices=("auto", "robust", "rank"))
 TREES: dict[str, Param] = {
     "n_estimators": Param(int, 1, 5000),
     "min_samples_leaf": Param(int, 1, 10_000),
     "max_features": Param(float, 1e-6, 1.0),
+    "target_transform": TARGET_TRANSFORM,
+    "inner_folds": Param(int, 2, 10),
+    "inner_estimators": Param(int, 1, 5000),
 }
 GBT: dict[str, Param] = {
     "max_iter": Param(int, 1, 10_000),
@@ -101,14 +107,14 @@ GBT: dict[str, Param] = {
     "min_samples_leaf": Param(int, 1, 10_000),
     "l2_regularization": Param(float, 0.0, 1e4),
     "max_features": Param(float, 1e-6, 1.0),
+    "target_transform": TARGET_TRANSFORM,
+    "inner_folds": Param(int, 2, 10),
 }
 STACK: dict[str, Param] = {
     **TREES,
     "svr_c": Param(float, 1e-6, 1e6),
     "svr_epsilon": Param(float, 0.0, 100.0),
     "tree_weights": Param(float, 0.0, 1.0, sequence=True, max_len=11),
-    "inner_folds": Param(int, 2, 10),
-    "inner_estimators": Param(int, 1, 5000),
 }
 NEURAL: dict[str, Param] = {
     "epochs": Param(int, 1, 5000),
