@@ -108,3 +108,60 @@ def test_inner_score_is_kendall_tau_of_out_of_fold_predictions(records):  # noqa
         test = fold == f
         pred[test] = model._inner_regressor(8 + f).fit(x[~test], z[~test]).predict(x[test])
     assert score == kendall_tau_b(z, pred)
+
+
+# ---------------------------------------------------------------- blend: weights from data
+
+def test_simplex_grid_and_best_index():
+    from ml.train.blend import _best, simplex_grid
+
+    grid = simplex_grid(2)
+    assert grid.tolist() == [[1, 0], [0.75, 0.25], [0.5, 0.5], [0.25, 0.75], [0, 1]]
+    three = simplex_grid(3)
+    assert len(three) == 15 and np.allclose(three.sum(axis=1), 1) and (three >= 0).all()
+    assert _best([0.1, 0.3, 0.3]) == 1 and _best([np.nan, np.nan, np.nan]) == 1
+    assert _best([np.nan, np.nan], default=0) == 0
+
+
+def test_blend_chooses_its_weights_on_validation_genomes_out_of_sample(records, tmp_path):  # noqa: F811,E501
+    """The "auto" weights are the grid point whose blend ranks the validation genomes best,
+    each member scored out of sample (the trees by a copy fitted without the validation
+    rows); they are kept in the bundle."""
+    from ml.datasets.splits import grouped_split
+    from ml.metrics import kendall_tau_b, validity_auc
+    from ml.train.blend import simplex_grid
+    from ml.train.bundle import load_bundle, save_bundle
+    from ml.train.members import create_member
+
+    train, val = grouped_split(records, 0.3, 1)
+    config = {**FAST, "seed": 1, "members": ["trees", "gbt"]}
+    model = create("blend", config)
+    history = model.fit(train, val)
+    z_val = []
+    fails = []
+    for name, part in zip(("trees", "gbt"), model.parts):
+        copy = create_member(name, dict(part.config))
+        copy.fit(train, None)
+        pred = copy.predict(val)
+        z_val.append(model.targets.transform(np.asarray(pred.mean)))
+        fails.append(np.asarray(pred.p_fail).reshape(-1))
+    y, failed = labels(val)
+    truth = model.targets.transform(y)
+    grid = simplex_grid(2)
+    for j, metric in enumerate(model.metrics):
+        rows = ~failed & np.isfinite(truth[:, j])
+        scores = [kendall_tau_b(truth[rows, j], w[0] * z_val[0][rows, j]
+                                + w[1] * z_val[1][rows, j]) for w in grid]
+        best = grid[max(range(len(grid)), key=lambda i: (scores[i], -i))]
+        assert history["weights"][metric] == best.tolist() == model.weights[:, j].tolist()
+    aucs = [validity_auc(failed, w[0] * fails[0] + w[1] * fails[1]) for w in grid]
+    assert model.fail_weights.tolist() == \
+        grid[max(range(len(grid)), key=lambda i: (aucs[i], -i))].tolist()
+    path = save_bundle(model, tmp_path / "bundle")
+    loaded = load_bundle(path)
+    np.testing.assert_array_equal(loaded.weights, model.weights)
+    np.testing.assert_allclose(loaded.predict(val).mean, model.predict(val).mean)
+    # explicit weights are still honoured
+    fixed = create("blend", {**config, "weights": [0.5, 0.5], "fail_weights": [1.0, 0.0]})
+    fixed.fit(train, val)
+    assert fixed.weights.tolist() == [[0.5] * 5, [0.5] * 5]

@@ -38,11 +38,14 @@ Public API (stable; ``ml.evaluation`` and the CLI build on it)::
   and std across members, p_fail averaged), ``checkpoint_dir``, ``checkpoint_every``.
   Neural models add ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``hidden``,
   ``patience``, ``rank_weight`` (pairwise hinge), ``device`` ("cpu"/"cuda"; default CUDA when
-  present). ``trees`` adds ``n_estimators``, ``min_samples_leaf``, ``max_features``; ``gbt``
-  adds ``max_iter``, ``learning_rate``, ``max_depth``, ``min_samples_leaf``; ``stack`` adds to
-  the trees' keys ``svr_c``, ``svr_epsilon``, ``tree_weights``, ``inner_folds``,
-  ``inner_estimators``; ``blend`` adds ``members``, ``weights``, ``fail_weights``,
-  ``member_configs``.
+  present). ``trees`` adds ``n_estimators``, ``min_samples_leaf``, ``max_features``,
+  ``target_transform`` ("auto" | "robust" | "rank": each metric's target kind, "auto" chosen on
+  ``inner_folds`` grouped folds of ``inner_estimators`` trees); ``gbt`` adds ``max_iter``,
+  ``learning_rate``, ``max_depth``, ``min_samples_leaf``, ``target_transform``,
+  ``inner_folds``; ``stack`` adds to the trees' keys ``svr_c``, ``svr_epsilon``,
+  ``tree_weights`` (the grid its per-metric blend weight is chosen from); ``blend`` adds
+  ``members``, ``weights`` and ``fail_weights`` ("auto": chosen on validation genomes),
+  ``val_fraction``, ``member_configs``.
 * Bundles: ``save_bundle(model, out_dir, manifest_hash=None, metrics=None) -> Path`` writes a
   versioned directory (``config.json``, ``weights.pt`` flat tensors loadable with
   ``torch.load(weights_only=True)``, ``normalisation.json``, ``training_metrics.json``,

@@ -72,6 +72,10 @@ class Predictor(abc.ABC):
     #: ``featurize(records) -> [n, d]`` and ``predict_features(x) -> Prediction``, and the
     #: service caches the rows per genome under this key (bump it when the rows change).
     feature_key: str | None = None
+    #: True for predictors that fit on their validation records too (they neither early-stop
+    #: nor select on them): their predictions there are in-sample, so a composite choosing
+    #: weights on a validation set must fit a copy without it (``ml.train.blend``).
+    trains_on_validation: bool = False
 
     @classmethod
     def validate_hyperparameters(cls, config: dict[str, Any]) -> None:

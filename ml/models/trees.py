@@ -226,6 +226,7 @@ class TreePredictor(Predictor):
     """
 
     feature_key = f"tabular-v{TABULAR_VERSION}"
+    trains_on_validation = True
 
     def _regressor(self, seed: int) -> Any:
         raise NotImplementedError

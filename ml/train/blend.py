@@ -2,11 +2,20 @@
 
 Trees and GNNs err differently here (CV on the real data: trees rank uw_val_epoch_loss and
 failures better, the combined GCN ranks average_precision better), so an OMNI-style average of
-their standardised predictions ranks better than either. P(fail) comes from the members with
-``fail_weights`` (default: trees only, whose failure AUC was far higher).
+their standardised predictions ranks better than either.
+
+The weights are chosen in ``fit`` from the training records alone (``weights`` /
+``fail_weights`` "auto", the default): on the validation records (given, or a grouped 15 % of
+the training records), per metric the member weights on a simplex grid in quarters whose blend
+ranks the validation genomes best (Kendall tau-b), and the P(fail) weights with the best
+validity AUC. A member that trains on its validation records (the tree models) is scored by a
+copy fitted without them, so every member is judged out of sample. Explicit weights (a list,
+or ``{metric or "default": [w per member]}``) are still accepted. Before, the default was a
+table of per-metric weights read off the same real-genome folds that reported the results.
 """
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -14,41 +23,72 @@ import numpy as np
 import torch
 
 from ml.datasets.records import as_records, labels
+from ml.datasets.splits import grouped_split
+from ml.metrics import kendall_tau_b, validity_auc
 from ml.models.base import Prediction, Predictor
 from ml.models.hyperparameters import COMMON, HyperparameterError, Param, validate
 from ml.models.targets import TargetScaler
 from ml.train.members import MEMBERS, create_member
 
+#: ``weights`` / ``fail_weights``: chosen in ``fit`` on validation genomes.
+AUTO = "auto"
+
+
+def simplex_grid(members: int, step: float = 0.25) -> np.ndarray:
+    """[k, members] non-negative weight vectors in multiples of ``step`` summing to 1, in
+    lexicographic order (the first member's weight descending)."""
+    units = int(round(1 / step))
+    rows = [w for w in itertools.product(range(units, -1, -1), repeat=members)
+            if sum(w) == units]
+    return np.asarray(rows, dtype=np.float64) / units
+
+
+def _best(scores: list[float], default: int | None = None) -> int:
+    """Index of the best finite score (the first on a tie); ``default`` (else an even
+    blend's index, else 0) when none is finite."""
+    finite = [i for i, s in enumerate(scores) if np.isfinite(s)]
+    if finite:
+        return max(finite, key=lambda i: (scores[i], -i))
+    return default if default is not None else len(scores) // 2
+
 
 class BlendPredictor(Predictor):
     name = "blend"
     version = 1
-    #: Per-metric member weights from out-of-fold CV on the real data (trees rank uw_val best,
-    #: the GCN ranks AP best, ciou gains from mixing); unlisted metrics use "default".
-    defaults = {"members": ("trees", "combined_gcn"),
-                "weights": {"uw_val_epoch_loss": (1.0, 0.0), "ciou_loss": (0.4, 0.6),
-                            "average_precision": (0.0, 1.0), "default": (0.5, 0.5)},
-                "fail_weights": (1.0, 0.0),
+    #: 2: weights chosen in ``fit`` on validation genomes ("auto") and kept in the state
+    version = 2
+    defaults = {"members": ("trees", "combined_gcn"), "weights": AUTO, "fail_weights": AUTO,
+                "val_fraction": 0.15,
                 "member_configs": {"combined_gcn": {"epochs": 40, "patience": 15}}}
     hyperparameters = {**COMMON, "members": Param(str, sequence=True, max_len=4),
-                       "fail_weights": Param(float, 0.0, 1.0, sequence=True, max_len=4)}
+                       "val_fraction": Param(float, 0.05, 0.5)}
 
     @classmethod
     def validate_hyperparameters(cls, config: dict[str, Any]) -> None:
         """The flat keys as usual; ``weights`` ({metric or "default": [w per member]}) and
         ``member_configs`` ({member: its own config}) against the members' own specs."""
-        flat = {k: v for k, v in config.items() if k not in ("weights", "member_configs")}
+        flat = {k: v for k, v in config.items()
+                if k not in ("weights", "fail_weights", "member_configs")}
         validate(cls.hyperparameters, flat)
         members = list(config.get("members") or cls.defaults["members"])
         for name in members:
             if name not in MEMBERS:
                 raise HyperparameterError("members", f"{name!r} is not a predictor to blend")
-        weights = config.get("weights", {})
+        per_member = Param(float, 0.0, 1.0, sequence=True, min_len=len(members),
+                           max_len=len(members))
+        fail = config.get("fail_weights", AUTO)
+        if fail != AUTO:
+            per_member.check("fail_weights", fail)
+        weights = config.get("weights", AUTO)
+        if weights == AUTO:
+            weights = {}
+        elif isinstance(weights, (list, tuple)):
+            weights = {"default": weights}
         if not isinstance(weights, dict):
-            raise HyperparameterError("weights", "must be an object {metric: [w, ...]}")
+            raise HyperparameterError("weights", 'must be "auto", a list [w per member] or an '
+                                                 "object {metric: [w, ...]}")
         for metric, pair in weights.items():
-            Param(float, 0.0, 1.0, sequence=True, min_len=len(members),
-                  max_len=len(members)).check(f"weights.{metric}", pair)
+            per_member.check(f"weights.{metric}", pair)
         configs = config.get("member_configs", {})
         if not isinstance(configs, dict):
             raise HyperparameterError("member_configs", "must be an object {member: config}")
@@ -67,6 +107,9 @@ class BlendPredictor(Predictor):
         super().__init__(config)
         self.targets = TargetScaler(self.metrics)
         self.parts: list[Predictor] = self._build_parts()
+        #: [members, M] metric weights and [members] P(fail) weights in use
+        self.weights = self._configured_weights()
+        self.fail_weights = self._configured_fail_weights()
 
     def _build_parts(self) -> list[Predictor]:
         # Member defaults first, so a caller's explicit keys (e.g. epochs) still win.
@@ -78,40 +121,101 @@ class BlendPredictor(Predictor):
 
     def fit(self, train_records: Any, val_records: Any = None, config: dict[str, Any] | None = None,
             callbacks: Any = None, resume_from: str | Path | None = None) -> dict[str, Any]:
-        """Fit every member on the same records (``resume_from`` applies to the neural one)."""
+        """Fit every member on the same records (``resume_from`` applies to the neural ones),
+        then choose the weights left "auto" on the validation records."""
         self._update_config(config)
         records = as_records(train_records)
-        y, failed = labels(records)
+        val = as_records(val_records)
+        choosing = self.config["weights"] == AUTO or self.config["fail_weights"] == AUTO
+        if choosing and not val:
+            records, val = grouped_split(records, float(self.config["val_fraction"]),
+                                         int(self.config["seed"]))
+        y, failed = labels(records + val)
         self.targets = TargetScaler(self.metrics).fit(y[~failed])
         self.parts = self._build_parts()
-        history = {}
+        history: dict[str, Any] = {}
         for part in self.parts:
-            resume = resume_from if part.name != "trees" and part.name != "gbt" else None
-            history[part.name] = part.fit(records, val_records, callbacks=callbacks,
+            resume = None if part.trains_on_validation else resume_from
+            history[part.name] = part.fit(records, val or None, callbacks=callbacks,
                                           resume_from=resume)
+        self.weights = self._configured_weights()
+        self.fail_weights = self._configured_fail_weights()
+        if choosing:
+            scores = self._choose_weights(records, val)
+            history["weights"] = {m: self.weights[:, j].tolist()
+                                  for j, m in enumerate(self.metrics)}
+            history["fail_weights"] = self.fail_weights.tolist()
+            history["validation_scores"] = scores
         return history
+
+    def _validation_predictions(self, records: list[Any], val: list[Any]) -> list[Prediction]:
+        """Each member's out-of-sample predictions of ``val``: the fitted member's, or for one
+        that trained on ``val`` a fresh copy's fitted on ``records`` only."""
+        preds = []
+        for name, part in zip(self.config["members"], self.parts):
+            if part.trains_on_validation:
+                shared = {k: v for k, v in part.config.items()}
+                part = create_member(name, shared)
+                part.fit(records, None)
+            preds.append(part.predict(val))
+        return preds
+
+    def _choose_weights(self, records: list[Any], val: list[Any]) -> dict[str, Any]:
+        """Set the "auto" weights from validation scores; returns the scores (history)."""
+        preds = self._validation_predictions(records, val)
+        y, failed = labels(val)
+        ok = ~failed
+        z = [self.targets.transform(np.asarray(p.mean, dtype=np.float64)) for p in preds]
+        grid = simplex_grid(len(preds))
+        out: dict[str, Any] = {}
+        if self.config["weights"] == AUTO:
+            truth = self.targets.transform(y)
+            for j, metric in enumerate(self.metrics):
+                rows = ok & np.isfinite(truth[:, j])
+                scores = [kendall_tau_b(truth[rows, j], sum(w[i] * z[i][rows, j]
+                                                            for i in range(len(z))))
+                          for w in grid]
+                self.weights[:, j] = grid[_best(scores)]
+                out[metric] = max((s for s in scores if np.isfinite(s)), default=float("nan"))
+        if self.config["fail_weights"] == AUTO:
+            fails = [np.asarray(p.p_fail, dtype=np.float64).reshape(-1) for p in preds]
+            scores = [validity_auc(failed, sum(w[i] * fails[i] for i in range(len(fails))))
+                      for w in grid]
+            self.fail_weights = grid[_best(scores, default=0)]
+            out["validity_auc"] = max((s for s in scores if np.isfinite(s)),
+                                      default=float("nan"))
+        return out
 
     def predict(self, records: Any) -> Prediction:
         records = as_records(records)
         preds = [p.predict(records) for p in self.parts]
-        w = self._weights()
+        w = self.weights
         z = sum(w[i] * self.targets.transform(p.mean) for i, p in enumerate(preds)) / w.sum(0)
-        fw = np.asarray(self.config["fail_weights"], dtype=np.float64)
+        fw = self.fail_weights
         p_fail = sum(wi * p.p_fail for wi, p in zip(fw, preds)) / fw.sum()
         stds = [p.std for p in preds if p.std is not None]
         std = np.mean(stds, axis=0) if stds else None
         return Prediction(self.targets.inverse(z), std, p_fail, self.metrics)
 
-    def _weights(self) -> np.ndarray:
-        """[members, M] weights; ``weights`` is one list for all metrics or a per-metric dict."""
+    def _configured_weights(self) -> np.ndarray:
+        """[members, M] weights from the config: one list for all metrics or a per-metric
+        dict; equal weights where "auto" (until ``fit`` chooses)."""
         spec = self.config["weights"]
-        if not isinstance(spec, dict):
+        if spec == AUTO:
+            spec = {}
+        elif not isinstance(spec, dict):
             spec = {"default": spec}
         default = spec.get("default", [1.0] * len(self.parts))
         return np.asarray([spec.get(m, default) for m in self.metrics], dtype=np.float64).T
 
+    def _configured_fail_weights(self) -> np.ndarray:
+        spec = self.config["fail_weights"]
+        return np.asarray([1.0] * len(self.parts) if spec == AUTO else spec, dtype=np.float64)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = self.targets.state()
+        state["blend.weights"] = torch.from_numpy(self.weights.copy())
+        state["blend.fail_weights"] = torch.from_numpy(self.fail_weights.copy())
         for i, part in enumerate(self.parts):
             state.update({f"b{i}.{k}": v for k, v in part.state_dict().items()})
         return state
@@ -120,6 +224,11 @@ class BlendPredictor(Predictor):
         self.targets = TargetScaler(self.metrics)
         self.targets.load(state)
         self.parts = self._build_parts()
+        self.weights = (state["blend.weights"].numpy().astype(np.float64)
+                        if "blend.weights" in state else self._configured_weights())
+        self.fail_weights = (state["blend.fail_weights"].numpy().astype(np.float64)
+                             if "blend.fail_weights" in state
+                             else self._configured_fail_weights())
         for i, part in enumerate(self.parts):
             prefix = f"b{i}."
             part.load_state_dict({k[len(prefix):]: v for k, v in state.items()
@@ -127,4 +236,6 @@ class BlendPredictor(Predictor):
 
     def normalisation(self) -> dict[str, Any]:
         return {"targets": self.targets.describe(),
+                "weights": {m: self.weights[:, j].tolist() for j, m in enumerate(self.metrics)},
+                "fail_weights": self.fail_weights.tolist(),
                 **{part.name: part.normalisation() for part in self.parts}}
