@@ -242,6 +242,24 @@ def test_nasbench_graph_real_archs() -> None:
         assert 0.0 < r.y.item() < 1.0
 
 
+def test_nasbench_graph_every_shipped_dataset_loads() -> None:
+    """proteins holds entries for 2,021 architectures only; each dataset loads what it has."""
+    pytest.importorskip("nas_bench_graph")
+    from pathlib import Path
+
+    import nas_bench_graph
+
+    from ml.evaluation.nasbench_graph import DATASETS, load_benchmark
+
+    shipped = {p.stem for p in (Path(nas_bench_graph.__file__).parent / "light").glob("*.bench")}
+    assert shipped == set(DATASETS)
+    records = load_benchmark("proteins")
+    assert len(records) == 2021 and len({r.canonical_hash for r in records}) == 2021
+    assert all(0.0 < r.y.item() < 1.0 for r in records[:50])
+    with pytest.raises(ValueError, match="unknown nas-bench-graph dataset"):
+        load_benchmark("mnist")
+
+
 # ---------------------------------------------------------------- evaluate CLI
 
 def test_evaluate_cli_end_to_end(tmp_path, capsys) -> None:  # noqa: ANN001
