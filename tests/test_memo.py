@@ -186,3 +186,42 @@ def test_load_reports_the_same_errors_as_before() -> None:
     with pytest.raises(GenomeError) as info:
         load(text, max_length=10)
     assert info.value.code == "GENOME_TOO_LONG"
+
+
+def test_skipping_meta_initialisation_changes_no_compile_and_no_real_weight() -> None:
+    """ml.arch.meta_init: every genome encodes to the same tensors, costs and errors with the
+    meta initialisers skipped as with torch's own; and weights of real tensors are initialised
+    exactly as torch does (same seed, same values)."""
+    from torch import nn
+
+    from ml.arch import heads, meta_init
+    from ml.encoding.encoder import GenomeEncoder
+
+    def encode_all() -> list:
+        _clear_memos()
+        heads.head_parameter_count.cache_clear()
+        encoder, out = GenomeEncoder(), []
+        for text in _sample():
+            try:
+                enc = encoder.encode(text)
+                out.append((_tensors(enc.to_data("combined")), enc.summary()))
+            except GenomeError as exc:
+                out.append(exc.to_dict())
+        return out
+
+    def real_weights() -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        modules = [nn.Conv2d(3, 8, 3), nn.Linear(5, 4), nn.Embedding(7, 3), nn.GroupNorm(2, 8)]
+        return [p.detach().clone() for m in modules for p in m.parameters()]
+
+    assert meta_init.installed()
+    skipped, weights = encode_all(), real_weights()
+    meta_init.uninstall()
+    try:
+        assert not meta_init.installed()
+        assert encode_all() == skipped
+        for a, b in zip(real_weights(), weights):
+            assert torch.equal(a, b)
+    finally:
+        meta_init.install()
+    assert weights[0].abs().sum() > 0
