@@ -18,7 +18,8 @@ from ml.train.members import MEMBERS
 #: trees v3 (mean-path counts, fit on train + validation): .579/.473/.424 .969, arxiv .596.
 #: trees v4 (winsorised targets): .581/.479/.450 .969, arxiv .595. stack (trees + an RBF SVR,
 #: blended per metric with weights chosen on inner folds; ml.models.stack): .573/.505/.470
-#: .972, arxiv .601, 5-fold CV ~25 s.
+#: .972, arxiv .601, 5-fold CV ~25 s. stack v2 (each metric's target kind, robust or rank, and
+#: the blend weight chosen together on inner folds): .587/.512/.555 .972, arxiv .595-.602.
 AUTO_MODEL = "stack"
 
 
