@@ -40,9 +40,9 @@ Public API (stable; ``ml.evaluation`` and the CLI build on it)::
   ``patience``, ``rank_weight`` (pairwise hinge), ``device`` ("cpu"/"cuda"; default CUDA when
   present). ``trees`` adds ``n_estimators``, ``min_samples_leaf``, ``max_features``,
   ``target_transform`` ("auto" | "robust" | "rank": each metric's target kind, "auto" chosen on
-  ``inner_folds`` grouped folds of ``inner_estimators`` trees); ``gbt`` adds ``max_iter``,
-  ``learning_rate``, ``max_depth``, ``min_samples_leaf``, ``target_transform``,
-  ``inner_folds``; ``stack`` adds to the trees' keys ``svr_c``, ``svr_epsilon``,
+  ``inner_folds`` grouped folds of ``inner_estimators`` trees, at most ``n_estimators``);
+  ``gbt`` adds ``max_iter``, ``learning_rate``, ``max_depth``, ``min_samples_leaf``,
+  ``target_transform``, ``inner_folds``; ``stack`` adds to the trees' keys ``svr_c``, ``svr_epsilon``,
   ``tree_weights`` (the grid its per-metric blend weight is chosen from); ``blend`` adds
   ``members``, ``weights`` and ``fail_weights`` ("auto": chosen on validation genomes),
   ``val_fraction``, ``member_configs``.

@@ -456,8 +456,9 @@ class ExtraTreesPredictor(TreePredictor):
         return ExtraTreesRegressor(**self._kw(seed))
 
     def _inner_regressor(self, seed: int) -> Any:
-        return ExtraTreesRegressor(**{**self._kw(seed),
-                                      "n_estimators": int(self.config["inner_estimators"])})
+        # never more trees than the model itself: a 5-tree fit should not score its kinds with 100
+        n = min(int(self.config["inner_estimators"]), int(self.config["n_estimators"]))
+        return ExtraTreesRegressor(**{**self._kw(seed), "n_estimators": n})
 
     def _classifier(self, seed: int) -> Any:
         return ExtraTreesClassifier(**self._kw(seed))

@@ -220,7 +220,8 @@ def test_embedded_jobs_past_the_hard_limit_are_failed_and_the_queue_moves_on(api
         jobs = [c.post("/jobs/train", json={"dataset_id": api["dataset_id"],
                                             "predictor": "trees",
                                             "hyperparameters": {"seed": seed,
-                                                                "n_estimators": 5}},
+                                                                "n_estimators": 5,
+                                                                "target_transform": "robust"}},
                        headers=headers(key)).json() for seed in (7, 8)]
         for job in jobs:
             dispatcher.send(job["id"], "train")
