@@ -42,10 +42,10 @@ Public API (stable; ``ml.evaluation`` and the CLI build on it)::
   ``target_transform`` ("auto" | "robust" | "rank": each metric's target kind, "auto" chosen on
   ``inner_folds`` grouped folds of ``inner_estimators`` trees, at most ``n_estimators``);
   ``gbt`` adds ``max_iter``, ``learning_rate``, ``max_depth``, ``min_samples_leaf``,
-  ``target_transform``, ``inner_folds``; ``stack`` adds to the trees' keys ``svr_c``, ``svr_epsilon``,
-  ``tree_weights`` (the grid its per-metric blend weight is chosen from); ``blend`` adds
-  ``members``, ``weights`` and ``fail_weights`` ("auto": chosen on validation genomes),
-  ``val_fraction``, ``member_configs``.
+  ``target_transform``, ``inner_folds``; ``stack`` adds to the trees' keys ``svr_c``,
+  ``svr_epsilon``, ``tree_weights`` (the grid its per-metric blend weight is chosen from);
+  ``blend`` adds ``members``, ``weights`` and ``fail_weights`` ("auto": chosen on validation
+  genomes), ``val_fraction``, ``member_configs``.
 * Bundles: ``save_bundle(model, out_dir, manifest_hash=None, metrics=None) -> Path`` writes a
   versioned directory (``config.json``, ``weights.pt`` flat tensors loadable with
   ``torch.load(weights_only=True)``, ``normalisation.json``, ``training_metrics.json``,
