@@ -124,7 +124,7 @@ def main() -> int:
     print(f"model: {model.name} trained in {time.perf_counter() - started:.1f} s; population: "
           f"{len(population)} genomes of generation {last}")
     started = time.perf_counter()
-    warm_up()
+    warm_up(freeze_heap=True)  # as the service and its encoder processes do
     print(f"backbone warm-up: {time.perf_counter() - started:.1f} s")
     instrument()
     loaded = LoadedModel("default", 1, model.name, "graph-v2", model)

@@ -225,3 +225,31 @@ def test_skipping_meta_initialisation_changes_no_compile_and_no_real_weight() ->
     finally:
         meta_init.install()
     assert weights[0].abs().sum() > 0
+
+
+def test_warm_up_freezes_the_long_lived_heap_for_the_collector() -> None:
+    """``warm_up(freeze_heap=True)`` (the service and its encoder processes): the built
+    backbones leave the cyclic collector's view, so full collections stop re-walking them; and
+    garbage made afterwards is still collected. In a subprocess: freezing is process-wide."""
+    import subprocess
+    import sys
+
+    script = """
+import gc, weakref
+from ml.arch.backbones import all_builders, get_variant, warm_up
+builder = sorted(all_builders())[0]
+warm_up([builder], freeze_heap=True)
+variant = get_variant(all_builders()[builder], builder)
+tracked = {id(o) for o in gc.get_objects()}
+assert gc.get_freeze_count() > 1000, gc.get_freeze_count()
+assert id(variant.part) not in tracked and id(variant.graph_module) not in tracked
+class Node: pass
+a, b = Node(), Node(); a.other, b.other = b, a
+gone = weakref.ref(a); del a, b
+gc.collect()
+assert gone() is None
+print("ok", gc.get_freeze_count())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr[-2000:]

@@ -8,6 +8,7 @@ weights the original would have requested.
 """
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import warnings
@@ -172,8 +173,18 @@ def cached_variants() -> dict[str, BackboneVariant]:
     return dict(_VARIANTS)
 
 
-def warm_up(builders: list[str] | None = None) -> None:
-    """Build (and trace and compile) variants ahead of time, e.g. at service start-up."""
+def warm_up(builders: list[str] | None = None, freeze_heap: bool = False) -> None:
+    """Build (and trace and compile) variants ahead of time, e.g. at service start-up.
+
+    ``freeze_heap`` (for a long-lived process that is about to encode many genomes): collect,
+    then move every object alive into the cyclic collector's permanent generation
+    (``gc.freeze``). The backbones' modules, FX graphs and node tables never die, yet each full
+    collection walked them again: ~0.7 s of the ~6 s that 2,000 never-seen genomes took to
+    encode in one process (measured with ``gc.callbacks``). Frozen objects are still freed by
+    reference counting; only a cycle alive at this moment would stay."""
     names = all_builders()
     for builder in builders or list(names):
         get_variant(names[builder], builder)
+    if freeze_heap:
+        gc.collect()
+        gc.freeze()

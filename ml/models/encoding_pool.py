@@ -80,7 +80,7 @@ def _init_worker(max_length: int, warm: bool) -> None:
     _ENCODER = GenomeEncoder(max_length=max_length)
     if warm:
         from ml.arch.backbones import warm_up
-        warm_up()
+        warm_up(freeze_heap=True)
 
 
 def _probe() -> int:
