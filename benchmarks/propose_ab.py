@@ -74,24 +74,19 @@ if __name__ == "__main__":
     print(json.dumps(out))
 """
 
+#: The genomes, drawn once with the new checkout's ``benchmarks/propose.py`` helpers (the
+#: same never-seen and bred sets that benchmark times).
 _DRAW = r"""
-import csv, json, random, sys
+import csv, json, sys
 repo, train_csv, out = sys.argv[1:4]
-sys.path.insert(0, repo)
-from ml.genome import canonical_hash, load
-from ml.sampling import compiles, sample_compiling
-from ml.search.pset import to_tree
-from ml.search.variation import overpopulate
+sys.path[:0] = [repo, repo + "/benchmarks"]
+from propose import _unseen_bred, _unseen_sampled
 
 rows = list(csv.DictReader(open(train_csv, newline="")))
 last = max(int(float(r["generation"])) for r in rows)
 population = tuple(r["genome"] for r in rows if int(float(r["generation"])) == last)
-real = [r["genome"] for r in rows]
-pool = [(to_tree(g), canonical_hash(load(g))) for g in population]
-bred = overpopulate(pool, 2000, random.Random(4243), set(population),
-                    lambda batch: [compiles(o.genome) for o in batch])
-json.dump({"never-seen": real + sample_compiling(2000 - len(real), seed=4242),
-           "bred": [o.genome for o in bred.kept]}, open(out, "w"))
+json.dump({"never-seen": _unseen_sampled([r["genome"] for r in rows], 4242),
+           "bred": _unseen_bred(population, 2000, 4243)}, open(out, "w"))
 """
 
 
