@@ -228,6 +228,14 @@ class SurrogateClient:
         return self._request("POST", "/jobs/train", json=body,
                              headers={"Idempotency-Key": key}).json()
 
+    def pretrain(self, idempotency_key: str | None = None, **options: Any) -> dict[str, Any]:
+        """``POST /jobs/pretrain`` (options: ``genomes``, ``dims``, ``device``, ...); returns the
+        queued job. Once it succeeded, pass its ``id`` as ``hyperparameters={"embedding": id}``
+        to :meth:`train`."""
+        key = idempotency_key or str(uuid.uuid4())
+        return self._request("POST", "/jobs/pretrain", json=options,
+                             headers={"Idempotency-Key": key}).json()
+
     def propose(self, population: Sequence[str] = (), strategy: str = "ssi",
                 wait_s: float = 3600, **options: Any) -> dict[str, Any]:
         """``POST /propose`` (options: ``k``, ``pool_size``, ``inner_generations``,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.config import MAX_BATCH_CEILING
 
@@ -131,6 +131,35 @@ class TrainRequest(BaseModel):
         if value is not None and ".." in value:
             raise ValueError("model_name may not contain '..'")
         return value
+
+
+class PretrainRequest(BaseModel):
+    """``POST /jobs/pretrain``: self-supervised pre-training of the graph encoder on genomes
+    sampled from the grammar (masked node reconstruction); train with
+    ``hyperparameters.embedding`` = this job's id to give a tree model its embedding."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    genomes: int = Field(100_000, ge=8, le=2_000_000,
+                         description="sampled genomes, each seen once (the corpus is streamed)")
+    chunk: int = Field(256, ge=1, le=4096, description="genomes per corpus chunk")
+    processes: int | None = Field(None, ge=0, le=64, description="corpus encoder processes "
+                                  "(null: cores - 1; 0: in the job's process)")
+    seed: int = Field(0, ge=0, le=2 ** 31 - 1)
+    hidden: int = Field(64, ge=4, le=1024)
+    layers: int = Field(3, ge=1, le=12)
+    batch_size: int = Field(32, ge=1, le=4096)
+    lr: float = Field(2e-3, gt=0, le=1.0)
+    mask_rate: float = Field(0.15, gt=0, lt=1.0)
+    dims: int = Field(16, ge=1, le=256, description="embedding columns given to the trees")
+    projection_genomes: int = Field(2048, ge=8, le=100_000)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _dims_fit(self) -> "PretrainRequest":
+        if self.dims > 2 * self.hidden:
+            raise ValueError("dims may not exceed 2 * hidden (the pooled embedding's width)")
+        return self
 
 
 class JobError(BaseModel):

@@ -14,10 +14,13 @@
     python benchmarks/predictors.py [--models auto,gbt,rf_counts,ridge_onehot] [--seeds 10]
         [--cv-seeds 5] [--folds 5] [--sizes 50,100,200,400] [--nb-dataset arxiv|all|a,b]
         [--flowerformer] [--ff-seeds 10] [--skip-real] [--skip-generation] [--generations 9]
-        [--skip-nasbench] [--quick] [--out docs/results.md] [--append]
+        [--skip-nasbench] [--quick] [--embedding FILE] [--out docs/results.md] [--append]
 
 The closing lines state issue 13's bars for ``auto`` (run it with ``rf_counts``: the trust bars
 are the floor's overlaps on the same folds + 0.10).
+
+``--embedding FILE`` (an embedder of ``nas-surrogate pretrain``) adds ``NAME+embedding`` for every
+tree model in ``--models`` (real data only: the embedder reads the genomes' graphs).
 
 Floors apply where their features exist: ``rf_counts`` needs genome strings (real data only),
 ``ridge_onehot`` needs ``op_onehot`` (nas-bench-graph only). ``--quick`` = 2 CV seeds, 3 folds,
@@ -50,6 +53,27 @@ from ml.evaluation.predictors import available_predictors, make_factory  # noqa:
 from ml.metrics import regression_metrics  # noqa: E402
 
 REAL_ONLY = {"rf_counts"}
+#: Set by ``--embedding``: the embedder file the ``NAME+embedding`` variants fit with.
+EMBEDDING_SUFFIX = "+embedding"
+embedding_file: str | None = None
+
+
+def model_and_config(label: str) -> tuple[str, dict[str, Any] | None]:
+    """``stack+embedding`` -> ("stack", {"embedding": FILE}); any other label is a model name."""
+    if label.endswith(EMBEDDING_SUFFIX):
+        return label[:-len(EMBEDDING_SUFFIX)], {"embedding": embedding_file}
+    return label, None
+
+
+def with_embedding_variants(models: list[str]) -> list[str]:
+    from ml.train.catalog import model_class
+
+    out = list(models)
+    for name in models:
+        cls = model_class(name)
+        if cls is not None and "embedding" in cls.hyperparameters:
+            out.append(name + EMBEDDING_SUFFIX)
+    return out
 NASBENCH_ONLY = {"ridge_onehot"}
 NB_TEST_SIZE = 5000
 
@@ -89,7 +113,9 @@ def run_real(models: list[str], folds: int, seeds: int) -> dict[str, Any]:
         if name in NASBENCH_ONLY:
             continue
         start = time.perf_counter()
-        result = cross_validate(records, make_factory(name, DEFAULT_METRICS), DEFAULT_METRICS,
+        model, config = model_and_config(name)
+        result = cross_validate(records, make_factory(model, DEFAULT_METRICS, config),
+                                DEFAULT_METRICS,
                                 directions, folds, range(seeds))
         summary = summarize(result)
         summary["seconds"] = time.perf_counter() - start
@@ -113,7 +139,9 @@ def run_generation(models: list[str], generations: int) -> dict[str, Any]:
     for name in (m for m in models if m not in NASBENCH_ONLY):
         log(f"generation-forward {name}")
         started = time.perf_counter()
-        result = generation_forward(records, name, DEFAULT_METRICS, generations=generations)
+        model, config = model_and_config(name)
+        result = generation_forward(records, model, DEFAULT_METRICS, config=config,
+                                    generations=generations)
         strip = ("prediction", "y", "failed")
         out["models"][name] = {
             "summary": result["summary"], "seconds": time.perf_counter() - started,
@@ -201,7 +229,7 @@ def run_nasbench(models: list[str], dataset: str, sizes: list[int], seeds: int,
                            "test_seed": test_seed, "sizes": sizes, "seeds": seeds,
                            "valid_vs_test_tau": kendall_tau_b(y_test, valid_test), "models": {}}
     for name in models:
-        if name in REAL_ONLY:
+        if name in REAL_ONLY or name.endswith(EMBEDDING_SUFFIX):
             continue
         per_size: dict[str, Any] = {}
         for n in (n for n in sizes if n <= len(pool_idx)):
@@ -241,7 +269,7 @@ def run_flowerformer(models: list[str], dataset: str, seeds: int) -> dict[str, A
                            "test": len(records) - half - FLOWERFORMER_VAL, "seeds": seeds,
                            "models": {}}
     for name in models:
-        if name in REAL_ONLY:
+        if name in REAL_ONLY or name.endswith(EMBEDDING_SUFFIX):
             continue
         runs, seconds = [], []
         for seed in range(seeds):
@@ -403,6 +431,14 @@ def write_results(path: Path, args: argparse.Namespace, real: dict[str, Any] | N
              f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), {seconds / 60:.1f} min",
              f"- command: `python benchmarks/predictors.py {' '.join(sys.argv[1:])}`",
              f"- `auto` resolved to `{auto_model()}` at run time", ""]
+    if embedding_file:
+        from ml.models.pretrained import GraphEmbedder
+
+        info = GraphEmbedder.load(embedding_file).info
+        lines[-1:-1] = [f"- `NAME+embedding`: the tree model with the {info['config']['dims']} "
+                        f"columns of an embedder pre-trained on {info['genomes']} sampled "
+                        f"genomes ({info['device']}; masked type accuracy "
+                        f"{info['final']['type_accuracy']:.3f})"]
     if real is not None:
         lines += ["### Real evaluated genomes", "",
                   f"`{TRAIN_CSV.name}`: {real['records']} genomes, {real['failed']} failed "
@@ -488,6 +524,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="generation-forward: score each of the last N generations")
     parser.add_argument("--quick", action="store_true",
                         help="2 CV seeds, 3 folds, 3 nas-bench-graph seeds, sizes 50,100")
+    parser.add_argument("--embedding", default=None,
+                        help="an embedder file (nas-surrogate pretrain): also run every tree "
+                             "model with it, as NAME+embedding")
     parser.add_argument("--out", default=str(REPO / "docs" / "results.md"))
     parser.add_argument("--json", default=None, help="also dump the raw results here")
     parser.add_argument("--append", action="store_true",
@@ -500,7 +539,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    global embedding_file
     models = args.models.split(",") if args.models else list(available_predictors())
+    if args.embedding:
+        embedding_file = args.embedding
+        models = with_embedding_variants(models)
     sizes = [int(s) for s in args.sizes.split(",")]
     start = time.perf_counter()
     real = None if args.skip_real else run_real(models, args.folds, args.cv_seeds)

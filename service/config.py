@@ -186,6 +186,11 @@ class Settings(BaseSettings):
         return self.data_dir / "datasets"
 
     @property
+    def pretrained_dir(self) -> Path:
+        """Embedders written by ``pretrain`` jobs (one folder per job and attempt)."""
+        return self.data_dir / "pretrained"
+
+    @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
 

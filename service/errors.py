@@ -53,6 +53,8 @@ JOB_ERROR_CODES: dict[str, str] = {
     "OUT_OF_MEMORY": "the job ran out of memory (host or CUDA)",
     "DEVICE_UNAVAILABLE": "the job asks for a device (e.g. cuda) this worker does not have",
     "MODEL_NOT_LOADABLE": "the model version a propose job names cannot be loaded here",
+    "EMBEDDING_NOT_FOUND": "the pretrain job a training names has no embedder this worker can "
+                           "read",
     "INVALID_REQUEST": "a propose job's request cannot run (e.g. too small a population)",
     "INTERNAL_ERROR": "an unexpected error; see the job events",
 }

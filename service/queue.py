@@ -22,10 +22,12 @@ TASK_BUILD = "worker.tasks.build_dataset"
 TASK_APPEND = "worker.tasks.append_dataset"
 TASK_TRAIN = "worker.tasks.train"
 TASK_PROPOSE = "worker.tasks.propose"
+TASK_PRETRAIN = "worker.tasks.pretrain"
 TASK_RECONCILE = "worker.tasks.reconcile"
-QUEUE_OF = {"build_dataset": "cpu", "append_dataset": "cpu", "train": "gpu", "propose": "cpu"}
+QUEUE_OF = {"build_dataset": "cpu", "append_dataset": "cpu", "train": "gpu", "propose": "cpu",
+            "pretrain": "gpu"}
 TASK_OF = {"build_dataset": TASK_BUILD, "append_dataset": TASK_APPEND, "train": TASK_TRAIN,
-           "propose": TASK_PROPOSE}
+           "propose": TASK_PROPOSE, "pretrain": TASK_PRETRAIN}
 
 
 def make_celery(include: Sequence[str] = ()) -> Celery:
@@ -41,7 +43,8 @@ def make_celery(include: Sequence[str] = ()) -> Celery:
         task_create_missing_queues=False,
         task_queues=[Queue("cpu"), Queue("gpu")],
         task_default_queue="cpu",
-        task_routes={TASK_TRAIN: {"queue": "gpu"}, TASK_BUILD: {"queue": "cpu"},
+        task_routes={TASK_TRAIN: {"queue": "gpu"}, TASK_PRETRAIN: {"queue": "gpu"},
+                     TASK_BUILD: {"queue": "cpu"},
                      TASK_APPEND: {"queue": "cpu"}, TASK_PROPOSE: {"queue": "cpu"},
                      TASK_RECONCILE: {"queue": "cpu"}},
         broker_transport_options=transport,

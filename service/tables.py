@@ -36,7 +36,7 @@ class Base(DeclarativeBase):
 
 JOB_STATES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
 TERMINAL_STATES = ("succeeded", "failed", "cancelled")
-JOB_KINDS = ("build_dataset", "append_dataset", "train", "propose")
+JOB_KINDS = ("build_dataset", "append_dataset", "train", "propose", "pretrain")
 
 
 class ApiKey(Base):

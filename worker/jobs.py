@@ -191,6 +191,8 @@ def run_job(job_id: str, settings: Settings | None = None, send: Any = None) -> 
                 return _run_train(ctx, params, settings)
             if kind == "propose":
                 return _run_propose(ctx, params)
+            if kind == "pretrain":
+                return _run_pretrain(ctx, params, settings)
             raise JobFailure("INTERNAL_ERROR", f"unknown job kind {kind!r}")
     except Cancelled:
         reason = stop_reason(job_id)
@@ -475,6 +477,65 @@ def _run_propose(ctx: JobContext, params: dict[str, Any]) -> str:
     return "succeeded"
 
 
+def _run_pretrain(ctx: JobContext, params: dict[str, Any], settings: Settings) -> str:
+    """Pre-train the masked graph encoder (``ml.train.pretrain``) and keep the embedder under
+    ``pretrained_dir``; the report (and the file's path) is the job's ``result``, and a train
+    job names this job's id as its ``embedding``."""
+    from ml.models.base import TrainingCancelled
+    from ml.models.hyperparameters import DeviceUnavailable, check_device
+    from ml.train.pretrain import PretrainConfig, pretrain
+
+    config = PretrainConfig(**{k: v for k, v in params.items() if v is not None})
+    if config.device != "auto":
+        try:
+            check_device({"device": config.device})
+        except DeviceUnavailable as exc:
+            raise JobFailure("DEVICE_UNAVAILABLE",
+                             f"{exc} (worker {socket.gethostname()})") from exc
+    ctx.progress(0.0, f"pre-training on {config.genomes} sampled genomes")
+    try:
+        with _children_allowed():
+            embedder, report = pretrain(config, progress=ctx.progress, stop=ctx.should_stop)
+    except TrainingCancelled as exc:
+        if ctx.lost.is_set():
+            raise LeaseLost() from exc
+        raise Cancelled() from exc
+    except Exception as exc:  # noqa: BLE001 - classified below; anything else is a bug
+        if _is_out_of_memory(exc):
+            raise JobFailure("OUT_OF_MEMORY", f"{type(exc).__name__}: {exc}"[:2000]) from exc
+        if isinstance(exc, (ValueError, RuntimeError)):
+            raise JobFailure("TRAINING_FAILED", f"{type(exc).__name__}: {exc}") from exc
+        raise
+    if ctx.lost.is_set():
+        raise LeaseLost()
+    folder = settings.pretrained_dir / ctx.job_id / f"attempt-{ctx.attempt}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "embedder.pt"
+    embedder.save(path)
+    result = {**report, "path": str(path.resolve()), "digest": embedder.digest(),
+              "dims": embedder.dims}
+    with session_scope() as session:
+        _still_owned(session, ctx)
+        job_store.finish(session, ctx.job_id, ctx.attempt, "succeeded",
+                         f"pre-trained on {report['genomes']} genomes in "
+                         f"{report['seconds']:.0f} s ({report['device']})",
+                         result=json_safe(result))
+    return "succeeded"
+
+
+def embedder_path(job_id: str) -> str:
+    """The embedder file of a succeeded ``pretrain`` job (``EMBEDDING_NOT_FOUND`` otherwise)."""
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        result = dict(job.result or {}) if job is not None else {}
+        ok = job is not None and job.kind == "pretrain" and job.status == "succeeded"
+    path = result.get("path")
+    if not ok or not path or not Path(path).is_file():
+        raise JobFailure("EMBEDDING_NOT_FOUND", f"no embedder from a succeeded pretrain job "
+                         f"{job_id!r}")
+    return str(path)
+
+
 def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> str:
     from ml.encoding.encoder import ENCODER_VERSION
     from ml.models.base import TrainingCancelled
@@ -500,6 +561,8 @@ def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
     checkpoint_dir = job_dir / "checkpoint"
     config = {**(params.get("hyperparameters") or {}), "metrics": tuple(source["metrics"]),
               "checkpoint_dir": str(checkpoint_dir)}
+    if config.get("embedding"):  # the API names a pretrain job; the model reads its file
+        config["embedding"] = embedder_path(str(config["embedding"]))
     probe = create(name, config)
     total = int(probe.config.get("epochs", 0) or 0) * int(probe.config.get("ensemble", 1)) \
         or int(probe.config.get("ensemble", 1))

@@ -11,6 +11,7 @@ from service.errors import ServiceError
 from service.queue import (
     TASK_APPEND,
     TASK_BUILD,
+    TASK_PRETRAIN,
     TASK_PROPOSE,
     TASK_RECONCILE,
     TASK_TRAIN,
@@ -40,6 +41,12 @@ def append_dataset(job_id: str) -> str:
 @app.task(name=TASK_TRAIN, soft_time_limit=_s.train_soft_limit_s,
           time_limit=_s.train_hard_limit_s, **_retry)
 def train(job_id: str) -> str:
+    return run_job(job_id)
+
+
+@app.task(name=TASK_PRETRAIN, soft_time_limit=_s.train_soft_limit_s,
+          time_limit=_s.train_hard_limit_s, **_retry)
+def pretrain(job_id: str) -> str:
     return run_job(job_id)
 
 

@@ -77,7 +77,7 @@ class ThreadDispatcher:
 
     def limits(self, kind: str) -> tuple[float, float]:
         s = self.settings
-        if kind == "train":
+        if kind in ("train", "pretrain"):
             return s.train_soft_limit_s, s.train_hard_limit_s
         return s.build_soft_limit_s, s.build_hard_limit_s
 

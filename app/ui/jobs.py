@@ -22,7 +22,7 @@ router = APIRouter(prefix=COOKIE_PATH, include_in_schema=False)
 Ident = Annotated[str, Path(max_length=64)]
 
 STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
-KINDS = ("train", "build_dataset", "append_dataset", "propose")
+KINDS = ("train", "build_dataset", "append_dataset", "propose", "pretrain")
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
 #: Epoch rows drawn and listed on a job page (the newest; the API has them all).
 EPOCH_ROWS = 2000

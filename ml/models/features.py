@@ -11,7 +11,7 @@ from torch_geometric.data import Data
 
 from ml.encoding.encoder import GLOBAL_FEATURES
 from ml.encoding.genome_vector import MODEL_INFO_DIM, TRAINING_KEYS
-from ml.encoding.hyperparams import NUM_COLUMNS
+from ml.encoding.hyperparams import HYPERPARAM_KEYS, NUM_COLUMNS
 from ml.encoding.vocab import MODULE_TYPES, NUM_NODE_TYPES
 from ml.memo import Memo
 
@@ -28,6 +28,41 @@ def genome_vector(record: Data) -> np.ndarray:
     return np.concatenate([record.model_info.numpy().reshape(-1),
                            signed_log(record.training.numpy().reshape(-1)),
                            record.global_features.numpy().reshape(-1)]).astype(np.float64)
+
+
+#: Per-node network input: standardised hyper-parameter columns, one presence bit per key, and
+#: the log node shape (what the graph networks read beside the node type).
+NODE_INPUT_DIM = NUM_COLUMNS + len(HYPERPARAM_KEYS) + 3
+
+
+def node_inputs_raw(record: Data) -> np.ndarray:
+    """[N, 86 + 3]: signed-log hyper-parameter columns and log1p |node shape|, unscaled."""
+    if getattr(record, "hyperparams", None) is None:
+        return np.zeros((record.num_nodes, NUM_COLUMNS + 3))
+    return np.concatenate([signed_log(record.hyperparams.numpy().astype(np.float64)),
+                           np.log1p(np.abs(record.node_shape.numpy().astype(np.float64)))], 1)
+
+
+def node_inputs_presence(record: Data) -> np.ndarray:
+    """[N, 86 + 3]: 1 where :func:`node_inputs_raw` holds a value the layer really has."""
+    if getattr(record, "hyperparams_mask", None) is None:
+        return np.ones((record.num_nodes, NUM_COLUMNS + 3))
+    mask = np.repeat(record.hyperparams_mask.numpy().astype(np.float64), 2, axis=1)
+    return np.concatenate([mask, np.ones((record.num_nodes, 3))], 1)
+
+
+def node_inputs(record: Data, scaler: "ColumnScaler") -> np.ndarray:
+    """[N, NODE_INPUT_DIM] float32: scaled columns (0 where absent), presence bits, clipped."""
+    return scaled_node_inputs(node_inputs_raw(record), node_inputs_presence(record), scaler)
+
+
+def scaled_node_inputs(raw: np.ndarray, presence: np.ndarray,
+                       scaler: "ColumnScaler") -> np.ndarray:
+    """:func:`node_inputs` from the raw columns and their presence."""
+    hp = scaler.transform(raw) * presence
+    c = NUM_COLUMNS
+    hp = np.concatenate([hp[:, :c], presence[:, :c:2], hp[:, c:]], 1)
+    return np.clip(hp, -10, 10).astype(np.float32)
 
 
 GENOME_VECTOR_DIM = MODEL_INFO_DIM + len(TRAINING_KEYS) + len(GLOBAL_FEATURES)

@@ -92,6 +92,7 @@ COMMON: dict[str, Param] = {
 #: How the tree models treat each metric's targets (``ml.models.trees``): "robust"
 #: (standardised, winsorised), "rank" (normal scores) or "auto" (per metric, on inner folds).
 TARGET_TRANSFORM = Param(str, choices=("auto", "robust", "rank"))
+EMBEDDING = Param(str, nullable=True)
 TREES: dict[str, Param] = {
     "n_estimators": Param(int, 1, 5000),
     "min_samples_leaf": Param(int, 1, 10_000),
@@ -99,6 +100,9 @@ TREES: dict[str, Param] = {
     "target_transform": TARGET_TRANSFORM,
     "inner_folds": Param(int, 2, 10),
     "inner_estimators": Param(int, 1, 5000),
+    #: A pre-trained embedder file (``nas-surrogate pretrain``); the service passes the id of a
+    #: succeeded ``pretrain`` job instead and its worker resolves it.
+    "embedding": EMBEDDING,
 }
 GBT: dict[str, Param] = {
     "max_iter": Param(int, 1, 10_000),
@@ -109,6 +113,7 @@ GBT: dict[str, Param] = {
     "max_features": Param(float, 1e-6, 1.0),
     "target_transform": TARGET_TRANSFORM,
     "inner_folds": Param(int, 2, 10),
+    "embedding": EMBEDDING,
 }
 STACK: dict[str, Param] = {
     **TREES,

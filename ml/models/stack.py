@@ -59,6 +59,7 @@ import numpy as np
 import torch
 
 from ml.metrics import Z95, kendall_tau_b
+from ml.models.features import FEATURE_BLOCKS
 from ml.models.hyperparameters import COMMON, STACK
 from ml.models.kernel import KernelSVR
 from ml.models.trees import ExtraTreesPredictor, FlatTrees, inner_folds_of
@@ -140,8 +141,11 @@ class StackedPredictor(ExtraTreesPredictor):
         return super()._fit_member(x, z, raw, failed, ok, groups, seed, bootstrap)
 
     def _kernel(self, x: np.ndarray, z: np.ndarray) -> KernelSVR:
+        blocks = FEATURE_BLOCKS
+        if self.embedder is not None:  # the embedding weighs as one more family
+            blocks = (*blocks, ("embedding", slice(x.shape[1] - self.embedder.dims, None)))
         return KernelSVR.fit(x, z, c=float(self.config["svr_c"]),
-                             epsilon=float(self.config["svr_epsilon"]))
+                             epsilon=float(self.config["svr_epsilon"]), blocks=blocks)
 
     def _inner_predictions(self, x: np.ndarray, z: np.ndarray, groups: np.ndarray,
                            seed: int) -> tuple[np.ndarray, ...] | None:

@@ -27,6 +27,7 @@ from ml.metrics import Z95, kendall_tau_b
 from ml.models.base import Prediction, Predictor, TrainingCancelled, notify, stop_requested
 from ml.models.features import TABULAR_VERSION, tabular_features
 from ml.models.hyperparameters import COMMON, GBT, TREES
+from ml.models.pretrained import GraphEmbedder
 from ml.models.targets import ROBUST, TARGET_KINDS, TargetScaler
 
 #: Standardised training targets are winsorised to +-this many robust sigmas before fitting.
@@ -40,6 +41,8 @@ TARGET_CLIP = 5.0
 #: ``target_transform``: one kind for every metric, or "auto" (chosen per metric, below).
 AUTO = "auto"
 TARGET_TRANSFORMS: tuple[str, ...] = (AUTO, *TARGET_KINDS)
+#: Where a tree model's state keeps its pre-trained embedder (``embedding``), if it has one.
+EMBEDDING_PREFIX = "embedding."
 
 
 def inner_folds_of(groups: np.ndarray, folds: int, seed: int) -> np.ndarray | None:
@@ -241,6 +244,21 @@ class TreePredictor(Predictor):
         super().__init__(config)
         self.targets = TargetScaler(self.metrics)
         self.members: list[dict[str, FlatTrees]] = []
+        #: A pre-trained encoder whose embedding extends every row (``embedding``: its file,
+        #: read once at fit; then it lives in this model's state, so a bundle needs no file).
+        self.embedder: GraphEmbedder | None = None
+
+    def _use_embedder(self, embedder: GraphEmbedder | None) -> None:
+        """Rows with an embedding are another featurisation: another cache key."""
+        self.embedder = embedder
+        self.feature_key = type(self).feature_key if embedder is None else \
+            f"{type(self).feature_key}+embedding-{embedder.digest()}"
+
+    def _features(self, records: list[Any]) -> np.ndarray:
+        x = tabular_features(records)
+        if self.embedder is None:
+            return x
+        return np.hstack([x, self.embedder.embed(records)])
 
     def fit(self, train_records: Any, val_records: Any = None, config: dict[str, Any] | None = None,
             callbacks: Any = None, resume_from: str | Path | None = None) -> dict[str, Any]:
@@ -248,8 +266,10 @@ class TreePredictor(Predictor):
         nor select anything on a validation split, so holding it out only costs data (grouped
         5-fold CV on the real genomes: uw_val tau .572 -> .580, AP .404 -> .410)."""
         self._update_config(config)
+        path = self.config.get("embedding")
+        self._use_embedder(GraphEmbedder.load(path) if path else None)
         records = as_records(train_records) + as_records(val_records)
-        x = tabular_features(records)
+        x = self._features(records)
         y, failed = labels(records)
         ok = ~failed
         groups = np.asarray(record_groups(records), dtype=object)
@@ -354,7 +374,7 @@ class TreePredictor(Predictor):
 
     def featurize(self, records: Any) -> np.ndarray:
         """The design matrix: a function of each genome alone (rows can be cached per genome)."""
-        return tabular_features(as_records(records))
+        return self._features(as_records(records))
 
     def predict(self, records: Any) -> Prediction:
         return self.predict_features(self.featurize(records))
@@ -419,6 +439,8 @@ class TreePredictor(Predictor):
         for i, trees in enumerate(self.members):
             for key, flat in trees.items():
                 state.update(flat.state(f"m{i}.{key}."))
+        if self.embedder is not None:
+            state.update(self.embedder.state(EMBEDDING_PREFIX))
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -427,9 +449,14 @@ class TreePredictor(Predictor):
         self.members = [{key: FlatTrees.load(state, f"m{i}.{key}.")
                          for key in (*self.metrics, "__fail__")}
                         for i in range(int(state["members"]))]
+        self._use_embedder(GraphEmbedder.from_state(state, EMBEDDING_PREFIX)
+                           if EMBEDDING_PREFIX + "meta" in state else None)
 
     def normalisation(self) -> dict[str, Any]:
-        return {"targets": self.targets.describe(), "features": "tabular_features (raw; trees)"}
+        features = "tabular_features (raw; trees)"
+        if self.embedder is not None:
+            features += f" + {self.embedder.dims} pre-trained embedding columns"
+        return {"targets": self.targets.describe(), "features": features}
 
 
 class ExtraTreesPredictor(TreePredictor):
@@ -441,7 +468,8 @@ class ExtraTreesPredictor(TreePredictor):
     #: training targets (TARGET_CLIP); 5: the target kind per metric (``target_transform``)
     version = 5
     defaults = {"n_estimators": 200, "min_samples_leaf": 3, "max_features": 0.5,
-                "target_transform": AUTO, "inner_folds": 4, "inner_estimators": 100}
+                "target_transform": AUTO, "inner_folds": 4, "inner_estimators": 100,
+                "embedding": None}
     hyperparameters = {**COMMON, **TREES}
     fail_is_probability = True
     tree_spread = True
@@ -476,7 +504,7 @@ class GBTPredictor(TreePredictor):
     version = 5
     defaults = {"max_iter": 300, "learning_rate": 0.04, "max_depth": 3, "min_samples_leaf": 8,
                 "l2_regularization": 1.0, "max_features": 0.5, "target_transform": ROBUST,
-                "inner_folds": 4}
+                "inner_folds": 4, "embedding": None}
     hyperparameters = {**COMMON, **GBT}
 
     def _kw(self, seed: int) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""CLI subcommands of training: ``train`` and ``predict`` (``evaluate`` lives in ml.evaluation).
+"""CLI subcommands of training: ``train``, ``predict`` and ``pretrain`` (``evaluate`` lives in
+ml.evaluation).
 
 ``predict`` prints one JSON object per input genome, in input order::
 
@@ -104,6 +105,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0 if all_ok else 1
 
 
+def pretrain_config(args: argparse.Namespace) -> Any:
+    """The :class:`ml.train.pretrain.PretrainConfig` of the ``pretrain`` arguments."""
+    from ml.train.pretrain import PretrainConfig
+
+    config = PretrainConfig(genomes=args.genomes, seed=args.seed, device=args.device,
+                            hidden=args.hidden, layers=args.layers, dims=args.dims,
+                            chunk=args.chunk)
+    if args.processes is not None:
+        config.processes = args.processes
+    return config
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """Pre-train the masked graph encoder on sampled genomes; print the report as JSON."""
+    from ml.train.pretrain import pretrain
+
+    log = (lambda message: print(message, file=sys.stderr, flush=True)) if args.verbose \
+        else None
+    embedder, report = pretrain(pretrain_config(args), log=log)
+    embedder.save(args.out)
+    if not args.curve:
+        report.pop("curve")
+    print(json.dumps({"out": args.out, **report}))
+    return 0
+
+
 def register(sub: "argparse._SubParsersAction") -> None:
     """Add this package's subcommands to the ``nas-surrogate`` parser."""
     train = sub.add_parser("train", help="train a predictor and write a model bundle")
@@ -126,3 +153,21 @@ def register(sub: "argparse._SubParsersAction") -> None:
     predict.add_argument("--model", required=True, help="model bundle directory")
     predict.add_argument("file", help="one genome per line, or a CSV with a 'genome' column")
     predict.set_defaults(func=cmd_predict)
+
+    pre = sub.add_parser("pretrain", help="pre-train a graph encoder on sampled genomes "
+                         "(masked node reconstruction); writes an embedder file")
+    pre.add_argument("--out", required=True, help="embedder file to write (.pt, tensors only)")
+    pre.add_argument("--genomes", type=int, default=100_000,
+                     help="sampled genomes, each seen once (default 100000)")
+    pre.add_argument("--processes", type=int, default=None,
+                     help="corpus encoder processes (default: cores - 1; 0 = in process)")
+    pre.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
+    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--hidden", type=int, default=64)
+    pre.add_argument("--layers", type=int, default=3)
+    pre.add_argument("--dims", type=int, default=16, help="embedding columns (principal "
+                     "components of the pooled node embeddings)")
+    pre.add_argument("--chunk", type=int, default=256, help="genomes per corpus chunk")
+    pre.add_argument("--curve", action="store_true", help="include the per-chunk loss curve")
+    pre.add_argument("--verbose", action="store_true", help="progress on stderr")
+    pre.set_defaults(func=cmd_pretrain)

@@ -25,7 +25,6 @@ from torch_geometric.data import Batch, Data
 
 from ml.datasets.records import as_records, labels
 from ml.datasets.splits import grouped_split
-from ml.encoding.hyperparams import HYPERPARAM_KEYS, NUM_COLUMNS
 from ml.metrics import kendall_per_metric, objective_tau
 from ml.models.base import (
     Prediction,
@@ -35,16 +34,21 @@ from ml.models.base import (
     notify,
     stop_requested,
 )
-from ml.models.features import GENOME_VECTOR_DIM, ColumnScaler, genome_vector, signed_log
+from ml.models.features import (
+    GENOME_VECTOR_DIM,
+    NODE_INPUT_DIM,
+    ColumnScaler,
+    genome_vector,
+    node_inputs,
+    node_inputs_presence,
+    node_inputs_raw,
+)
 from ml.models.gnn import BiGCNNet, FRNASNet, GCNNet, NodeInput, pairwise_distances
 from ml.models.hyperparameters import COMMON, NEURAL, Param
 from ml.models.targets import TargetScaler
 from ml.train.checkpoint import load_checkpoint, save_checkpoint
 from ml.train.losses import masked_huber, pairwise_hinge, validity_bce
 from ml.train.schedule import warmup_cosine
-
-#: Per-node input: standardised hyper-parameter columns, one presence bit per key, log shape.
-HP_DIM = NUM_COLUMNS + len(HYPERPARAM_KEYS) + 3
 
 
 class NeuralPredictor(Predictor):
@@ -71,7 +75,7 @@ class NeuralPredictor(Predictor):
         raise NotImplementedError
 
     def make_input(self) -> NodeInput:
-        return NodeInput(self.node_input, hp_dim=HP_DIM)
+        return NodeInput(self.node_input, hp_dim=NODE_INPUT_DIM)
 
     def optimizers(self, net: nn.Module, steps: int) -> list[tuple[list[nn.Parameter], Any, Any]]:
         """``[(params, optimizer, scheduler)]``; more than one entry means alternating updates."""
@@ -102,35 +106,18 @@ class NeuralPredictor(Predictor):
         y, failed = labels(records)
         self.targets = TargetScaler(self.metrics).fit(y[~failed])
         self.genome_scaler.fit(np.stack([genome_vector(r) for r in records]))
-        hp = np.concatenate([self._raw_hp(r) for r in records])
-        present = np.concatenate([self._hp_presence(r) for r in records])
+        hp = np.concatenate([node_inputs_raw(r) for r in records])
+        present = np.concatenate([node_inputs_presence(r) for r in records])
         self.hp_scaler.fit(hp, present)
-
-    @staticmethod
-    def _raw_hp(r: Data) -> np.ndarray:
-        if getattr(r, "hyperparams", None) is None:
-            return np.zeros((r.num_nodes, NUM_COLUMNS + 3))
-        return np.concatenate([signed_log(r.hyperparams.numpy().astype(np.float64)),
-                               np.log1p(np.abs(r.node_shape.numpy().astype(np.float64)))], 1)
-
-    @staticmethod
-    def _hp_presence(r: Data) -> np.ndarray:
-        if getattr(r, "hyperparams_mask", None) is None:
-            return np.ones((r.num_nodes, NUM_COLUMNS + 3))
-        mask = np.repeat(r.hyperparams_mask.numpy().astype(np.float64), 2, axis=1)
-        return np.concatenate([mask, np.ones((r.num_nodes, 3))], 1)
 
     def _prepare(self, records: list[Data], with_labels: bool) -> list[Data]:
         """Light copies carrying only what the networks read (standardised, float32)."""
         out = []
         for r in records:
-            presence = self._hp_presence(r)
-            hp = self.hp_scaler.transform(self._raw_hp(r)) * presence
-            c = NUM_COLUMNS
-            hp = np.concatenate([hp[:, :c], presence[:, :c:2], hp[:, c:]], 1)
+            hp = node_inputs(r, self.hp_scaler)
             g = self.genome_scaler.transform(genome_vector(r)[None])
             d = Data(x=r.node_type.long(), edge_index=r.edge_index,
-                     hp=torch.from_numpy(np.clip(hp, -10, 10)).float(),
+                     hp=torch.from_numpy(hp),
                      g=torch.from_numpy(np.clip(g, -10, 10)).float(), num_nodes=r.num_nodes)
             if with_labels:
                 y = r.y.numpy().astype(np.float64)

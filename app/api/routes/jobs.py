@@ -1,5 +1,6 @@
-"""``POST /jobs/train``, ``GET /jobs``, ``GET /jobs/{id}``, ``POST /jobs/{id}/cancel``,
-``GET /jobs/{id}/events``. Job state is read from SQL only (never from Celery's backend)."""
+"""``POST /jobs/train``, ``POST /jobs/pretrain``, ``GET /jobs``, ``GET /jobs/{id}``,
+``POST /jobs/{id}/cancel``, ``GET /jobs/{id}/events``. Job state is read from SQL only (never
+from Celery's backend)."""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +11,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from app.api.deps import JobPrincipal, Principal, SessionDep, SettingsDep, TrainPrincipal
 from app.api.routes import errors
-from app.schemas import JobEventPublic, JobPublic, JobsPublic, TrainRequest
+from app.schemas import JobEventPublic, JobPublic, JobsPublic, PretrainRequest, TrainRequest
 from service.db import session_scope
 from service.errors import ServiceError
 from service.store import datasets as dataset_store
@@ -105,6 +106,20 @@ def check_model_rights(body: TrainRequest, principal: Principal, settings: Any) 
                            f"{settings.model_name!r} needs an admin key")
 
 
+def check_embedding(hyperparameters: dict[str, Any], principal: Principal) -> None:
+    """``embedding`` names a succeeded ``pretrain`` job the caller can see (never a path: the
+    worker resolves the id to the job's embedder file)."""
+    ref = hyperparameters.get("embedding")
+    if ref is None:
+        return
+    with session_scope() as session:
+        job = session.get(Job, ref) if isinstance(ref, str) and len(ref) <= 64 else None
+        visible = job is not None and (principal.is_admin or job.principal == principal.ident)
+        if not visible or job.kind != "pretrain" or job.status != "succeeded":
+            raise ServiceError("INVALID_REQUEST", "hyperparameters.embedding: must be the id of "
+                               "a succeeded pretrain job", details={"field": "embedding"})
+
+
 def visible_job(session: Any, job_id: str, principal: Principal) -> Job:
     """A job its owner or an admin may see; anyone else gets the same 404 as for no job."""
     job = job_store.get_job(session, job_id)
@@ -121,6 +136,7 @@ def submit_train(body: TrainRequest, request: Request, response: Response,
     """Queue a training run on a built dataset. With an ``Idempotency-Key`` the same key and
     body return the original job (200); the same key with another body is 409."""
     check_predictor(body.predictor, body.hyperparameters, settings)
+    check_embedding(body.hyperparameters, principal)
     check_model_rights(body, principal, settings)
     require_broker(request)
     params = body.model_dump()
@@ -139,12 +155,41 @@ def submit_train(body: TrainRequest, request: Request, response: Response,
         return job_public(job_store.get_job(session, job_id))
 
 
+@router.post("/jobs/pretrain", response_model=JobPublic, status_code=202,
+             responses=errors(409))
+def submit_pretrain(body: PretrainRequest, request: Request, response: Response,
+                    principal: TrainPrincipal, settings: SettingsDep,
+                    idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+    """Queue self-supervised pre-training of the graph encoder (the ``gpu`` queue, as
+    training). Its ``result`` is the run's report (genomes, seconds per stage, loss curve) and
+    the embedder; pass the job's id as ``hyperparameters.embedding`` of a tree model's
+    training. Idempotency as ``POST /jobs/train``."""
+    if body.device == "cuda" and settings.executor == "thread":  # jobs run in this process
+        from ml.models.hyperparameters import DeviceUnavailable, check_device
+        try:
+            check_device({"device": "cuda"})
+        except DeviceUnavailable as exc:
+            raise ServiceError("INVALID_REQUEST", f"device: {exc}",
+                               details={"field": "device"}) from exc
+    require_broker(request)
+    params = body.model_dump()
+    with session_scope() as session:
+        job, created = job_store.create_job(
+            session, kind="pretrain", params=params, principal=principal.ident,
+            request_sha256=request_digest({"kind": "pretrain", **params}),
+            idempotency_key=idempotency_key, max_attempts=settings.max_attempts)
+        job_id = job.id
+    answer_submission(request, response, created, job_id, "pretrain", f"/jobs/{job_id}")
+    with session_scope() as session:
+        return job_public(job_store.get_job(session, job_id))
+
+
 @router.get("/jobs", response_model=JobsPublic, responses=errors())
 def list_jobs(session: SessionDep, principal: JobPrincipal,
               status: Annotated[str | None, Query(pattern="^(queued|running|cancelling|"
                                                   "succeeded|failed|cancelled)$")] = None,
               kind: Annotated[str | None, Query(
-                  pattern="^(train|build_dataset|append_dataset|propose)$")] = None,
+                  pattern="^(train|build_dataset|append_dataset|propose|pretrain)$")] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               page_token: Annotated[str | None, Query(max_length=200)] = None) -> dict[str, Any]:
     """Newest first; pass ``next_page_token`` back as ``page_token`` for the next page. A key
