@@ -536,6 +536,15 @@ def embedder_path(job_id: str) -> str:
     return str(path)
 
 
+def resolved(hyperparameters: dict[str, Any] | None) -> dict[str, Any]:
+    """A recipe's hyper-parameters as the model reads them: an ``embedding`` (the API names a
+    ``pretrain`` job) becomes that job's embedder file."""
+    out = dict(hyperparameters or {})
+    if out.get("embedding"):
+        out["embedding"] = embedder_path(str(out["embedding"]))
+    return out
+
+
 def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> str:
     from ml.encoding.encoder import ENCODER_VERSION
     from ml.models.base import TrainingCancelled
@@ -559,10 +568,8 @@ def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
     name = resolve_name(params.get("predictor") or settings.default_predictor)
     job_dir = settings.jobs_dir / ctx.job_id
     checkpoint_dir = job_dir / "checkpoint"
-    config = {**(params.get("hyperparameters") or {}), "metrics": tuple(source["metrics"]),
+    config = {**resolved(params.get("hyperparameters")), "metrics": tuple(source["metrics"]),
               "checkpoint_dir": str(checkpoint_dir)}
-    if config.get("embedding"):  # the API names a pretrain job; the model reads its file
-        config["embedding"] = embedder_path(str(config["embedding"]))
     probe = create(name, config)
     total = int(probe.config.get("epochs", 0) or 0) * int(probe.config.get("ensemble", 1)) \
         or int(probe.config.get("ensemble", 1))
@@ -650,9 +657,17 @@ def _promotion(ctx: JobContext, params: dict[str, Any], settings: Settings, reco
     if mode != "if_better":
         return mode == "always", None
     ctx.progress(0.99, "comparing with the champion on the generation-forward protocol")
-    challenger = {"predictor": name, "hyperparameters": dict(params.get("hyperparameters") or {})}
-    comparison = compare_recipes(records, tuple(source["metrics"]), challenger, champion,
-                                 settings.promote_generations)
+    recipes = {"challenger": {"predictor": name,
+                              "hyperparameters": dict(params.get("hyperparameters") or {})},
+               "champion": champion}
+    # Fitted with the embedder files; recorded as asked (a pretrain job id, never a path).
+    run_as = {side: None if r is None else {**r, "hyperparameters": resolved(r["hyperparameters"])}
+              for side, r in recipes.items()}
+    comparison = compare_recipes(records, tuple(source["metrics"]), run_as["challenger"],
+                                 run_as["champion"], settings.promote_generations)
+    for side, recipe in recipes.items():
+        if recipe is not None and isinstance(comparison.get(side), dict):
+            comparison[side]["recipe"] = json_safe(recipe)
     if champion is not None:
         comparison["champion"]["version"] = champion.get("version")
     return bool(comparison["promoted"]), comparison

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import headers, needs_redis
+from .conftest import headers, make_key, needs_redis
 
 pytestmark = needs_redis
 
@@ -52,16 +52,21 @@ def test_pretrain_job_then_a_training_with_its_embedding(api: dict[str, Any]) ->
     assert Path(result["path"]).is_file() and str(settings.pretrained_dir) in result["path"]
     listed = c.get("/jobs?kind=pretrain", headers=headers(keys["train"])).json()
     assert [j["id"] for j in listed["data"]] == [job["id"]]
-    # Another key does not see it, so it cannot train with it either.
-    other = c.post("/jobs/train", json={"dataset_id": api["dataset_id"], "predictor": "trees",
-                                        "hyperparameters": {"embedding": job["id"]}},
-                   headers=headers(keys["admin"]))
-    assert other.status_code == 202  # an admin sees every job
-
+    # Another train key does not see it, so it cannot train with it either.
     r = c.post("/jobs/train", json={"dataset_id": api["dataset_id"], "predictor": "trees",
-                                    "hyperparameters": {"embedding": job["id"],
-                                                        "n_estimators": 10,
-                                                        "target_transform": "robust"}},
+                                    "hyperparameters": {"embedding": job["id"]}},
+               headers=headers(make_key(["train"])))
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "embedding"
+
+    # A cheap champion first, so that the comparison below costs seconds, not the stack's.
+    cheap = {"n_estimators": 10, "target_transform": "robust"}
+    r = c.post("/jobs/train", json={"dataset_id": api["dataset_id"], "predictor": "trees",
+                                    "hyperparameters": cheap, "promote": "always"},
+               headers=headers(keys["admin"]))
+    assert r.status_code == 202 and run_job(r.json()["id"], settings) == "succeeded"
+    r = c.post("/jobs/train", json={"dataset_id": api["dataset_id"], "predictor": "trees",
+                                    "hyperparameters": {**cheap, "embedding": job["id"]},
+                                    "promote": "if_better"},
                headers=headers(keys["train"]))
     assert r.status_code == 202, r.text
     assert run_job(r.json()["id"], settings) == "succeeded"
@@ -74,3 +79,7 @@ def test_pretrain_job_then_a_training_with_its_embedding(api: dict[str, Any]) ->
         path = registry.get_version(session, version["name"], version["version"]).source_path
     model = load_bundle(path)
     assert model.embedder is not None and model.embedder.digest() == result["digest"]
+    # The champion comparison fitted the recipe with the embedder and records it as asked.
+    recipe = version["comparison"]["challenger"]["recipe"]
+    assert recipe["hyperparameters"]["embedding"] == job["id"]
+    assert "per_generation" in version["comparison"]["challenger"]
