@@ -21,6 +21,9 @@ from service.tables import Job
 router = APIRouter(tags=["jobs"])
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+#: The answer to a replayed submission (same ``Idempotency-Key`` and body): the earlier job.
+REPLAYED = {200: {"model": JobPublic, "description": "an idempotent replay: the job the "
+                  "earlier request with this Idempotency-Key created"}}
 
 
 def request_digest(body: dict[str, Any]) -> str:
@@ -129,7 +132,7 @@ def visible_job(session: Any, job_id: str, principal: Principal) -> Job:
 
 
 @router.post("/jobs/train", response_model=JobPublic, status_code=202,
-             responses=errors(404, 409))
+             responses={**REPLAYED, **errors(404, 409)})
 def submit_train(body: TrainRequest, request: Request, response: Response,
                  principal: TrainPrincipal, settings: SettingsDep,
                  idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
@@ -156,7 +159,7 @@ def submit_train(body: TrainRequest, request: Request, response: Response,
 
 
 @router.post("/jobs/pretrain", response_model=JobPublic, status_code=202,
-             responses=errors(409))
+             responses={**REPLAYED, **errors(409)})
 def submit_pretrain(body: PretrainRequest, request: Request, response: Response,
                     principal: TrainPrincipal, settings: SettingsDep,
                     idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
