@@ -477,25 +477,15 @@ def _run_propose(ctx: JobContext, params: dict[str, Any]) -> str:
     return "succeeded"
 
 
-def _run_pretrain(ctx: JobContext, params: dict[str, Any], settings: Settings) -> str:
-    """Pre-train the masked graph encoder (``ml.train.pretrain``) and keep the embedder under
-    ``pretrained_dir``; the report (and the file's path) is the job's ``result``, and a train
-    job names this job's id as its ``embedding``."""
+@contextmanager
+def _fitting(ctx: JobContext) -> Iterator[None]:
+    """What a fit (training or pre-training) raises, as the job's outcome: a cancel (or a lost
+    lease), out of memory, a deterministic ``TRAINING_FAILED``; anything else is a bug and
+    propagates. A lease lost during the fit is noticed when it returns."""
     from ml.models.base import TrainingCancelled
-    from ml.models.hyperparameters import DeviceUnavailable, check_device
-    from ml.train.pretrain import PretrainConfig, pretrain
 
-    config = PretrainConfig(**{k: v for k, v in params.items() if v is not None})
-    if config.device != "auto":
-        try:
-            check_device({"device": config.device})
-        except DeviceUnavailable as exc:
-            raise JobFailure("DEVICE_UNAVAILABLE",
-                             f"{exc} (worker {socket.gethostname()})") from exc
-    ctx.progress(0.0, f"pre-training on {config.genomes} sampled genomes")
     try:
-        with _children_allowed():
-            embedder, report = pretrain(config, progress=ctx.progress, stop=ctx.should_stop)
+        yield
     except TrainingCancelled as exc:
         if ctx.lost.is_set():
             raise LeaseLost() from exc
@@ -508,6 +498,25 @@ def _run_pretrain(ctx: JobContext, params: dict[str, Any], settings: Settings) -
         raise
     if ctx.lost.is_set():
         raise LeaseLost()
+
+
+def _run_pretrain(ctx: JobContext, params: dict[str, Any], settings: Settings) -> str:
+    """Pre-train the masked graph encoder (``ml.train.pretrain``) and keep the embedder under
+    ``pretrained_dir``; the report (and the file's path) is the job's ``result``, and a train
+    job names this job's id as its ``embedding``."""
+    from ml.models.hyperparameters import DeviceUnavailable, check_device
+    from ml.train.pretrain import PretrainConfig, pretrain
+
+    config = PretrainConfig(**{k: v for k, v in params.items() if v is not None})
+    if config.device != "auto":
+        try:
+            check_device({"device": config.device})
+        except DeviceUnavailable as exc:
+            raise JobFailure("DEVICE_UNAVAILABLE",
+                             f"{exc} (worker {socket.gethostname()})") from exc
+    ctx.progress(0.0, f"pre-training on {config.genomes} sampled genomes")
+    with _fitting(ctx), _children_allowed():
+        embedder, report = pretrain(config, progress=ctx.progress, stop=ctx.should_stop)
     folder = settings.pretrained_dir / ctx.job_id / f"attempt-{ctx.attempt}"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "embedder.pt"
@@ -547,7 +556,6 @@ def resolved(hyperparameters: dict[str, Any] | None) -> dict[str, Any]:
 
 def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> str:
     from ml.encoding.encoder import ENCODER_VERSION
-    from ml.models.base import TrainingCancelled
     from ml.models.hyperparameters import DeviceUnavailable, check_device
     from ml.train import fit_predictor, load_bundle, load_training_records, save_bundle
     from ml.train.catalog import create, resolve_name
@@ -578,22 +586,10 @@ def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
     if resume_from is not None:
         ctx.log(f"attempt {ctx.attempt}: resuming from {resume.name}")
     ctx.progress(0.0, f"training {name} on {len(records)} genomes")
-    try:
+    with _fitting(ctx):
         model, info = fit_predictor(records, name, config,
                                     callbacks=_TrainCallbacks(ctx, total, settings.epoch_delay_s),
                                     resume_from=resume_from)
-    except TrainingCancelled as exc:
-        if ctx.lost.is_set():
-            raise LeaseLost() from exc
-        raise Cancelled() from exc
-    except Exception as exc:  # noqa: BLE001 - classified below; anything else is a bug
-        if _is_out_of_memory(exc):
-            raise JobFailure("OUT_OF_MEMORY", f"{type(exc).__name__}: {exc}"[:2000]) from exc
-        if isinstance(exc, (ValueError, RuntimeError)):
-            raise JobFailure("TRAINING_FAILED", f"{type(exc).__name__}: {exc}") from exc
-        raise
-    if ctx.lost.is_set():
-        raise LeaseLost()
     model_name = params.get("model_name") or settings.model_name
     # One directory per attempt, never overwritten: a stale attempt that finishes late cannot
     # touch the files of the version another attempt registered.

@@ -68,6 +68,22 @@ def answer_submission(request: Request, response: Response, created: bool, job_i
     response.headers["Location"] = location
 
 
+def queue_job(request: Request, response: Response, kind: str, params: dict[str, Any],
+              principal: Principal, settings: Any,
+              idempotency_key: str | None) -> tuple[str, bool]:
+    """Create a job that needs nothing else checked in its transaction (an idempotent replay
+    finds the earlier one) and answer as :func:`answer_submission`; returns its id and
+    whether it is new."""
+    with session_scope() as session:
+        job, created = job_store.create_job(
+            session, kind=kind, params=params, principal=principal.ident,
+            request_sha256=request_digest({"kind": kind, **params}),
+            idempotency_key=idempotency_key, max_attempts=settings.max_attempts)
+        job_id = job.id
+    answer_submission(request, response, created, job_id, kind, f"/jobs/{job_id}")
+    return job_id, created
+
+
 def require_broker(request: Request) -> None:
     if not request.app.state.dispatcher.ping():
         raise ServiceError("BROKER_UNAVAILABLE", "the job queue is unreachable; nothing was "
@@ -116,9 +132,12 @@ def check_embedding(hyperparameters: dict[str, Any], principal: Principal) -> No
     if ref is None:
         return
     with session_scope() as session:
-        job = session.get(Job, ref) if isinstance(ref, str) and len(ref) <= 64 else None
-        visible = job is not None and (principal.is_admin or job.principal == principal.ident)
-        if not visible or job.kind != "pretrain" or job.status != "succeeded":
+        try:
+            job = visible_job(session, ref, principal) \
+                if isinstance(ref, str) and len(ref) <= 64 else None
+        except ServiceError:  # JOB_NOT_FOUND: none, or not this key's
+            job = None
+        if job is None or job.kind != "pretrain" or job.status != "succeeded":
             raise ServiceError("INVALID_REQUEST", "hyperparameters.embedding: must be the id of "
                                "a succeeded pretrain job", details={"field": "embedding"})
 
@@ -175,14 +194,8 @@ def submit_pretrain(body: PretrainRequest, request: Request, response: Response,
             raise ServiceError("INVALID_REQUEST", f"device: {exc}",
                                details={"field": "device"}) from exc
     require_broker(request)
-    params = body.model_dump()
-    with session_scope() as session:
-        job, created = job_store.create_job(
-            session, kind="pretrain", params=params, principal=principal.ident,
-            request_sha256=request_digest({"kind": "pretrain", **params}),
-            idempotency_key=idempotency_key, max_attempts=settings.max_attempts)
-        job_id = job.id
-    answer_submission(request, response, created, job_id, "pretrain", f"/jobs/{job_id}")
+    job_id, _ = queue_job(request, response, "pretrain", body.model_dump(), principal, settings,
+                       idempotency_key)
     with session_scope() as session:
         return job_public(job_store.get_job(session, job_id))
 

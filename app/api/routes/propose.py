@@ -15,9 +15,8 @@ from app.api.deps import PredictPrincipal, SettingsDep
 from app.api.routes import errors
 from app.api.routes.jobs import (
     IdempotencyKey,
-    answer_submission,
     job_public,
-    request_digest,
+    queue_job,
     require_broker,
 )
 from app.api.routes.predict import parse_model, resolve_version
@@ -103,15 +102,11 @@ def propose(body: ProposeRequest, request: Request, response: Response,
         require_broker(request)
         params = {**body.model_dump(), "model_name": loaded.name,
                   "model_version": loaded.version}
-        with session_scope() as session:
-            job, created = job_store.create_job(
-                session, kind="propose", params=params, principal=principal.ident,
-                request_sha256=request_digest({"kind": "propose", **params}),
-                idempotency_key=idempotency_key, max_attempts=settings.max_attempts)
-            job_id = job.id
-        answer_submission(request, response, created, job_id, "propose", f"/jobs/{job_id}")
+        job_id, created = queue_job(request, response, "propose", params, principal, settings,
+                                    idempotency_key)
         with session_scope() as session:
             content = JobPublic.model_validate(job_public(job_store.get_job(session, job_id)))
         return JSONResponse(content.model_dump(mode="json"),
-                            status_code=202 if created else 200, headers=dict(response.headers))
+                            status_code=202 if created else 200,
+                            headers=dict(response.headers))
     return run_proposal(scorer, loaded, spec, RequestBudget(0, settings.propose_deadline_s))
