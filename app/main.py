@@ -150,9 +150,8 @@ def create_app(settings: Settings | None = None, dispatcher: Any = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.warm_up:
-            from ml.arch.backbones import warm_up
-            threading.Thread(target=warm_up, kwargs={"freeze_heap": True}, daemon=True,
-                             name="warm-up").start()
+            from ml.models.encoding_pool import warm_process
+            threading.Thread(target=warm_process, daemon=True, name="warm-up").start()
             app.state.scorer.start_pool()
         start = getattr(app.state.dispatcher, "start_reconciler", None)
         if start is not None and app.state.start_reconciler:

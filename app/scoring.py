@@ -209,7 +209,8 @@ class EncodingCache:
             hit = record is not None
             if record is None:
                 try:
-                    record = self.encoder.encode_genome(genome, text).to_data("combined")
+                    encoded = self.encoder.encode_genome(genome, text)
+                    record = encoded.to_data("combined", layer_segments=encoded.layer_segments)
                 except GenomeError as exc:
                     raise exc.with_text(text) from None
                 if keep_record:

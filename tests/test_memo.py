@@ -34,7 +34,7 @@ def _sample() -> list[str]:
 
 def _clear_memos() -> None:
     from ml.arch.compiler import BACKBONE_MEMO, LAYER_MEMO
-    from ml.models.features import PATH_MEMO
+    from ml.models.paths import PATH_MEMO
 
     for memo in (LAYER_MEMO, BACKBONE_MEMO, PATH_MEMO):
         memo.clear()
@@ -113,6 +113,7 @@ def test_compile_memos_stay_within_their_bound(monkeypatch: pytest.MonkeyPatch) 
 def test_path_memo_rows_equal_the_plain_block() -> None:
     from ml.encoding.encoder import GenomeEncoder
     from ml.models import features as F
+    from ml.models import paths
 
     encoder = GenomeEncoder()
     records = []
@@ -121,17 +122,66 @@ def test_path_memo_rows_equal_the_plain_block() -> None:
             records.append(encoder.encode(text).to_data("combined"))
         except GenomeError:
             pass
-    plain = F._path_block(records)
+    plain = paths._path_block(records)
     _clear_memos()
-    first = F._path_block_memo(records[:50])       # cold, with repeated structures
-    again = F._path_block_memo(records[::-1])       # partly remembered, another order
+    first = paths.path_block(records[:50])       # cold, with repeated structures
+    again = paths.path_block(records[::-1])       # partly remembered, another order
     assert np.array_equal(first.view(np.int64), plain[:50].view(np.int64))
     assert np.array_equal(again.view(np.int64), plain[::-1].view(np.int64))
     expected = np.concatenate([F._genome_vector_block(records), F._op_histogram_block(records),
                                F._hyperparam_block(records), plain], axis=1)
     assert np.array_equal(F.tabular_features(records).view(np.int64), expected.view(np.int64))
-    assert len(F.PATH_MEMO) <= F.PATH_MEMO.maxsize
-    assert not F.PATH_MEMO.get(F._structure_key(records[0])).flags.writeable
+    assert len(paths.PATH_MEMO) <= paths.PATH_MEMO.maxsize
+    assert not paths.PATH_MEMO.get(paths._structure_key(records[0])).flags.writeable
+
+
+def test_composed_path_rows_equal_the_sweep() -> None:
+    """Rows composed from per-backbone tables (records carrying ``layer_segments``) are the
+    sweep's bits on real, bred and sampled genomes: capped path counts (DenseNet), segments
+    with sources of their own (ConvNeXt, Swin), genomes without layers. A record whose
+    segments do not match its graph is swept instead."""
+    from ml.encoding.encoder import GenomeEncoder
+    from ml.models import paths
+
+    encoder = GenomeEncoder()
+    records, builders = [], set()
+    for text in _sample():
+        try:
+            encoded = encoder.encode(text)
+        except GenomeError:
+            continue
+        builders.update(b for b, _, _ in encoded.layer_segments if b is not None)
+        records.append(encoded.to_data("combined", layer_segments=encoded.layer_segments))
+    swept = paths._path_block(records)
+    composed = [paths._composed_summary(r) for r in records]
+    assert all(c is not None for c in composed)
+    rows = np.stack([np.concatenate([c, paths._edge_pairs(r)]) for c, r in zip(composed, records)])
+    assert np.array_equal(rows.view(np.int64), swept.view(np.int64))
+    count = swept[:, 2 * paths._PATH_COLUMNS]  # log1p of the capped path count
+    assert (count == np.log1p(paths._PATH_COUNT_CAP)).any()
+    assert any(b.startswith(("convnext", "swin")) for b in builders)
+    assert any(b.startswith("densenet") for b in builders)
+    _clear_memos()
+    assert np.array_equal(paths.path_block(records).view(np.int64), swept.view(np.int64))
+
+    # Tables built ahead from the variants (warm_process) are the ones genomes need.
+    from ml.arch.backbones import cached_variants
+
+    paths._LAYER_PATHS.clear()
+    assert paths.warm_layer_paths() == len(cached_variants())
+    again = [paths._composed_summary(r) for r in records]
+    assert len(paths._LAYER_PATHS) == len(cached_variants())
+    assert all(np.array_equal(a, c) for a, c in zip(again, composed))
+
+    inner = next(i for i, r in enumerate(records)
+                 if any(b and b.startswith("resnet") for b, _, _ in r.layer_segments))
+    lying = records[inner].clone()  # a backbone node of another type than its variant's
+    start = next(a for b, a, _ in lying.layer_segments if b and b.startswith("resnet"))
+    lying.node_type[start + 5] = (lying.node_type[start + 5] + 1) % paths.NUM_NODE_TYPES
+    assert paths._composed_summary(lying) is None
+    _clear_memos()
+    assert np.array_equal(paths.path_block([lying]).view(np.int64),
+                          paths._path_block([lying]).view(np.int64))
 
 
 def test_one_pass_parser_equals_the_parser_or_declines() -> None:

@@ -153,7 +153,7 @@ def test_path_features_count_paths_and_match_the_reference(real_records):
     from torch_geometric.data import Data
 
     from ml.evaluation.nasbench_graph import arch_to_data
-    from ml.models.features import NUM_NODE_TYPES, _path_block, node_mixing, path_features_reference
+    from ml.models.paths import NUM_NODE_TYPES, _path_block, node_mixing, path_features_reference
 
     # input -> gcn -> skip -> output and input -> fc -> skip -> output: 2 paths of 4 nodes,
     # one without message passing (message-passing count max 1, min 0).

@@ -118,6 +118,14 @@ class EncodedGenome:
     def num_edges(self) -> int:
         return int(self.graph.edges.shape[0])
 
+    @property
+    def layer_segments(self) -> tuple[tuple[str | None, int, int], ...]:
+        """``(backbone builder or None, start, stop)`` of each layer's node range. Attached to a
+        record (``to_data(..., layer_segments=...)``) where rows are featurised, it lets the
+        path block compose per-backbone tables instead of sweeping the whole graph (not stored
+        in datasets: a plain tuple that old records lack)."""
+        return tuple((s.builder, s.start, s.stop) for s in self.graph.segments)
+
     @isolated("summarising")
     def summary(self) -> dict[str, Any]:
         """The CLI's ``encode`` JSON object (without ``index``)."""

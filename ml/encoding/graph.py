@@ -112,6 +112,13 @@ def _template(variant: BackboneVariant) -> _Template:
     return template
 
 
+def variant_segment(variant: BackboneVariant) -> tuple[tuple[str | None, ...], np.ndarray]:
+    """The module types and local ``(E, 2)`` edges a genome graph gets for ``variant``'s
+    segment (the exit edge points to ``len(types)``), without building a genome."""
+    template = _template(variant)
+    return template.module_types, template.edges
+
+
 def build_graph(genome: EvaluatedGenome | CompiledNetwork) -> GenomeGraph:
     """The traced graph of the genome's chain (compiles it first when given an EvaluatedGenome)."""
     net = genome if isinstance(genome, CompiledNetwork) else compile_genome(genome)

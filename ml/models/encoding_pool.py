@@ -79,8 +79,18 @@ def _init_worker(max_length: int, warm: bool) -> None:
     torch.set_num_threads(1)
     _ENCODER = GenomeEncoder(max_length=max_length)
     if warm:
-        from ml.arch.backbones import warm_up
-        warm_up(freeze_heap=True)
+        warm_process()
+
+
+def warm_process() -> None:
+    """What a long-lived encoding process builds before its first genome (the API process's
+    warm-up thread and every encoder worker): every backbone variant, its path tables
+    (:func:`ml.models.paths.warm_layer_paths`), then the heap frozen for the collector."""
+    from ml.arch.backbones import warm_up
+    from ml.models.paths import warm_layer_paths
+
+    warm_up(freeze_heap=True)
+    warm_layer_paths()
 
 
 def _probe() -> int:
@@ -99,7 +109,7 @@ def encode_rows(texts: Sequence[str], feature_key: str) -> list[RowOutcome]:
     for text in texts:
         try:
             encoded = _ENCODER.encode(text)
-            record = encoded.to_data("combined")
+            record = encoded.to_data("combined", layer_segments=encoded.layer_segments)
         except GenomeError as exc:  # whatever the text holds, it fails alone
             outcomes.append(RowOutcome(None, error=exc.with_text(text).to_dict()))
             continue

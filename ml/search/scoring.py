@@ -79,7 +79,8 @@ class BundleScorer:
                         std[i] = known[1]
                     continue
                 try:
-                    data = self.encoder.encode_genome(genome, text).to_data("combined")
+                    encoded = self.encoder.encode_genome(genome, text)
+                    data = encoded.to_data("combined", layer_segments=encoded.layer_segments)
                 except GenomeError as exc:
                     raise exc.with_text(text) from None
             except GenomeError as exc:
