@@ -516,9 +516,18 @@ class Scorer:
                 outcomes[i].record = None  # the graph is not needed past its chunk
             chunk, chunk_bytes = [], 0
 
-        try:
-            pooled = self._encode_in_pool(genomes, key, budget)
-            for i, text in enumerate(genomes):
+        pooled: set[int] = set()
+        done = 0  # genomes[:done] are encoded (or known) and in a chunk
+
+        def advance(upto: int) -> None:
+            """Take genomes[done:upto] in order: cached or encoded here, then chunked and
+            predicted as chunks fill (called as the encoder processes' results arrive, so the
+            model predicts while they encode the rest)."""
+            nonlocal done, hits, chunk_bytes
+            while done < upto:
+                i = done
+                done += 1
+                text = genomes[i]
                 budget.check_time(i)
                 known = self.cache.identify(text)
                 if known is not None and (known.error is not None or (
@@ -538,6 +547,10 @@ class Scorer:
                     budget.spend(outcome.num_nodes, i)
                 if len(chunk) >= chunk_limit or chunk_bytes >= bytes_limit:
                     flush()
+
+        try:
+            self._encode_in_pool(genomes, key, budget, pooled, advance)
+            advance(n)
         except ServiceError:
             # Out of budget or time: keep the pending chunk's work (its feature rows) so the
             # retry the error invites continues from here instead of starting over.
@@ -549,44 +562,46 @@ class Scorer:
         return Evaluated(outcomes, mean, std, p_fail, has_std, hits,
                          interval if has_interval else None)
 
-    def _encode_in_pool(self, genomes: list[str], key: str | None,
-                        budget: RequestBudget) -> set[int]:
+    def _encode_in_pool(self, genomes: list[str], key: str | None, budget: RequestBudget,
+                        pooled: set[int], ready: Callable[[int], None]) -> None:
         """Encode and featurise the batch's never-seen texts in the encoder processes when
-        there are enough of them (their hash or error and row then sit in the cache, so the
-        loop after finds them there). Returns the positions so encoded (cache misses). A pool
-        still starting is started, not waited for: this batch encodes in process."""
+        there are enough of them (their hash or error and row then sit in the cache, where
+        the caller finds them). ``pooled`` gets the positions sent (cache misses) before any
+        result; ``ready(p + 1)`` is called as position ``p``'s result arrives (in order; a
+        task retried after a worker died comes last, and the caller has meanwhile encoded
+        its genomes in process). A pool still starting is started, not waited for: this batch
+        encodes in process."""
         pool = self.pool
         if pool is None or key is None:
-            return set()
+            return
         from ml.models.encoding_pool import supports
 
         if not supports(key):
-            return set()
+            return
         first: dict[str, int] = {}
         for i, text in enumerate(genomes):
             if text not in first and self.cache.identify(text) is None:
                 first[text] = i
         if len(first) < self.settings.encoder_pool_min_misses:
-            return set()
+            return
         if not pool.ready():
             pool.start()
-            return set()
+            return
         texts, positions = list(first), list(first.values())
+        pooled.update(positions)
 
         def keep(j: int, outcome: Any) -> None:
             self.cache.keep_pooled(texts[j], outcome, key)
             budget.spend(outcome.num_nodes, positions[j])
+            ready(positions[j] + 1)
 
         deadline = budget.started + budget.deadline_s if budget.deadline_s else None
         try:
             pool.encode(texts, key, deadline=deadline, on_result=keep)
         except TimeoutError:
             budget.check_time(positions[-1])  # past the deadline: DEADLINE_EXCEEDED
-            return set()
         except RuntimeError as exc:  # closed meanwhile (shutdown): encode in process
             log.warning("encoding pool unavailable: %s", exc)
-            return set()
-        return set(positions)
 
     def _keep(self, model: Any, key: str | None, chunk: list[int], genomes: list[str],
               outcomes: list[Encoded]) -> None:

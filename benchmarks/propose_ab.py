@@ -44,10 +44,14 @@ if __name__ == "__main__":
     population = tuple(r["genome"] for r in rows if int(float(r["generation"])) == last)
     records, _ = load_training_records(csv=train_csv)
     model, _ = fit_predictor(records, model_name, {})
-    try:
-        warm_up(freeze_heap=True)  # as the service warms up
-    except TypeError:  # a checkout from before freeze_heap
-        warm_up()
+    try:  # as the service warms up
+        from ml.models.encoding_pool import warm_process
+        warm_process()
+    except ImportError:  # a checkout from before warm_process
+        try:
+            warm_up(freeze_heap=True)
+        except TypeError:  # a checkout from before freeze_heap
+            warm_up()
     loaded = LoadedModel("default", 1, model.name, "graph-v2", model)
     settings = Settings(warm_up=True, encoder_processes=int(processes))
     pool = Scorer(settings).pool

@@ -121,6 +121,34 @@ def test_scorer_with_the_pool_answers_as_without(pool, trees_model):
     assert pool.encoded == encoded and small == plain.score(GENOMES[150:160], trees_model)
 
 
+def test_chunks_are_predicted_while_workers_encode(pool, trees_model):
+    """Results arrive in order, and each full chunk is predicted then, while the workers
+    encode the rest; the answer is the in-process one."""
+    batch = GENOMES[:150] + BAD + GENOMES[:10]
+    settings = dict(database_url="sqlite://", warm_up=False, predict_chunk=32)
+    plain = Scorer(Settings(**settings, encoder_processes=0))
+    pooled = Scorer(Settings(**settings, encoder_processes=2, encoder_pool_min_misses=16))
+    pooled.pool = pool
+    kept, seen_at_predict = [], []
+    keep_pooled, predict = pooled.cache.keep_pooled, pooled._predict
+
+    def counting_keep(*args):
+        kept.append(1)
+        return keep_pooled(*args)
+
+    def noting_predict(*args):
+        seen_at_predict.append(len(kept))
+        return predict(*args)
+
+    pooled.cache.keep_pooled, pooled._predict = counting_keep, noting_predict
+    reference = plain.score(batch, trees_model)
+    assert {**pooled.score(batch, trees_model), "cache_hits": None} == {
+        **reference, "cache_hits": None}
+    misses = len(set(GENOMES[:150] + BAD))
+    assert len(kept) == misses and len(seen_at_predict) >= 5
+    assert seen_at_predict[0] < misses / 2   # the first chunk did not wait for the batch
+
+
 def test_deadline_holds_while_workers_encode(pool, trees_model):
     scorer = Scorer(Settings(database_url="sqlite://", warm_up=False, encoder_processes=2,
                              encoder_pool_min_misses=16))
