@@ -303,3 +303,21 @@ print("ok", gc.get_freeze_count())
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr[-2000:]
+
+
+def test_head_parameter_counts_equal_built_ones() -> None:
+    """The closed form of a head's parameter count is what building the head counts, for
+    every head and channel counts far apart; where the build fails (FCOS's GroupNorm(32) on
+    33 channels), the count fails the same way."""
+    from ml.arch import heads
+
+    for head in ("RetinaNet_Head", "FasterRCNN_Head", "FCOS_Head"):
+        assert heads._parameter_polynomial(head) is not None
+        step = heads._CHANNEL_MULTIPLE.get(head, 1)
+        for c in sorted({step, 2 * step, 7 * step, 37 * step, 96 * step, 2048 - 2048 % step}):
+            heads.head_parameter_count.cache_clear()
+            assert heads.head_parameter_count(head, c) == heads._built_parameter_count(head, c)
+    with pytest.raises(ValueError, match="divisible"):
+        heads.head_parameter_count("FCOS_Head", 33)
+    with pytest.raises(ValueError, match="unknown head"):
+        heads.head_parameter_count("Nope_Head", 64)
