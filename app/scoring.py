@@ -123,8 +123,6 @@ class SearchScorer:
     def __init__(self, scorer: "Scorer", loaded: "LoadedModel", budget: "RequestBudget") -> None:
         self.scorer, self.model, self.budget = scorer, loaded.model, budget
         self.metrics = list(loaded.model.metrics)
-        #: Misses are encoded by the encoder processes: the search breeds while they work.
-        self.overlaps_breeding = scorer.pool is not None
 
     def score(self, genomes: Sequence[str], trees: Sequence[Any] | None = None) -> Any:
         from ml.search.scoring import Scores

@@ -128,52 +128,6 @@ def test_overpopulate_matches_the_evolutions_loop_on_deap(seed: int) -> None:
     assert random.getstate() == state
 
 
-@pytest.mark.parametrize("seed,size,batch,delay", [(0, 300, 64, 0.05), (1, 150, 64, 0.0),
-                                                    (2, 500, 128, 0.01), (3, 90, 32, 0.005)])
-def test_breeding_ahead_answers_as_one_batch_at_a_time(seed, size, batch, delay,
-                                                        monkeypatch) -> None:
-    """``ahead``: the next batch is bred while ``admit`` works in another thread, then taken
-    back to where the one-at-a-time loop sends its batches. Same batches sent, same kept,
-    counters, ``seen`` and stream state, with rejections, with a slow ``admit`` (breeding
-    runs far ahead) and an instant one, and when the last batch fills the brood."""
-    import time
-
-    trees = [ps.to_tree(t) for t in POOL]
-    pool = [(t, str(i)) for i, t in enumerate(trees)]
-
-    def run(ahead: bool):
-        sent: list[list[str]] = []
-
-        def admit(candidates):
-            sent.append([c.genome for c in candidates])
-            time.sleep(delay)
-            return [hash(c.genome) % 4 != 0 for c in candidates]   # a quarter rejected
-
-        rng, seen = random.Random(seed), set(POOL[:3])
-        bred = overpopulate(pool, size, rng, seen, admit, batch=batch, ahead=ahead)
-        following = [rng.random() for _ in range(3)]
-        return bred, sent, seen, following
-
-    from ml.search import variation
-
-    restored: list[int] = []   # pending at each mark gone back to
-    restore = variation._Breeder.restore
-    monkeypatch.setattr(variation._Breeder, "restore",
-                        lambda self, mark: (restored.append(mark.pending), restore(self, mark)))
-    one, sent_one, seen_one, next_one = run(False)
-    assert not restored
-    ahead, sent_ahead, seen_ahead, next_ahead = run(True)
-    if delay >= 0.05:  # admit slower than breeding a batch: batches were bred whole ahead
-        assert any(pending >= 64 for pending in restored)
-    assert sent_ahead == sent_one and len(sent_one) >= 3
-    assert [(o.genome, o.op, o.parents) for o in ahead.kept] == [
-        (o.genome, o.op, o.parents) for o in one.kept]
-    assert (ahead.invalid, ahead.duplicates, ahead.failed_pairs, ahead.rounds) == (
-        one.invalid, one.duplicates, one.failed_pairs, one.rounds)
-    assert seen_ahead == seen_one and next_ahead == next_one
-    assert len(one.kept) == size
-
-
 def test_offspring_are_typed_parse_and_mostly_compile() -> None:
     from ml.arch.compiler import compile_genome
     from ml.errors import GenomeError

@@ -31,10 +31,7 @@ class Scores:
 
 class CandidateScorer(Protocol):
     """``trees``, when given, holds for each genome the tree ``parse`` would make of it (or
-    None): the search builds its offspring's trees while printing them. A scorer whose
-    ``score`` mostly waits on other processes (the service's encoder pool) may also set
-    ``overlaps_breeding = True``: SSI then breeds its next batch meanwhile (same answer, see
-    :func:`ml.search.variation.overpopulate`)."""
+    None): the search builds its offspring's trees while printing them."""
 
     metrics: Sequence[str]
 

@@ -207,7 +207,7 @@ def _brood(search: _Search, parents: list[_Candidate], rng: random.Random,
         return [c is not None for c in scored]
 
     overpopulate(_pool_of(parents), search.spec.pool_size, rng, seen, admit,
-                 batch=SCORE_BATCH, ahead=getattr(search.scorer, "overlaps_breeding", False))
+                 batch=SCORE_BATCH)
     return kept[:search.spec.pool_size]
 
 

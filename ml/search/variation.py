@@ -16,10 +16,8 @@ operator (not in DEAP), written here after its description.
 """
 from __future__ import annotations
 
-import contextvars
 import copy
 import random
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -132,165 +130,62 @@ def _breed_pair(a: gp.PrimitiveTree, b: gp.PrimitiveTree, parents: tuple[str, st
     return out
 
 
-@dataclass
-class _Mark:
-    """Where breeding stood after one pair: enough to go back there exactly."""
-
-    rng_state: object
-    pairs: list
-    next_pair: int
-    rounds: int
-    duplicates: int
-    failed_pairs: int
-    pending: int
-    added: int
-
-
-class _Breeder:
-    """The evolution's pairing and breeding, one pair per :meth:`step`, able to go back to a
-    :class:`_Mark` (the stream, the round, the counters, the pending candidates, ``seen``)."""
-
-    def __init__(self, pool: Sequence[tuple[gp.PrimitiveTree, str]], rng: random.Random,
-                 seen: set[str], result: "Breeding", max_rounds: int) -> None:
-        self.pool, self.rng, self.seen, self.result = pool, rng, seen, result
-        self.max_rounds = max_rounds
-        self.pairs: list = []
-        self.next_pair = 0
-        self.pending: list[Offspring] = []
-        self.added: list[str] = []  # what this breeder put in ``seen``, in order
-
-    def step(self) -> bool:
-        """Breed the next pair (drawing a new round of pairs first when this one is done);
-        False when the rounds have run out."""
-        if self.next_pair >= len(self.pairs):
-            if self.result.rounds >= self.max_rounds:
-                return False
-            self.result.rounds += 1
-            order = list(range(len(self.pool)))
-            self.pairs, self.next_pair = [], 0
-            while len(self.pairs) < len(self.pool) / 2 and len(order) >= 2:
-                i = order.pop(self.rng.randrange(len(order)))
-                j = order.pop(self.rng.randrange(len(order)))
-                self.pairs.append((self.pool[i], self.pool[j]))
-        (ta, ha), (tb, hb) = self.pairs[self.next_pair]
-        self.next_pair += 1
-        try:
-            # The lock of ``seeded`` is held while DEAP draws, not while ``admit`` scores:
-            # concurrent searches interleave their scoring.
-            with seeded(self.rng):
-                children = _breed_pair(ta, tb, (ha, hb), self.rng)
-        except Exception:  # noqa: BLE001 - the evolution skips a pair that raises
-            self.result.failed_pairs += 1
-            return True
-        for child in children:
-            if child.genome in self.seen:
-                self.result.duplicates += 1
-                continue
-            self.seen.add(child.genome)
-            self.added.append(child.genome)
-            self.pending.append(child)
-        return True
-
-    def take(self) -> list[Offspring]:
-        batch, self.pending = self.pending, []
-        return batch
-
-    def mark(self) -> _Mark:
-        r = self.result
-        return _Mark(self.rng.getstate(), self.pairs, self.next_pair, r.rounds, r.duplicates,
-                     r.failed_pairs, len(self.pending), len(self.added))
-
-    def restore(self, mark: _Mark) -> None:
-        self.rng.setstate(mark.rng_state)  # type: ignore[arg-type]
-        self.pairs, self.next_pair = mark.pairs, mark.next_pair
-        self.result.rounds, self.result.duplicates = mark.rounds, mark.duplicates
-        self.result.failed_pairs = mark.failed_pairs
-        del self.pending[mark.pending:]
-        for genome in self.added[mark.added:]:
-            self.seen.discard(genome)
-        del self.added[mark.added:]
-
-
 def overpopulate(pool: Sequence[tuple[gp.PrimitiveTree, str]], size: int, rng: random.Random,
                  seen: set[str], admit: Callable[[list[Offspring]], list[bool]],
-                 max_rounds: int = 1000, batch: int = 256, ahead: bool = False) -> Breeding:
+                 max_rounds: int = 1000, batch: int = 256) -> Breeding:
     """Breed from ``pool`` (trees with their parent ids) until ``size`` candidates are kept.
 
     ``seen`` holds the genome strings already known (updated in place); ``admit`` validates a
     batch of new candidates (parse, validate, compile, and whatever else the caller wants,
-    e.g. "not in the training data") and answers one bool per candidate.
-
-    Candidates go to ``admit`` in batches: a full one, or (near the end) what should fill the
-    brood with some room for rejections; the first ``size`` admitted are kept either way.
-    ``ahead``: ``admit`` runs in another thread while the next batch is bred (the scorer's
-    encoder processes then never wait for the breeding). What is bred ahead is taken back to
-    where the one-at-a-time loop would have sent its next batch (or stopped), so the answer,
-    the counters, ``seen`` and the state of ``rng`` are the same either way."""
+    e.g. "not in the training data") and answers one bool per candidate."""
     result = Breeding()
     if len(pool) < 2 or size <= 0:
         return result
-    breeder = _Breeder(pool, rng, seen, result, max_rounds)
+    pending: list[Offspring] = []
 
-    def threshold() -> int:
-        missing = size - len(result.kept)
-        return min(batch, max(MIN_BATCH, missing + missing // 2))
-
-    def apply(sent: list[Offspring], verdicts: list[bool]) -> None:
-        for child, ok in zip(sent, verdicts):
+    def settle() -> None:
+        nonlocal pending
+        if not pending:
+            return
+        verdicts = admit(pending)
+        for child, ok in zip(pending, verdicts):
             if ok and len(result.kept) < size:
                 result.kept.append(child)
             elif not ok:
                 result.invalid += 1
+        pending = []
 
-    if not ahead:
-        while breeder.step():
-            if len(breeder.pending) >= threshold():
-                sent = breeder.take()
-                apply(sent, admit(sent))
-                if len(result.kept) >= size:
-                    break
-        sent = breeder.take()
-        if sent:
-            apply(sent, admit(sent))
-        result.kept = result.kept[:size]
-        return result
-
-    with ThreadPoolExecutor(1, thread_name_prefix="admit") as scoring:
-        flight: tuple[Future, list[Offspring], _Mark] | None = None
-        marks: list[_Mark] = []
-        exhausted = False
-        while True:
-            if flight is None:
-                if not breeder.step():
-                    break
-                if len(breeder.pending) >= threshold():
-                    sent = breeder.take()
-                    flight = (scoring.submit(contextvars.copy_context().run, admit, sent),
-                              sent, breeder.mark())
-                    marks, exhausted = [], False
+    while len(result.kept) < size and result.rounds < max_rounds:
+        result.rounds += 1
+        order = list(range(len(pool)))
+        pairs = []
+        while len(pairs) < len(pool) / 2 and len(order) >= 2:
+            i = order.pop(rng.randrange(len(order)))
+            j = order.pop(rng.randrange(len(order)))
+            pairs.append((pool[i], pool[j]))
+        for (ta, ha), (tb, hb) in pairs:
+            try:
+                # The lock of ``seeded`` is held while DEAP draws, not while ``admit``
+                # scores: concurrent searches interleave their scoring.
+                with seeded(rng):
+                    children = _breed_pair(ta, tb, (ha, hb), rng)
+            except Exception:  # noqa: BLE001 - the evolution skips a pair that raises
+                result.failed_pairs += 1
                 continue
-            future, sent, sent_at = flight
-            if len(breeder.pending) < batch and not exhausted and not future.done():
-                exhausted = not breeder.step()  # bred ahead: taken back below if need be
-                if not exhausted:
-                    marks.append(breeder.mark())
-                continue
-            apply(sent, future.result())
-            flight = None
+            for child in children:
+                if child.genome in seen:
+                    result.duplicates += 1
+                    continue
+                seen.add(child.genome)
+                pending.append(child)
+            # Score in batches: a full one, or (near the end) what should fill the brood
+            # with some room for rejections; the first ``size`` admitted are kept either
+            # way, so batching changes only how many extra candidates get scored.
+            missing = size - len(result.kept)
+            if len(pending) >= min(batch, max(MIN_BATCH, missing + missing // 2)):
+                settle()
             if len(result.kept) >= size:
-                breeder.restore(sent_at)  # the loop stops at this batch: nothing was bred after
-                breeder.take()
                 break
-            limit = threshold()
-            due = next((m for m in marks if m.pending >= limit), None)
-            if due is not None:  # the loop would have sent a batch right there
-                breeder.restore(due)
-                sent = breeder.take()
-                flight = (scoring.submit(contextvars.copy_context().run, admit, sent),
-                          sent, breeder.mark())
-                marks, exhausted = [], False
-        sent = breeder.take()
-        if sent:
-            apply(sent, admit(sent))
+    settle()
     result.kept = result.kept[:size]
     return result
