@@ -84,8 +84,8 @@ def _init_worker(max_length: int, warm: bool) -> None:
 
 def warm_process() -> None:
     """What a long-lived encoding process builds before its first genome (the API process's
-    warm-up thread and every encoder worker): every backbone variant, its path tables
-    (:func:`ml.models.paths.warm_layer_paths`), then the heap frozen for the collector."""
+    warm-up thread and every encoder worker): every backbone variant, the heap frozen for the
+    collector, then the variants' path tables (:func:`ml.models.paths.warm_layer_paths`)."""
     from ml.arch.backbones import warm_up
     from ml.models.paths import warm_layer_paths
 

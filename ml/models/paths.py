@@ -358,7 +358,6 @@ class _LayerPaths:
     """
 
     types: np.ndarray
-    codes: np.ndarray
     edges: int
     exit: int
     #: Per node: paths from the entry, paths from the segment's own sources, paths to the exit.
@@ -392,8 +391,7 @@ def _layer_paths(types: np.ndarray, src: np.ndarray, dst: np.ndarray) -> _LayerP
     if len(exits) != 1 or (dst == 0).any() or (src == exits[0]).any():
         return None
     mixing = _MIXING_TYPES[types]
-    codes = _weight_codes(types, mixing)
-    weights = _weight_table(m).astype(np.int64)[codes]
+    weights = _WEIGHTS[_weight_codes(types, mixing)]
     preds: list[list[int]] = [[] for _ in range(m)]
     succs: list[list[int]] = [[] for _ in range(m)]
     for s, d in zip(src.tolist(), dst.tolist()):
@@ -442,7 +440,7 @@ def _layer_paths(types: np.ndarray, src: np.ndarray, dst: np.ndarray) -> _LayerP
     for v in reversed(order):
         onward[v] = 1.0 if v == x else min(sum(onward[d] for d in succs[v]), cap)
     has_inner = inner[x] > 0
-    return _LayerPaths(types.copy(), codes, int(inside.sum()), x, entry, inner, onward,
+    return _LayerPaths(types.copy(), int(inside.sum()), x, entry, inner, onward,
                        float(plain[x]), float(plain_inner[x]), top[x], low[x],
                        top_in[x] if has_inner else None, low_in[x] if has_inner else None)
 
