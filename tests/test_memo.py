@@ -9,7 +9,7 @@ from functools import lru_cache
 import numpy as np
 import pytest
 import torch
-from conftest import real_genomes
+from conftest import real_genomes, seed_genomes
 
 from ml.errors import GenomeError
 from ml.memo import Memo, spelled
@@ -219,6 +219,83 @@ def test_one_pass_parser_equals_the_parser_or_declines() -> None:
     assert declined > 1000
     for odd in ("", "   ", "RetinaNet_Head(IN0)", "x" * 10, "RetinaNet_Head(1e-5)", "\u0663"):
         assert parse_fast(odd) is None
+
+
+def _same_genome(a: object, b: object) -> bool:
+    """Equal, with Python's int/float/bool distinction and the codec list (not compared by
+    ``==``) included."""
+    return repr(a) == repr(b) and repr(a.codec_layer_list) == repr(b.codec_layer_list)
+
+
+def test_one_pass_evaluation_equals_parse_then_evaluate_or_declines() -> None:
+    """``evaluate_fast`` (what ``load`` runs first) gives ``evaluate(parse(text))`` exactly, or
+    None: on real, sampled and bred genomes, on damaged strings, and where evaluation fails
+    (then the exact path raises the error)."""
+    from ml.genome import evaluate, load, parse
+    from ml.genome.fastpath import evaluate_fast
+
+    texts = _sample() + list(seed_genomes())
+    for text in texts:
+        fast = evaluate_fast(text)
+        assert fast is not None, text[:80]
+        assert _same_genome(fast, evaluate(parse(text), text))
+    rng = random.Random(1)
+    alphabet = "(), .0123456789eE+-_abxyzINTrueFals\t\n"
+    declined = answered = 0
+    for _ in range(3000):
+        chars = list(rng.choice(texts))
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(chars))
+            op = rng.random()
+            if op < 0.33:
+                del chars[i]
+            elif op < 0.66:
+                chars.insert(i, rng.choice(alphabet))
+            else:
+                chars[i] = rng.choice(alphabet)
+        damaged = "".join(chars)
+        fast = evaluate_fast(damaged)
+        try:
+            expected = evaluate(parse(damaged), damaged)
+        except GenomeError:
+            assert fast is None, damaged  # every error comes from the exact path
+            declined += 1
+            continue
+        if fast is not None:
+            answered += 1
+            assert _same_genome(fast, expected)
+    assert declined > 1000 and answered > 100
+    base = real_genomes()[0]
+    # Evaluation errors: an overflowing product, a non-finite float, an enum index out of range.
+    huge = "mul(" * 250 + "99999999999999999999" + ", 99999999999999999999)" * 250
+    for bad in (_with_first_weight(base, huge),
+                _with_first_weight(base, "mul(1" + "0" * 300 + ".0, 1" + "0" * 300 + ".0)")):
+        assert evaluate_fast(bad) is None
+        with pytest.raises(GenomeError) as info:
+            load(bad)
+        assert info.value.code in ("NUMERIC_OVERFLOW", "NON_FINITE_VALUE")
+
+
+def _with_first_weight(genome: str, expression: str) -> str:
+    """``genome`` with its head's first loss weight replaced by ``expression`` (the weights
+    follow the scheduler call, the head's third argument)."""
+    from ml.genome import parse
+
+    root = parse(genome)
+    start = root.args[3].offset
+    depth, end = 0, start
+    while True:  # the end of the first weight's expression
+        ch = genome[end]
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            if depth == 0:
+                break
+            depth -= 1
+        elif ch == "," and depth == 0:
+            break
+        end += 1
+    return genome[:start] + expression + genome[end:]
 
 
 def test_load_reports_the_same_errors_as_before() -> None:

@@ -167,6 +167,25 @@ def test_bred_trees_equal_what_the_parser_makes_of_their_text() -> None:
         assert tree is not None and repr(tree) == repr(parse(child.genome))
 
 
+def test_print_tree_is_deaps_str() -> None:
+    """The one-pass printer breeding uses must print exactly what DEAP's ``str`` prints, on
+    the real and seed genomes, the grammar's own draws, bred offspring and their mutants
+    (new ephemeral constants included)."""
+    from deap import gp
+
+    pset = ps.primitive_set()
+    trees = [ps.to_tree(text) for text in real_genomes() + seed_genomes()]
+    with ps.seeded(random.Random(5)):
+        trees += [gp.PrimitiveTree(gp.genHalfAndHalf(pset, min_=4, max_=8)) for _ in range(200)]
+    pool = [(ps.to_tree(t), str(i)) for i, t in enumerate(POOL)]
+    bred = overpopulate(pool, 300, random.Random(6), set(), lambda batch: [True] * len(batch))
+    trees += [child.tree for child in bred.kept]
+    assert any(">" in child.op for child in bred.kept)  # mutants are among them
+    for tree in trees:
+        assert ps.print_tree(tree) == str(tree)
+    assert ps.print_tree([pset.mapping["IN0"]]) == "IN0"
+
+
 def test_type_fixed_mut_swaps_one_node_for_one_of_the_same_signature() -> None:
     pset = ps.primitive_set()
     rng = random.Random(11)

@@ -47,6 +47,7 @@ def test_kernel_svr_equals_scikit_learn_and_weighs_blocks_equally(records):  # n
                                                   for i in range(len(x))]), whole)
     np.testing.assert_array_equal(np.concatenate([kernel.predict(x[:7]), kernel.predict(x[7:])]),
                                   whole)
+    np.testing.assert_array_equal(kernel.predict(np.asfortranarray(x)), whole)  # any layout
     restored = KernelSVR.load({k: v.clone() for k, v in kernel.state("k.").items()}, "k.")
     np.testing.assert_array_equal(restored.predict(test), kernel.predict(test))
     with_nan = test.copy()

@@ -4,7 +4,12 @@ Why: lexing into ``Token`` tuples and then descending over them cost ~0.6 ms of 
 never-seen genome may take in ``POST /predict``. Splitting on punctuation gives pieces that
 alternate ``word, punctuation, word, ...``, so one loop over the pairs can build the tree.
 
-It only ever answers for strings it is sure of: plain names and decimal numbers separated by
+:func:`evaluate_fast` goes one step further for the same strings: it evaluates each helper call
+as it closes, so no node is built for the ~100 constants and helpers of a bred genome and the
+tree is not walked a second time (parsing and evaluating were half of an encoder process's time
+on SSI offspring).
+
+Both only ever answer for strings they are sure of: plain names and decimal numbers separated by
 ``(``, ``)``, ``,`` and spaces, every name known, every call's arity and structural slots right,
 rooted at a head. Anything else (another whitespace, an exponent, an unknown name, any error)
 returns None and the caller runs :func:`ml.genome.parser.parse`, which reports the error with
@@ -15,8 +20,13 @@ from __future__ import annotations
 
 import math
 
+from typing import Any
+
+from ml.errors import GenomeError
 from ml.genome import catalogue as cat
+from ml.genome.evaluator import _BINARY, _CONVERSIONS, _TOO_MANY_DIGITS, _field_value
 from ml.genome.lexer import _SPLIT, MAX_INT_DIGITS
+from ml.genome.model import EvaluatedGenome, Layer
 from ml.genome.parser import _BOOLS, _SIGNATURES
 from ml.genome.tree import Call, Literal, Node, Terminal
 
@@ -113,3 +123,178 @@ def parse_fast(text: str) -> Call | None:
     if root is None or state != _DONE or pieces[last].strip(" ") or root.name not in cat.HEADS:
         return None
     return root
+
+
+_SCALAR, _TENSOR = "scalar", cat.TENSOR3D
+
+
+class _Open:
+    """A call being read: its arguments' structural classes, values and literal-ness."""
+
+    __slots__ = ("name", "offset", "signature", "classes", "values", "literal")
+
+    def __init__(self, name: str, offset: int, signature: tuple[str, str, tuple[str, ...]]):
+        self.name, self.offset, self.signature = name, offset, signature
+        self.classes: list[str] = []
+        self.values: list[Any] = []
+        self.literal: list[bool] = []
+
+
+def _helper_value(name: str, values: list[Any]) -> Any:
+    """What :func:`ml.genome.evaluator._apply` gives, or ``_FAILED`` where it raises."""
+    try:
+        if len(values) == 2:
+            result = _BINARY[name](values[0], values[1])
+        else:
+            result = _CONVERSIONS[name](values[0])
+    except OverflowError:
+        return _FAILED
+    if isinstance(result, float):
+        if not math.isfinite(result):
+            return _FAILED
+    elif not -_TOO_MANY_DIGITS < result < _TOO_MANY_DIGITS:
+        return _FAILED
+    return result
+
+
+_FAILED = object()
+
+
+def _codec_arg(value: Any, literal: bool) -> Any:
+    """:func:`ml.genome.evaluator._codec_arg` from the literal-ness instead of the node."""
+    if isinstance(value, bool):
+        return (" " if literal else "") + repr(value)
+    return value
+
+
+def _training_dict(call: _Open, text: str) -> dict[str, Any]:
+    """:func:`ml.genome.evaluator._training_dict` of a closed optimizer or scheduler."""
+    prim = cat.PRIMITIVES[call.name]
+    key = "optimizer" if prim.kind is cat.Kind.OPTIMIZER else "lr_scheduler"
+    out: dict[str, Any] = {key: call.name}
+    where = Call(call.name, call.offset)
+    for field, value in zip(prim.fields, call.values):
+        lo = out["base_lr"] if (call.name == "CyclicLR" and field.name == "max_lr") else None
+        out[field.name] = _field_value(field, value, where, text, lo)
+    return out
+
+
+def _genome(root: _Open, text: str) -> EvaluatedGenome:
+    """:func:`ml.genome.evaluator.evaluate`'s genome from the closed head."""
+    chain: list[_Open] = []
+    node = root.values[0]
+    while node is not None:
+        chain.append(node)
+        node = node.values[0]
+    chain.reverse()
+    layers: list[Layer] = []
+    codec: list[list[Any]] = []
+    for i, call in enumerate(chain):
+        values = call.values[1:]
+        layers.append(Layer(call.name, tuple(values), call.offset))
+        entry = [call.name] + (["IN0"] if i == 0 else [])
+        codec.append(entry + [_codec_arg(v, lit) for v, lit in zip(values, call.literal[1:])])
+    optimizer = _training_dict(root.values[1], text)
+    scheduler = _training_dict(root.values[2], text)
+    weights = tuple(root.values[3:])
+    codec.append([root.name, str(optimizer), str(scheduler)]
+                 + [_codec_arg(v, lit) for v, lit in zip(weights, root.literal[3:])])
+    return EvaluatedGenome(layers=tuple(layers), head=root.name, optimizer=optimizer,
+                           scheduler=scheduler, loss_weights_raw=weights, head_offset=root.offset,
+                           codec_layer_list=codec)
+
+
+def evaluate_fast(text: str) -> EvaluatedGenome | None:
+    """``evaluate(parse(text))`` for a string :func:`parse_fast` accepts and whose evaluation
+    raises nothing, else None (then the caller parses and evaluates the exact way, which reports
+    the error). Helper calls are evaluated as they close, with the evaluator's own operations and
+    checks; a layer, optimizer or scheduler keeps its argument values, the head builds the
+    genome (``tests/test_memo.py`` compares it with ``evaluate(parse(text))``)."""
+    if not isinstance(text, str) or not text.isascii():
+        return None
+    pieces = _SPLIT.split(text)
+    signatures = _SIGNATURES
+    stack: list[_Open] = []
+    root: _Open | None = None
+    state = _ARG
+    offset = 0
+    last = len(pieces) - 1
+    try:
+        for i in range(0, last, 2):
+            word, punct = pieces[i], pieces[i + 1]
+            if word:
+                word_offset = offset
+                if word[0] == " ":
+                    stripped = word.lstrip(" ")
+                    word_offset += len(word) - len(stripped)
+                    word = stripped
+                offset += len(pieces[i])
+            offset += 1
+            if word:
+                if state != _ARG:
+                    return None
+                if punct == "(":
+                    signature = signatures.get(word)
+                    if signature is None:
+                        return None
+                    stack.append(_Open(word, word_offset, signature))
+                    continue
+                if not stack:
+                    return None
+                top = stack[-1]
+                if word.isdigit():  # most literals
+                    if len(word) > MAX_INT_DIGITS:
+                        return None
+                    top.values.append(int(word))
+                    top.classes.append(_SCALAR)
+                elif word[0].isdigit() or word[0] == ".":
+                    value = _number(word)
+                    if value is None:
+                        return None
+                    top.values.append(value)
+                    top.classes.append(_SCALAR)
+                elif word in _BOOLS:
+                    top.values.append(_BOOLS[word])
+                    top.classes.append(_SCALAR)
+                elif word == "IN0":
+                    top.values.append(None)
+                    top.classes.append(_TENSOR)
+                else:
+                    return None
+                top.literal.append(True)
+                state = _AFTER
+            elif state != _AFTER:
+                return None
+            if punct == ",":
+                state = _ARG
+                continue
+            if punct != ")":
+                return None
+            done = stack.pop()
+            if tuple(done.classes) != done.signature[2]:  # arity and structural slots
+                return None
+            klass = done.signature[1]
+            value: Any = done  # a layer, optimizer or scheduler: read when the head closes
+            if klass == _SCALAR:
+                value = _helper_value(done.name, done.values)
+                if value is _FAILED:
+                    return None
+            if not stack:
+                if klass != cat.FINAL_TENSOR:
+                    return None
+                root = done
+                state = _DONE
+                if i + 2 != last:
+                    return None
+                continue
+            parent = stack[-1]
+            parent.values.append(value)
+            parent.classes.append(klass)
+            parent.literal.append(False)
+            state = _AFTER
+        if root is None or state != _DONE or pieces[last].strip(" ") or \
+                root.name not in cat.HEADS:
+            return None
+        return _genome(root, text)
+    except GenomeError:  # a field the evaluator refuses: it reports the error
+        return None

@@ -39,7 +39,7 @@ from deap import gp
 from ml.errors import GenomeError
 from ml.evaluation.selection import OBJECTIVE_NAMES, OBJECTIVE_WEIGHTS, select_nsga2
 from ml.ranking import FAIL_THRESHOLD
-from ml.search.pset import primitive_set, seeded, to_genome, to_tree
+from ml.search.pset import primitive_set, print_tree, seeded, to_genome, to_tree
 from ml.search.scoring import CandidateScorer, Scores
 from ml.search.variation import MUTATIONS, Offspring, _mutation, overpopulate
 
@@ -291,7 +291,7 @@ def _mutate(search: _Search, population: list[_Candidate], rng: random.Random,
                     _mutation(name, mutant)
                 except Exception:  # noqa: BLE001 - an operator that cannot apply: draw again
                     continue
-                text = str(mutant)
+                text = print_tree(mutant)
                 if text in seen:
                     search.duplicates += 1
                     continue

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 from deap import gp
 
-from ml.search.pset import is_structural, primitive_set, seeded
+from ml.search.pset import STRUCTURAL_NAMES, primitive_set, print_tree, seeded
 
 #: (operator name, probability), in the order the evolution applies them.
 CROSSOVERS: tuple[tuple[str, float], ...] = (("cxOnePoint", 0.5), ("cxOnePointLeafBiased", 0.3))
@@ -43,8 +43,11 @@ def type_fixed_mut(individual: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
     rng = gp.random
     if len(individual) < 2:
         return individual,
-    structural = [i for i, node in enumerate(individual) if is_structural(node)]
-    others = [i for i, node in enumerate(individual) if not is_structural(node)]
+    # is_structural, inlined: this runs over every node of every mutant.
+    primitive, names = gp.Primitive, STRUCTURAL_NAMES
+    flags = [isinstance(node, primitive) and node.name in names for node in individual]
+    structural = [i for i, flag in enumerate(flags) if flag]
+    others = [i for i, flag in enumerate(flags) if not flag]
     if not structural or not others:
         return individual,
     index = rng.choice(structural if rng.random() < type_prob else others)
@@ -116,7 +119,7 @@ def _breed_pair(a: gp.PrimitiveTree, b: gp.PrimitiveTree, parents: tuple[str, st
     out = []
     for tree, op in children:
         if id(tree) not in printed:
-            printed[id(tree)] = str(tree)
+            printed[id(tree)] = print_tree(tree)
         out.append(Offspring(printed[id(tree)], op, parents, tree=tree))
     for tree, op in children:
         mutant = copy.deepcopy(tree)
@@ -126,7 +129,7 @@ def _breed_pair(a: gp.PrimitiveTree, b: gp.PrimitiveTree, parents: tuple[str, st
                 _mutation(name, mutant)
                 done.append(name)
         if done:
-            out.append(Offspring(str(mutant), f"{op}>{'+'.join(done)}", parents, tree=mutant))
+            out.append(Offspring(print_tree(mutant), f"{op}>{'+'.join(done)}", parents, tree=mutant))
     return out
 
 
