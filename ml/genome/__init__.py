@@ -28,8 +28,9 @@ def load(text: str, *, max_length: int | None = None,
     builds its offspring's trees while printing them): it is evaluated without lexing and
     parsing the text again. A well-formed string is read and evaluated in one pass by
     :func:`ml.genome.fastpath.evaluate_fast` (the same genome); anything else, and every error,
-    by :func:`parse` and :func:`evaluate`. Any failure is a :class:`GenomeError` with a stable code; an unforeseen
-    exception is wrapped as ``INTERNAL_ERROR`` so a batch never loses more than the one bad item.
+    by :func:`parse` and :func:`evaluate`. Any failure is a :class:`GenomeError` with a stable
+    code; an unforeseen exception is wrapped as ``INTERNAL_ERROR`` so a batch never loses more
+    than the one bad item.
     """
     fits = isinstance(text, str) and (max_length is None or len(text) <= max_length)
     if tree is None or not fits:

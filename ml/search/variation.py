@@ -129,7 +129,8 @@ def _breed_pair(a: gp.PrimitiveTree, b: gp.PrimitiveTree, parents: tuple[str, st
                 _mutation(name, mutant)
                 done.append(name)
         if done:
-            out.append(Offspring(print_tree(mutant), f"{op}>{'+'.join(done)}", parents, tree=mutant))
+            out.append(Offspring(print_tree(mutant), f"{op}>{'+'.join(done)}", parents,
+                                 tree=mutant))
     return out
 
 
