@@ -7,7 +7,12 @@ time, as a client would see it,
 * ``POST /predict`` with 2,000 never-seen genomes (the 238 real + sampled compiling ones),
   and the same batch again.
 
-    python benchmarks/first_contact.py --data-dir var [--port 8766]
+With ``--wait-pool`` the first request waits until ``/readyz`` also reports the encoder
+processes ready (their backbones built: issue 14's "warm backbone cache"); without it, it goes
+as soon as ``/readyz`` is 200, while the processes may still be building theirs (then the API
+process encodes the first batches itself).
+
+    python benchmarks/first_contact.py --data-dir var [--port 8766] [--wait-pool]
 """
 from __future__ import annotations
 
@@ -31,6 +36,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", required=True, type=Path)
     parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--wait-pool", action="store_true",
+                        help="start once the encoder processes are ready too")
     args = parser.parse_args()
     from ml.sampling import sample_compiling
 
@@ -51,6 +58,12 @@ def main() -> None:
                 raise SystemExit("serve exited; does the data directory hold a model?")
             time.sleep(0.5)
         print(f"ready after {time.perf_counter() - started:.1f} s")
+        while args.wait_pool:
+            pool = httpx.get(base + "/readyz", timeout=2).json().get("encoder_pool")
+            if pool is None or pool["ready"]:
+                print(f"encoder processes ready after {time.perf_counter() - started:.1f} s")
+                break
+            time.sleep(0.5)
         with open(DATA / "surrogate_evolution_train.csv", newline="") as handle:
             rows = list(csv.DictReader(handle))
         last = max(float(r["generation"]) for r in rows)

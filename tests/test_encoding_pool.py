@@ -72,6 +72,57 @@ def test_workers_answer_as_the_api_process(pool):
     assert supports(KEY) and not supports("no-such-features") and not supports(None)
 
 
+def _respelled(text: str) -> str:
+    """``text`` with its first number literal ``v`` written ``add(v, 0)``: another string, the
+    same evaluated genome (so the same canonical hash and feature row)."""
+    from ml.genome import parse
+    from ml.genome.tree import Call, Literal
+
+    stack = [parse(text)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Call):
+            stack.extend(reversed(node.args))
+        elif isinstance(node, Literal) and not isinstance(node.value, bool):
+            spelled = repr(node.value)
+            return text[:node.offset] + f"add({spelled}, 0)" + text[node.offset + len(spelled):]
+    raise AssertionError("no number literal")
+
+
+def test_a_new_spelling_of_an_encoded_genome_reuses_its_row(pool, monkeypatch):
+    """A worker remembers the rows it computed by canonical hash: a respelled genome (later in
+    the same task, or in a later task) gets the row its first spelling got, which is the row
+    the API process computes for it, without being compiled again."""
+    from ml.encoding.encoder import GenomeEncoder
+    from ml.genome import canonical_hash, load
+    from ml.models import encoding_pool
+    from ml.models.features import tabular_features
+
+    originals = GENOMES[100:106]
+    twins = [_respelled(t) for t in originals]
+    assert all(a != b for a, b in zip(originals, twins))
+    encoder = GenomeEncoder()
+    expected = [tabular_features([encoder.encode(t).to_data("combined")])[0] for t in twins]
+    # In this process: the memo's hits are countable here.
+    monkeypatch.setattr(encoding_pool, "_ENCODER", encoder)
+    monkeypatch.setattr(encoding_pool, "_ROWS", encoding_pool.Memo(64))
+    first = encode_rows(originals[:3] + twins[:3], KEY)  # twins in the same task
+    assert encoding_pool._ROWS.hits == 0 and len(encoding_pool._ROWS) == 3
+    later = encode_rows(twins[3:] + originals[3:], KEY)  # the original after its twin
+    assert encoding_pool._ROWS.hits == 0 and len(encoding_pool._ROWS) == 6
+    again = encode_rows(twins[:3] + originals[3:], KEY)  # a later task
+    assert encoding_pool._ROWS.hits == 6
+    for outcome, text, row in zip(first[3:] + later + again, twins[:3] + twins[3:] + originals[3:]
+                                  + twins[:3] + originals[3:], expected + expected[3:] + expected):
+        assert outcome.canonical_hash == canonical_hash(load(text)) and outcome.error is None
+        assert np.array_equal(outcome.row, row)
+        assert outcome.num_nodes == int(encoder.encode(text).to_data("combined").num_nodes)
+    # Through the worker processes, in tasks of 4 (twins in one task and across tasks).
+    got = pool.encode(originals + twins + twins, KEY, task_size=4)
+    for outcome, row in zip(got[6:], expected + expected):
+        assert np.array_equal(outcome.row, row)
+
+
 def test_a_dying_worker_loses_no_genome(pool):
     texts = GENOMES[:40] + [CRASH] + GENOMES[40:80]
     before = pool.restarts

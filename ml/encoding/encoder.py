@@ -206,7 +206,9 @@ class GenomeEncoder:
             raise exc.with_text(text) from None
 
     @isolated("encoding")
-    def encode_genome(self, genome: EvaluatedGenome, text: str = "") -> EncodedGenome:
+    def encode_genome(self, genome: EvaluatedGenome, text: str = "",
+                      digest: str | None = None) -> EncodedGenome:
+        """``digest``: the genome's canonical hash, when the caller has computed it already."""
         network = compile_genome(genome)
         graph = build_graph(network)
         n = graph.num_nodes
@@ -238,7 +240,8 @@ class GenomeEncoder:
         backbones = [s.builder for s in graph.segments if s.builder is not None]
         return EncodedGenome(
             text=text, genome=genome, network=network, graph=graph,
-            canonical_hash=canonical_hash(genome), individual_hash=individual_hash(genome),
+            canonical_hash=digest or canonical_hash(genome),
+            individual_hash=individual_hash(genome),
             node_type=types, hyperparams=values, hyperparams_mask=mask,
             hyperparams_summary=summary,
             model_info=model_info(genome), training=training_vector(genome),
