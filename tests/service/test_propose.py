@@ -91,6 +91,12 @@ def test_a_large_proposal_runs_as_a_job_with_the_same_answer(api: dict[str, Any]
         assert r.headers["Location"] == f"/jobs/{job['id']}"
         replay = c.post("/propose", json=body, headers=headers(key, **{"Idempotency-Key": "np-1"}))
         assert replay.status_code == 200 and replay.json()["id"] == job["id"]
+        other = c.post("/propose", json={**body, "seed": 3},
+                       headers=headers(key, **{"Idempotency-Key": "np-1"}))
+        assert other.status_code == 409, other.text
+        assert other.json()["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+        documented = c.get("/openapi.json").json()["paths"]["/propose"]["post"]["responses"]
+        assert {"200", "202", "409"} <= set(documented)  # the schema fuzz checks every code
     finally:
         settings.propose_sync_max_candidates = 12_000
     assert run_job(job["id"], settings) == "succeeded"

@@ -74,7 +74,7 @@ def run_proposal(scorer: Any, loaded: Any, spec: Any, budget: Any) -> dict[str, 
 
 
 @router.post("/propose", response_model=ProposeResponse,
-             responses={**errors(404, 413, 503),
+             responses={**errors(404, 409, 413, 503),
                         202: {"model": JobPublic, "description": "queued as a propose job"}})
 def propose(body: ProposeRequest, request: Request, response: Response,
             principal: PredictPrincipal, settings: SettingsDep,
@@ -84,7 +84,9 @@ def propose(body: ProposeRequest, request: Request, response: Response,
     ``mutate`` (mutate the predicted best of ``population``). Items come best first, each with
     its predictions and ``origin`` (operators and parent hashes). Never proposes a genome of
     ``exclude``, of ``population`` or of the model's training data. The same body, seed and
-    model version give the same items."""
+    model version give the same items. A search over the job threshold is queued as a
+    ``propose`` job (202; the same ``Idempotency-Key`` and body again: that job, 200; the same
+    key with another body: 409 ``IDEMPOTENCY_KEY_REUSED``)."""
     from app.scoring import RequestBudget
     from ml.search.strategies import ProposeSpec, SearchError, planned_candidates, validate_spec
 
