@@ -8,8 +8,10 @@ training for), over seeds, the best accuracy found and the regret against the sp
 * ``regularised_evolution`` (Real et al. 2019): 20 random, then tournaments of 5 over the
   population, the winner mutated, the oldest member dropped;
 * ``neural_predictor`` (predictors.md §1.2): B/2 random queried, the predictor (the ``trees``
-  predictor of this project, on its tabular graph features) trained on them, a pool of 5,000
-  unqueried architectures predicted, the top B/2 queried;
+  predictor of this project, on its tabular graph features) trained on them, every unqueried
+  architecture of the space predicted (as Wen et al. predict the whole NAS-Bench-101 space;
+  ``--np-pool N`` predicts N drawn at random instead, 5,000 in the first runs), the top B/2
+  queried;
 * ``predictor_evolution`` (the logic of ``POST /propose`` with ``strategy: mutate``): 20 random,
   then per round the predictor is refitted on everything queried, the best 5 queried by accuracy
   are mutated into 200 new candidates, and the 20 the predictor ranks first are queried.
@@ -18,7 +20,8 @@ A mutation changes one of the four operations (p = 0.5) or the link pattern, red
 lands on an architecture of the space. The table below is written to stdout (markdown).
 
     python benchmarks/search_value.py [--datasets arxiv cora citeseer] [--budgets 100 200]
-        [--seeds 20]
+        [--seeds 20] [--methods random regularised_evolution neural_predictor
+        predictor_evolution] [--np-pool 0]
 """
 from __future__ import annotations
 
@@ -35,14 +38,18 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 POPULATION, TOURNAMENT = 20, 5
-NP_POOL = 5000
+#: Unqueried architectures the Neural Predictor ranks (0: all of them); ``--np-pool`` sets it.
+NP_POOL = 0
+#: Share of the budget the Neural Predictor queries at random before it predicts (its N).
+NP_INITIAL = 0.5
 ROUND_POOL, ROUND_QUERIES, PARENTS = 200, 20, 5
 
 
 class Space:
     """One dataset's architectures: features for the predictor, accuracies as the oracle."""
 
-    def __init__(self, dataset: str) -> None:
+    def __init__(self, dataset: str, np_pool: int = NP_POOL,
+                 np_initial: float = NP_INITIAL) -> None:
         from ml.evaluation import nasbench_graph as nb
         from ml.evaluation.predictors import make_factory
 
@@ -53,6 +60,7 @@ class Space:
         self.factory = make_factory("trees", nb.METRICS)
         self.rows = self.factory(0).featurize(self.records)
         self.best = float(self.perf.max())
+        self.np_pool, self.np_initial = np_pool, np_initial
 
     def mutate(self, i: int, rng: np.random.Generator) -> int:
         from ml.evaluation.nasbench_graph import NB_OPS
@@ -101,10 +109,12 @@ def regularised_evolution(space: Space, budget: int, rng: np.random.Generator,
 
 def neural_predictor(space: Space, budget: int, rng: np.random.Generator,
                      seed: int) -> list[int]:
-    queried = list(rng.choice(len(space.records), size=budget // 2, replace=False))
+    initial = max(2, int(round(budget * space.np_initial)))
+    queried = list(rng.choice(len(space.records), size=initial, replace=False))
     predict = space.predictor(queried, seed)
     rest = np.setdiff1d(np.arange(len(space.records)), queried)
-    pool = rng.choice(rest, size=min(NP_POOL, len(rest)), replace=False)
+    size = space.np_pool
+    pool = rng.choice(rest, size=min(size, len(rest)), replace=False) if size else rest
     order = np.argsort(-predict(pool), kind="stable")
     return queried + [int(i) for i in pool[order[:budget - len(queried)]]]
 
@@ -145,6 +155,11 @@ def main() -> int:
     parser.add_argument("--datasets", nargs="+", default=["arxiv", "cora", "citeseer"])
     parser.add_argument("--budgets", nargs="+", type=int, default=[100, 200])
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--np-pool", type=int, default=NP_POOL,
+                        help="architectures the Neural Predictor ranks (0: every unqueried one)")
+    parser.add_argument("--np-initial", type=float, default=NP_INITIAL,
+                        help="share of the budget the Neural Predictor draws at random first")
     args = parser.parse_args()
 
     table: list[str] = ["| dataset | budget | method | best accuracy (mean ± sd) | median "
@@ -152,12 +167,15 @@ def main() -> int:
                         "|---|---|---|---|---|---|---|---|"]
     for dataset in args.datasets:
         started = time.perf_counter()
-        space = Space(dataset)
+        space = Space(dataset, args.np_pool, args.np_initial)
         print(f"{dataset}: {len(space.records)} archs, best {space.best:.4f} "
               f"({time.perf_counter() - started:.0f} s to load)", file=sys.stderr)
         for budget in args.budgets:
             found: dict[str, list[float]] = {}
             for name, method in METHODS.items():
+                if name not in args.methods and name not in ("random",
+                                                             "regularised_evolution"):
+                    continue
                 t0 = time.perf_counter()
                 found[name] = []
                 for seed in range(args.seeds):
