@@ -9,7 +9,7 @@ hashing.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 from ml.errors import GenomeEvaluationError
 from ml.genome import catalogue as cat
@@ -63,24 +63,40 @@ def transform_value(v: Number, lo: float, hi: float) -> float:
     return lo + (hi - lo) * math.exp(-(v + 1))
 
 
-def _apply(call: Call, values: list[Number], text: str) -> Number:
+class HelperRefused(Exception):
+    """A helper result the codec could not have produced (``code``, ``message``); the caller
+    places it in the genome (:func:`_apply`) or declines the string (the one-pass reader)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def helper_value(name: str, values: list[Number]) -> Number:
+    """The value of helper ``name`` on evaluated arguments, with the codec's semantics; raises
+    :class:`HelperRefused` where the codec overflowed or could not print the result."""
     try:
         if len(values) == 2:
-            result = _BINARY[call.name](values[0], values[1])
+            result = _BINARY[name](values[0], values[1])
         else:
-            result = _CONVERSIONS[call.name](values[0])
+            result = _CONVERSIONS[name](values[0])
     except OverflowError as exc:
-        raise GenomeEvaluationError(f"{call.name} overflows: {exc}", offset=call.offset, text=text,
-                                    code="NUMERIC_OVERFLOW") from None
+        raise HelperRefused("NUMERIC_OVERFLOW", f"{name} overflows: {exc}") from None
     if isinstance(result, float):
         if not math.isfinite(result):
-            raise GenomeEvaluationError(f"{call.name} gives a non-finite value ({result})",
-                                        offset=call.offset, text=text, code="NON_FINITE_VALUE")
+            raise HelperRefused("NON_FINITE_VALUE", f"{name} gives a non-finite value ({result})")
     elif not -_TOO_MANY_DIGITS < result < _TOO_MANY_DIGITS:
-        raise GenomeEvaluationError(f"{call.name} gives {show(result)}, more than "
-                                    f"{MAX_INTEGER_DIGITS} digits (the codec's str() refuses it)",
-                                    offset=call.offset, text=text, code="NUMERIC_OVERFLOW")
+        raise HelperRefused("NUMERIC_OVERFLOW", f"{name} gives {show(result)}, more than "
+                            f"{MAX_INTEGER_DIGITS} digits (the codec's str() refuses it)")
     return result
+
+
+def _apply(call: Call, values: list[Number], text: str) -> Number:
+    try:
+        return helper_value(call.name, values)
+    except HelperRefused as exc:
+        raise GenomeEvaluationError(exc.message, offset=call.offset, text=text,
+                                    code=exc.code) from None
 
 
 def eval_scalar(node: Node, text: str = "") -> Number:
@@ -105,18 +121,18 @@ def eval_scalar(node: Node, text: str = "") -> Number:
     return values[0]
 
 
-def _codec_arg(node: Node, value: Number) -> Any:
+def codec_arg(value: Number, literal: bool) -> Any:
     """What the original's ``__parse_arg`` made of an argument: int(), float(), else the string.
 
     A helper result was pushed as ``str(result)`` (no leading space); a literal token kept the
     leading space DEAP prints after a comma. Booleans therefore survive only as strings.
     """
     if isinstance(value, bool):
-        return (" " if isinstance(node, Literal) else "") + repr(value)
+        return (" " if literal else "") + repr(value)
     return value
 
 
-def _field_value(field: cat.Field, value: Number, call: Call, text: str,
+def _field_value(field: cat.Field, value: Number, call: str, offset: int, text: str,
                  lo_override: float | None = None) -> Any:
     if field.bounds is not None:
         lo, hi = field.bounds
@@ -125,56 +141,79 @@ def _field_value(field: cat.Field, value: Number, call: Call, text: str,
         try:
             out = transform_value(value, lo, hi)
         except (OverflowError, TypeError) as exc:
-            raise GenomeEvaluationError(f"{call.name}.{field.name}: cannot transform "
-                                        f"{show(value)}: {exc}", offset=call.offset, text=text,
+            raise GenomeEvaluationError(f"{call}.{field.name}: cannot transform "
+                                        f"{show(value)}: {exc}", offset=offset, text=text,
                                         code="NUMERIC_OVERFLOW") from None
         return int(out) if field.integer else out
     if field.type in cat.ENUMS:
         members = cat.ENUMS[field.type]
         if not isinstance(value, int) or not -len(members) <= value < len(members):
-            raise GenomeEvaluationError(f"{call.name}.{field.name}: {show(value)} is not an "
-                                        f"index of {field.type}", offset=call.offset, text=text,
+            raise GenomeEvaluationError(f"{call}.{field.name}: {show(value)} is not an "
+                                        f"index of {field.type}", offset=offset, text=text,
                                         code="ENUM_OUT_OF_RANGE")
         return members[value]
     return value  # bool passthrough
 
 
-def _training_dict(call: Call, text: str) -> dict[str, Any]:
-    """Optimizer or scheduler primitive -> the dict the original primitive returned."""
-    prim = cat.PRIMITIVES[call.name]
+def training_dict(name: str, offset: int, values: Iterable[Number],
+                  text: str) -> dict[str, Any]:
+    """Optimizer or scheduler primitive ``name`` on its evaluated arguments -> the dict the
+    original primitive returned (``values`` is read one field at a time, so a lazy sequence
+    reports the first error in argument order)."""
+    prim = cat.PRIMITIVES[name]
     key = "optimizer" if prim.kind is cat.Kind.OPTIMIZER else "lr_scheduler"
-    out: dict[str, Any] = {key: call.name}
-    for field, arg in zip(prim.fields, call.args):
-        lo = out["base_lr"] if (call.name == "CyclicLR" and field.name == "max_lr") else None
-        out[field.name] = _field_value(field, eval_scalar(arg, text), call, text, lo)
+    out: dict[str, Any] = {key: name}
+    for field, value in zip(prim.fields, values):
+        lo = out["base_lr"] if (name == "CyclicLR" and field.name == "max_lr") else None
+        out[field.name] = _field_value(field, value, name, offset, text, lo)
     return out
+
+
+def _training_dict(call: Call, text: str) -> dict[str, Any]:
+    return training_dict(call.name, call.offset, (eval_scalar(a, text) for a in call.args), text)
+
+
+#: One layer of the chain for :func:`assemble`: name, offset, evaluated arguments after the
+#: tensor, and which of them were literals in the text.
+ChainLayer = tuple[str, int, Sequence[Number], Sequence[bool]]
+
+
+def assemble(head: str, head_offset: int, chain: list[ChainLayer], optimizer: dict[str, Any],
+             scheduler: dict[str, Any], weights: Sequence[Number],
+             weight_literals: Sequence[bool]) -> EvaluatedGenome:
+    """The genome from its evaluated parts (``chain`` innermost first), with the codec's layer
+    list: shared by :func:`evaluate` and the one-pass reader."""
+    layers: list[Layer] = []
+    codec: list[list[Any]] = []
+    for i, (name, offset, values, literal) in enumerate(chain):
+        layers.append(Layer(name, tuple(values), offset))
+        codec.append([name] + (["IN0"] if i == 0 else [])
+                     + [codec_arg(v, lit) for v, lit in zip(values, literal)])
+    codec.append([head, str(optimizer), str(scheduler)]
+                 + [codec_arg(v, lit) for v, lit in zip(weights, weight_literals)])
+    return EvaluatedGenome(layers=tuple(layers), head=head, optimizer=optimizer,
+                           scheduler=scheduler, loss_weights_raw=tuple(weights),
+                           head_offset=head_offset, codec_layer_list=codec)
 
 
 def evaluate(root: Call, text: str = "") -> EvaluatedGenome:
     """Evaluate a parsed genome (see :func:`ml.genome.parser.parse`)."""
-    chain: list[Call] = []
+    calls: list[Call] = []
     node: Node = root.args[0]
     while isinstance(node, Call):
-        chain.append(node)
+        calls.append(node)
         node = node.args[0]
     assert isinstance(node, Terminal)  # the parser guarantees the chain ends at IN0
-    chain.reverse()
+    calls.reverse()
 
-    layers: list[Layer] = []
-    codec: list[list[Any]] = []
-    for i, call in enumerate(chain):
+    chain: list[ChainLayer] = []
+    for call in calls:
         nodes = call.args[1:]
-        values = tuple(eval_scalar(a, text) for a in nodes)
-        layers.append(Layer(call.name, values, call.offset))
-        entry = [call.name] + (["IN0"] if i == 0 else [])
-        codec.append(entry + [_codec_arg(n, v) for n, v in zip(nodes, values)])
-
+        chain.append((call.name, call.offset, [eval_scalar(a, text) for a in nodes],
+                      [isinstance(a, Literal) for a in nodes]))
     optimizer = _training_dict(root.args[1], text)
     scheduler = _training_dict(root.args[2], text)
     weight_nodes = root.args[3:]
-    weights = tuple(eval_scalar(a, text) for a in weight_nodes)
-    codec.append([root.name, str(optimizer), str(scheduler)]
-                 + [_codec_arg(n, v) for n, v in zip(weight_nodes, weights)])
-    return EvaluatedGenome(layers=tuple(layers), head=root.name, optimizer=optimizer,
-                           scheduler=scheduler, loss_weights_raw=weights, head_offset=root.offset,
-                           codec_layer_list=codec)
+    weights = [eval_scalar(a, text) for a in weight_nodes]
+    return assemble(root.name, root.offset, chain, optimizer, scheduler, weights,
+                    [isinstance(a, Literal) for a in weight_nodes])

@@ -23,11 +23,10 @@ from typing import Any
 
 from ml.errors import GenomeError
 from ml.genome import catalogue as cat
-from ml.genome.evaluator import _BINARY, _CONVERSIONS, _TOO_MANY_DIGITS, _field_value
+from ml.genome.evaluator import ChainLayer, HelperRefused, assemble, helper_value, training_dict
 from ml.genome.lexer import _SPLIT, MAX_INT_DIGITS
-from ml.genome.model import EvaluatedGenome, Layer
+from ml.genome.model import EvaluatedGenome
 from ml.genome.parser import _BOOLS, _SIGNATURES
-from ml.genome.tree import Call
 
 _ARG, _AFTER, _DONE = 0, 1, 2
 
@@ -60,76 +59,28 @@ class _Open:
         self.literal: list[bool] = []
 
 
-def _helper_value(name: str, values: list[Any]) -> Any:
-    """What :func:`ml.genome.evaluator._apply` gives, or ``_FAILED`` where it raises."""
-    try:
-        if len(values) == 2:
-            result = _BINARY[name](values[0], values[1])
-        else:
-            result = _CONVERSIONS[name](values[0])
-    except OverflowError:
-        return _FAILED
-    if isinstance(result, float):
-        if not math.isfinite(result):
-            return _FAILED
-    elif not -_TOO_MANY_DIGITS < result < _TOO_MANY_DIGITS:
-        return _FAILED
-    return result
-
-
-_FAILED = object()
-
-
-def _codec_arg(value: Any, literal: bool) -> Any:
-    """:func:`ml.genome.evaluator._codec_arg` from the literal-ness instead of the node."""
-    if isinstance(value, bool):
-        return (" " if literal else "") + repr(value)
-    return value
-
-
-def _training_dict(call: _Open, text: str) -> dict[str, Any]:
-    """:func:`ml.genome.evaluator._training_dict` of a closed optimizer or scheduler."""
-    prim = cat.PRIMITIVES[call.name]
-    key = "optimizer" if prim.kind is cat.Kind.OPTIMIZER else "lr_scheduler"
-    out: dict[str, Any] = {key: call.name}
-    where = Call(call.name, call.offset)
-    for field, value in zip(prim.fields, call.values):
-        lo = out["base_lr"] if (call.name == "CyclicLR" and field.name == "max_lr") else None
-        out[field.name] = _field_value(field, value, where, text, lo)
-    return out
-
-
 def _genome(root: _Open, text: str) -> EvaluatedGenome:
-    """:func:`ml.genome.evaluator.evaluate`'s genome from the closed head."""
-    chain: list[_Open] = []
+    """:func:`ml.genome.evaluator.evaluate`'s genome from the closed head (its layers,
+    optimizer and scheduler are the :class:`_Open` calls they were read as)."""
+    chain: list[ChainLayer] = []
     node = root.values[0]
     while node is not None:
-        chain.append(node)
+        chain.append((node.name, node.offset, node.values[1:], node.literal[1:]))
         node = node.values[0]
     chain.reverse()
-    layers: list[Layer] = []
-    codec: list[list[Any]] = []
-    for i, call in enumerate(chain):
-        values = call.values[1:]
-        layers.append(Layer(call.name, tuple(values), call.offset))
-        entry = [call.name] + (["IN0"] if i == 0 else [])
-        codec.append(entry + [_codec_arg(v, lit) for v, lit in zip(values, call.literal[1:])])
-    optimizer = _training_dict(root.values[1], text)
-    scheduler = _training_dict(root.values[2], text)
-    weights = tuple(root.values[3:])
-    codec.append([root.name, str(optimizer), str(scheduler)]
-                 + [_codec_arg(v, lit) for v, lit in zip(weights, root.literal[3:])])
-    return EvaluatedGenome(layers=tuple(layers), head=root.name, optimizer=optimizer,
-                           scheduler=scheduler, loss_weights_raw=weights, head_offset=root.offset,
-                           codec_layer_list=codec)
+    optimizer, scheduler = (training_dict(c.name, c.offset, c.values, text)
+                            for c in root.values[1:3])
+    return assemble(root.name, root.offset, chain, optimizer, scheduler, root.values[3:],
+                    root.literal[3:])
 
 
 def evaluate_fast(text: str) -> EvaluatedGenome | None:
     """``evaluate(parse(text))`` for a well-formed string whose evaluation raises nothing, else
-    None (then the caller parses and evaluates the exact way, which reports
-    the error). Helper calls are evaluated as they close, with the evaluator's own operations and
-    checks; a layer, optimizer or scheduler keeps its argument values, the head builds the
-    genome (``tests/test_memo.py`` compares it with ``evaluate(parse(text))``)."""
+    None (then the caller parses and evaluates the exact way, which reports the error). Helper
+    calls are evaluated as they close (:func:`ml.genome.evaluator.helper_value`); a layer,
+    optimizer or scheduler keeps its argument values, and the head builds the genome with the
+    evaluator's own :func:`~ml.genome.evaluator.assemble` (``tests/test_memo.py`` compares it
+    with ``evaluate(parse(text))``)."""
     if not isinstance(text, str) or not text.isascii():
         return None
     pieces = _SPLIT.split(text)
@@ -196,9 +147,7 @@ def evaluate_fast(text: str) -> EvaluatedGenome | None:
             klass = done.signature[1]
             value: Any = done  # a layer, optimizer or scheduler: read when the head closes
             if klass == _SCALAR:
-                value = _helper_value(done.name, done.values)
-                if value is _FAILED:
-                    return None
+                value = helper_value(done.name, done.values)
             if not stack:
                 if klass != cat.FINAL_TENSOR:
                     return None
@@ -216,5 +165,5 @@ def evaluate_fast(text: str) -> EvaluatedGenome | None:
                 root.name not in cat.HEADS:
             return None
         return _genome(root, text)
-    except GenomeError:  # a field the evaluator refuses: it reports the error
+    except (HelperRefused, GenomeError):  # the exact path reports the error
         return None

@@ -312,11 +312,7 @@ def to_genome(tree: gp.PrimitiveTree) -> tuple[str, Call | None]:
     return text, root
 
 
-#: Names of the architecture, head, optimizer and scheduler primitives.
-STRUCTURAL_NAMES = frozenset(cat.PRIMITIVES)
-
-
 def is_structural(node: Any) -> bool:
     """True for architecture, head, optimizer and scheduler nodes (``type_fixed_mut``'s
     0.9 branch); False for helpers, constants and ``IN0``."""
-    return isinstance(node, gp.Primitive) and node.name in STRUCTURAL_NAMES
+    return isinstance(node, gp.Primitive) and node.name in cat.PRIMITIVES

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 from deap import gp
 
-from ml.search.pset import STRUCTURAL_NAMES, primitive_set, print_tree, seeded
+from ml.search.pset import is_structural, primitive_set, print_tree, seeded
 
 #: (operator name, probability), in the order the evolution applies them.
 CROSSOVERS: tuple[tuple[str, float], ...] = (("cxOnePoint", 0.5), ("cxOnePointLeafBiased", 0.3))
@@ -43,9 +43,7 @@ def type_fixed_mut(individual: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
     rng = gp.random
     if len(individual) < 2:
         return individual,
-    # is_structural, inlined: this runs over every node of every mutant.
-    primitive, names = gp.Primitive, STRUCTURAL_NAMES
-    flags = [isinstance(node, primitive) and node.name in names for node in individual]
+    flags = list(map(is_structural, individual))  # once per node
     structural = [i for i, flag in enumerate(flags) if flag]
     others = [i for i, flag in enumerate(flags) if not flag]
     if not structural or not others:
