@@ -113,3 +113,17 @@ def test_a_stop_between_chunks_cancels_and_shuts_the_corpus_workers_down():
         pretrain(config, progress=lambda f, _: progress.append(f), stop=stop)
     assert progress == [pytest.approx(2 / 6)]
     assert not multiprocessing.active_children()
+
+
+def test_on_a_gpu_the_trainer_leaves_the_cores_to_the_corpus_workers():
+    """Measured on an H200 node (docs/results.md): with torch's one thread per core, the trainer
+    fought 15 busy corpus workers, and the GPU trained no faster than the CPU."""
+    assert PretrainConfig(processes=15, device="cuda").training_threads(cpus=16) == 1
+    assert PretrainConfig(processes=3, device="cuda").training_threads(cpus=16) == 13
+    assert PretrainConfig(processes=0, device="cuda").training_threads(cpus=16) is None
+    assert PretrainConfig(processes=15, device="cpu").training_threads(cpus=16) is None
+    assert PretrainConfig(threads=2, device="cpu").training_threads(cpus=16) == 2
+    before = torch.get_num_threads()
+    _, report = pretrain(PretrainConfig(**{**SMALL, "threads": 1}))
+    assert report["threads"] == 1
+    assert torch.get_num_threads() == before

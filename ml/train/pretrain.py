@@ -58,11 +58,24 @@ class PretrainConfig:
     dims: int = 16
     projection_genomes: int = 2048
     device: str = "auto"
+    #: torch threads of the training process while it runs; None: on CUDA with corpus workers,
+    #: the cores the workers leave (at least one), else torch's own setting. The network then
+    #: runs on the GPU, and torch's default of one thread per core makes the trainer's own CPU
+    #: work (collating, launching kernels) fight the busy workers for every core.
+    threads: int | None = None
 
     def resolved_device(self) -> str:
         if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         return self.device
+
+    def training_threads(self, cpus: int | None = None) -> int | None:
+        """The trainer's torch threads (None: leave torch's setting)."""
+        if self.threads is not None:
+            return self.threads
+        if self.resolved_device() == "cuda" and self.processes > 0:
+            return max((cpus or os.cpu_count() or 1) - self.processes, 1)
+        return None
 
 
 # --- the corpus ------------------------------------------------------------------------------
@@ -166,6 +179,18 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None,
     projection) and a report: sizes, seconds per stage, genomes per second, the loss curve.
     ``progress(fraction, message)`` follows each chunk; ``stop()`` true between chunks raises
     :class:`ml.models.base.TrainingCancelled` (the corpus workers are shut down)."""
+    threads, previous = config.training_threads(), torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _pretrain(config, log, progress, stop)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _pretrain(config: PretrainConfig, log: Callable[[str], None] | None,
+              progress: Callable[[float, str], None] | None,
+              stop: Callable[[], bool] | None) -> tuple[GraphEmbedder, dict[str, Any]]:
     device = config.resolved_device()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -239,7 +264,8 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None,
     total = time.perf_counter() - start
     embedder.info = {"genomes": seen, "config": asdict(config), "device": device,
                      "final": curve[-1]}
-    report = {"genomes": seen, "nodes": nodes, "device": device, "seconds": round(total, 2),
+    report = {"genomes": seen, "nodes": nodes, "device": device,
+              "threads": torch.get_num_threads(), "seconds": round(total, 2),
               "seconds_waiting_for_corpus": round(wait_s, 2),
               "seconds_training": round(train_s, 2), "seconds_projection": round(project_s, 2),
               "genomes_per_second": round(seen / max(total, 1e-9), 1),
