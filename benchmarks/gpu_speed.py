@@ -94,35 +94,39 @@ def _fit_rows(models: list[str], devices: list[str], csv: str, config: dict,
                    "mean_tau": round(float(np.nanmean(list(taus.values()))), 3)}, out)
 
 
+def _pretrain_once(config, budget: float | None) -> dict:
+    """One pre-training run; stopped after ``budget`` seconds, it reports how far it got."""
+    from ml.models.base import TrainingCancelled
+    from ml.train.pretrain import pretrain
+
+    last: dict = {}
+    t0 = time.perf_counter()
+
+    def progress(fraction: float, message: str) -> None:
+        last.update(fraction=round(fraction, 4), message=message,
+                    seconds=round(time.perf_counter() - t0, 2))
+
+    def stop() -> bool:
+        return budget is not None and time.perf_counter() - t0 > budget
+
+    try:
+        _, report = pretrain(config, progress=progress, stop=stop)
+    except TrainingCancelled:
+        return {"stopped_at_budget_s": budget, **last}
+    report.pop("curve", None)
+    report.pop("config", None)
+    return {"wall_s": round(time.perf_counter() - t0, 2), **report}
+
+
 def _pretrain_rows(sizes: list[int], devices: list[str], processes: int, budget: float | None,
                    out: str | None) -> None:
-    from ml.models.base import TrainingCancelled
-    from ml.train.pretrain import PretrainConfig, pretrain
+    from ml.train.pretrain import PretrainConfig
 
     for genomes in sizes:
         for device in devices:
             config = PretrainConfig(genomes=genomes, processes=processes, device=device)
-            last: dict = {}
-            t0 = time.perf_counter()
-
-            def progress(fraction: float, message: str) -> None:
-                last.update(fraction=round(fraction, 4), message=message,
-                            seconds=round(time.perf_counter() - t0, 2))
-
-            def stop() -> bool:
-                return budget is not None and time.perf_counter() - t0 > budget
-
-            try:
-                _, report = pretrain(config, progress=progress, stop=stop)
-            except TrainingCancelled:
-                _emit({"stage": "pretrain", "device": device, "genomes_asked": genomes,
-                       "processes": processes, "stopped_at_budget_s": budget, **last}, out)
-                continue
-            report.pop("curve", None)
-            report.pop("config", None)
             _emit({"stage": "pretrain", "device": device, "genomes_asked": genomes,
-                   "processes": processes, "wall_s": round(time.perf_counter() - t0, 2),
-                   **report}, out)
+                   "processes": processes, **_pretrain_once(config, budget)}, out)
 
 
 def main() -> int:
