@@ -12,6 +12,10 @@ training for), over seeds, the best accuracy found and the regret against the sp
   architecture of the space predicted (as Wen et al. predict the whole NAS-Bench-101 space;
   ``--np-pool N`` predicts N drawn at random instead, 5,000 in the first runs), the top B/2
   queried;
+* ``neural_predictor_loop`` (``POST /propose`` with ``strategy: neural_predictor`` as the loop
+  calls it, once per generation with the model updated on each generation's results): 20
+  random, then per round the predictor is refitted on everything queried, every unqueried
+  architecture is predicted, and the predicted top 20 are queried;
 * ``predictor_evolution`` (the logic of ``POST /propose`` with ``strategy: mutate``): 20 random,
   then per round the predictor is refitted on everything queried, the best 5 queried by accuracy
   are mutated into 200 new candidates, and the 20 the predictor ranks first are queried.
@@ -21,7 +25,7 @@ lands on an architecture of the space. The table below is written to stdout (mar
 
     python benchmarks/search_value.py [--datasets arxiv cora citeseer] [--budgets 100 200]
         [--seeds 20] [--methods random regularised_evolution neural_predictor
-        predictor_evolution] [--np-pool 0]
+        neural_predictor_loop predictor_evolution] [--np-pool 0]
 """
 from __future__ import annotations
 
@@ -119,6 +123,18 @@ def neural_predictor(space: Space, budget: int, rng: np.random.Generator,
     return queried + [int(i) for i in pool[order[:budget - len(queried)]]]
 
 
+def neural_predictor_loop(space: Space, budget: int, rng: np.random.Generator,
+                          seed: int) -> list[int]:
+    queried = list(rng.choice(len(space.records), size=POPULATION, replace=False))
+    while len(queried) < budget:
+        predict = space.predictor(queried, seed)
+        rest = np.setdiff1d(np.arange(len(space.records)), queried)
+        take = min(ROUND_QUERIES, budget - len(queried))
+        order = np.argsort(-predict(rest), kind="stable")
+        queried += [int(i) for i in rest[order[:take]]]
+    return queried
+
+
 def predictor_evolution(space: Space, budget: int, rng: np.random.Generator,
                         seed: int) -> list[int]:
     queried = list(rng.choice(len(space.records), size=POPULATION, replace=False))
@@ -147,7 +163,8 @@ def predictor_evolution(space: Space, budget: int, rng: np.random.Generator,
 
 METHODS: dict[str, Callable[..., list[int]]] = {
     "random": random_search, "regularised_evolution": regularised_evolution,
-    "neural_predictor": neural_predictor, "predictor_evolution": predictor_evolution}
+    "neural_predictor": neural_predictor, "neural_predictor_loop": neural_predictor_loop,
+    "predictor_evolution": predictor_evolution}
 
 
 def main() -> int:
