@@ -137,8 +137,6 @@ def main() -> int:
                         "(e.g. a longer run: '{\"epochs\": 600, \"patience\": 150}')")
     parser.add_argument("--pretrain", default="8192", help="comma-separated corpus sizes; "
                         "empty for none")
-    parser.add_argument("--pretrain-devices", default=None,
-                        help="devices for pre-training (default: --devices)")
     parser.add_argument("--processes", type=int, default=max((os.cpu_count() or 2) - 1, 1))
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--budget", type=float, default=None,
@@ -160,12 +158,8 @@ def main() -> int:
     if models:
         _fit_rows(models, devices, args.csv, json.loads(args.config), args.out)
     sizes = [int(s) for s in args.pretrain.split(",") if s]
-    pre_devices = ([d for d in args.pretrain_devices.split(",") if d]
-                   if args.pretrain_devices else devices)
-    if not torch.cuda.is_available():
-        pre_devices = [d for d in pre_devices if d != "cuda"]
     if sizes:
-        _pretrain_rows(sizes, pre_devices, args.processes, args.budget, args.out)
+        _pretrain_rows(sizes, devices, args.processes, args.budget, args.out)
     return 0
 
 

@@ -111,6 +111,13 @@ def regularised_evolution(space: Space, budget: int, rng: np.random.Generator,
     return queried
 
 
+def best_predicted(predict: Callable[[np.ndarray], np.ndarray], pool: np.ndarray,
+                   take: int) -> list[int]:
+    """The ``take`` architectures of ``pool`` predicted best (ties in pool order)."""
+    order = np.argsort(-predict(pool), kind="stable")
+    return [int(i) for i in pool[order[:take]]]
+
+
 def neural_predictor(space: Space, budget: int, rng: np.random.Generator,
                      seed: int) -> list[int]:
     initial = max(2, int(round(budget * space.np_initial)))
@@ -119,8 +126,7 @@ def neural_predictor(space: Space, budget: int, rng: np.random.Generator,
     rest = np.setdiff1d(np.arange(len(space.records)), queried)
     size = space.np_pool
     pool = rng.choice(rest, size=min(size, len(rest)), replace=False) if size else rest
-    order = np.argsort(-predict(pool), kind="stable")
-    return queried + [int(i) for i in pool[order[:budget - len(queried)]]]
+    return queried + best_predicted(predict, pool, budget - len(queried))
 
 
 def neural_predictor_loop(space: Space, budget: int, rng: np.random.Generator,
@@ -129,9 +135,7 @@ def neural_predictor_loop(space: Space, budget: int, rng: np.random.Generator,
     while len(queried) < budget:
         predict = space.predictor(queried, seed)
         rest = np.setdiff1d(np.arange(len(space.records)), queried)
-        take = min(ROUND_QUERIES, budget - len(queried))
-        order = np.argsort(-predict(rest), kind="stable")
-        queried += [int(i) for i in rest[order[:take]]]
+        queried += best_predicted(predict, rest, min(ROUND_QUERIES, budget - len(queried)))
     return queried
 
 
@@ -153,11 +157,10 @@ def predictor_evolution(space: Space, budget: int, rng: np.random.Generator,
             other = int(rng.integers(len(space.records)))
             if other not in seen and other not in pool:
                 pool.append(other)
-        take = min(ROUND_QUERIES, budget - len(queried))
-        order = np.argsort(-predict(np.array(pool, dtype=np.int64)), kind="stable")
-        for i in order[:take]:
-            queried.append(pool[i])
-            seen.add(pool[i])
+        chosen = best_predicted(predict, np.array(pool, dtype=np.int64),
+                                min(ROUND_QUERIES, budget - len(queried)))
+        queried += chosen
+        seen.update(chosen)
     return queried
 
 
