@@ -366,6 +366,8 @@ class EncoderPoolStatus(BaseModel):
     ready: bool
     restarts: int
     encoded: int
+    #: The workers were forked with every backbone already built (by the warmed fork server).
+    warm_start: bool = False
 
 
 class Readiness(BaseModel):

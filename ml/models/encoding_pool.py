@@ -6,9 +6,12 @@ row-based predictor (stack, trees, gbt) is spread over ``processes`` workers ins
 which returns only what the caller caches: the canonical hash and the feature row (~9 KB), or
 the genome's error. Graph records (~0.27 MB) never cross a process boundary.
 
-* Workers are *spawned* (the API process has threads; forking it is unsafe), build every
-  backbone variant once (``warm_up``) and run torch on one thread. :meth:`EncodingPool.ready`
-  says when all of them answer; until then callers encode in process rather than wait.
+* Workers are forked from a *fork server* (``multiprocessing``'s forkserver: a fresh,
+  single-threaded interpreter, so never a fork of the threaded API process) that built every
+  backbone variant once before its first fork (:mod:`ml.models.encoding_preload`). A worker
+  starts in milliseconds with the variants shared copy-on-write, and replacing a dead one costs
+  a fork, not another warm-up. Workers run torch on one thread. :meth:`EncodingPool.ready` says
+  when all of them answer; until then callers encode in process rather than wait.
 * A worker's answer is the in-process answer: ``GenomeEncoder.encode`` (the same load,
   compile and graph, the same ``INTERNAL_ERROR`` isolation) → ``to_data("combined")`` → the
   featuriser.
@@ -46,6 +49,9 @@ ROW_FEATURIZERS: dict[str, Callable[[list[Any]], np.ndarray]] = {
     TreePredictor.feature_key: tabular_features,
 }
 
+#: The module the fork server imports before its first fork: it warms the server up.
+PRELOAD = "ml.models.encoding_preload"
+
 #: How long a readiness probe keeps a worker busy, so that each worker answers one.
 _PROBE_S = 0.2
 
@@ -72,6 +78,8 @@ _ENCODER: Any = None
 
 
 def _init_worker(max_length: int, warm: bool) -> None:
+    """A worker's set-up. Forked from a warmed fork server, ``warm_process`` finds every
+    variant built (a few milliseconds); otherwise it builds them here."""
     global _ENCODER
     import torch
 
@@ -94,9 +102,14 @@ def warm_process() -> None:
     warm_layer_paths()
 
 
-def _probe() -> int:
+def _probe() -> tuple[int, bool]:
+    """This worker's pid, and whether it started warm: forked from a fork server that had
+    built every variant (the preload module is in the forked interpreter, and it warmed)."""
+    import sys
+
     time.sleep(_PROBE_S)
-    return os.getpid()
+    preload = sys.modules.get(PRELOAD)
+    return os.getpid(), bool(getattr(preload, "WARMED", False))
 
 
 #: Feature rows this process computed, by (feature key, canonical hash), with the graph's node
@@ -170,7 +183,9 @@ class EncodingPool:
     def __init__(self, processes: int, max_length: int, warm: bool = True,
                  task: Callable[[Sequence[str], str], list[RowOutcome]] = encode_rows) -> None:
         self.processes, self.max_length, self.warm, self.task = processes, max_length, warm, task
-        self._context = multiprocessing.get_context("spawn")
+        self._context = multiprocessing.get_context("forkserver")
+        if warm:  # heeded only if the server has not started yet (one per process)
+            self._context.set_forkserver_preload([PRELOAD])
         self._lock = threading.Lock()
         self._executor: ProcessPoolExecutor | None = None
         self._ready = threading.Event()
@@ -178,6 +193,10 @@ class EncodingPool:
         #: Workers replaced after one died, and genomes encoded here (for /readyz and tests).
         self.restarts = 0
         self.encoded = 0
+        #: Whether every worker that answered the last readiness probe was forked from a warmed
+        #: fork server (False until the pool is ready, and where the server started unwarmed:
+        #: a ``warm=False`` pool started it first in this process).
+        self.warm_start = False
 
     def start(self) -> None:
         """Spawn the workers (non-blocking); :meth:`ready` turns true once each has answered."""
@@ -221,7 +240,7 @@ class EncodingPool:
 
     def _probe_all(self, executor: ProcessPoolExecutor) -> None:
         """Ready when every worker has answered a probe (each probe keeps one busy)."""
-        seen: set[int] = set()
+        seen: dict[int, bool] = {}
         try:
             for _ in range(20):
                 probes = [executor.submit(_probe) for _ in range(self.processes)]
@@ -232,6 +251,7 @@ class EncodingPool:
             log.error("the encoding pool did not start: %s", exc)
             return
         if executor is self._executor:
+            self.warm_start = all(seen.values())
             self._ready.set()
 
     def _replace(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:

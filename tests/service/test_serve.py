@@ -48,6 +48,7 @@ def test_serve_bootstraps_and_predicts(tmp_path):
         assert r.status_code == 200, r.text
         pool = httpx.get(base + "/readyz").json()["encoder_pool"]
         assert pool["processes"] == 2 and pool["encoded"] == len(batch) - 1 and not pool["restarts"]
+        assert pool["warm_start"] is True  # forked from the fork server that built the backbones
         pooled = r.json()["items"]
         assert sum(i["ok"] for i in pooled) == len(batch) - 1 and not pooled[-1]["ok"]
         assert [i["predictions"] for i in pooled[-31:-1]] == \

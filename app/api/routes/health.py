@@ -50,7 +50,7 @@ def readyz(request: Request) -> JSONResponse:
             "model_loaded": loaded,
             "encoder_pool": None if pool is None else {
                 "processes": pool.processes, "ready": pool.ready(), "restarts": pool.restarts,
-                "encoded": pool.encoded}}
+                "encoded": pool.encoded, "warm_start": pool.warm_start}}
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
