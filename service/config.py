@@ -91,9 +91,10 @@ class Settings(BaseSettings):
     predict_chunk: int = 512
     predict_chunk_mb: int = 64
     #: Never-seen genomes of a batch for a row-based predictor (stack, trees, gbt) are parsed,
-    #: compiled, encoded and featurised in this many spawned worker processes (0: in the API
-    #: process). Each holds its own backbones and memos, about 0.5-0.9 GB (measured in
-    #: docs/results.md), so the default fits in 2 GB; it pays from 2 cores. A batch with fewer
+    #: compiled, encoded and featurised in this many worker processes (0: in the API
+    #: process), forked from one fork server that built the backbones: the server ~0.4 GB,
+    #: each worker ~0.25 GB more (PSS; spawned workers that built their own were ~0.7 GB each,
+    #: docs/results.md), so the default fits in 1 GB; it pays from 2 cores. A batch with fewer
     #: misses than ``encoder_pool_min_misses`` is encoded in process (no round trip).
     encoder_processes: int = Field(2, ge=0, le=64)
     encoder_pool_min_misses: int = Field(64, ge=1)

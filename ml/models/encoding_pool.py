@@ -181,10 +181,13 @@ class EncodingPool:
     """``processes`` spawned encoder workers; :meth:`encode` keeps the input order."""
 
     def __init__(self, processes: int, max_length: int, warm: bool = True,
-                 task: Callable[[Sequence[str], str], list[RowOutcome]] = encode_rows) -> None:
+                 task: Callable[[Sequence[str], str], list[RowOutcome]] = encode_rows,
+                 start_method: str = "forkserver") -> None:
+        """``start_method`` "spawn" (each worker builds its own backbones, as before the fork
+        server) is kept for ``benchmarks/pool_start.py``, which measures one against the other."""
         self.processes, self.max_length, self.warm, self.task = processes, max_length, warm, task
-        self._context = multiprocessing.get_context("forkserver")
-        if warm:  # heeded only if the server has not started yet (one per process)
+        self._context = multiprocessing.get_context(start_method)
+        if warm and start_method == "forkserver":  # heeded if the server has not started yet
             self._context.set_forkserver_preload([PRELOAD])
         self._lock = threading.Lock()
         self._executor: ProcessPoolExecutor | None = None
