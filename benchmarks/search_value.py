@@ -7,8 +7,9 @@ training for), over seeds, the best accuracy found and the regret against the sp
 * ``random``: B architectures drawn uniformly;
 * ``regularised_evolution`` (Real et al. 2019): 20 random, then tournaments of 5 over the
   population, the winner mutated, the oldest member dropped;
-* ``neural_predictor`` (predictors.md §1.2): B/2 random queried, the predictor (the ``trees``
-  predictor of this project, on its tabular graph features) trained on them, every unqueried
+* ``neural_predictor`` (predictors.md §1.2): B/2 random queried, the predictor (``--model``:
+  the service's default ``auto``, i.e. ``stack``, unless told; the runs before 2026-12-04
+  22:00 UTC used ``trees``) trained on them, every unqueried
   architecture of the space predicted (as Wen et al. predict the whole NAS-Bench-101 space;
   ``--np-pool N`` predicts N drawn at random instead, 5,000 in the first runs), the top B/2
   queried;
@@ -25,7 +26,7 @@ lands on an architecture of the space. The table below is written to stdout (mar
 
     python benchmarks/search_value.py [--datasets arxiv cora citeseer] [--budgets 100 200]
         [--seeds 20] [--methods random regularised_evolution neural_predictor
-        neural_predictor_loop predictor_evolution] [--np-pool 0]
+        neural_predictor_loop predictor_evolution] [--np-pool 0] [--model auto]
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ class Space:
     """One dataset's architectures: features for the predictor, accuracies as the oracle."""
 
     def __init__(self, dataset: str, np_pool: int = NP_POOL,
-                 np_initial: float = NP_INITIAL) -> None:
+                 np_initial: float = NP_INITIAL, model: str = "auto") -> None:
         from ml.evaluation import nasbench_graph as nb
         from ml.evaluation.predictors import make_factory
 
@@ -61,7 +62,7 @@ class Space:
         self.perf = np.array([float(r.y.reshape(-1)[0]) for r in self.records])
         self.index = {(tuple(r.link), tuple(r.ops)): i for i, r in enumerate(self.records)}
         self.links = sorted({tuple(r.link) for r in self.records})
-        self.factory = make_factory("trees", nb.METRICS)
+        self.factory = make_factory(model, nb.METRICS)
         self.rows = self.factory(0).featurize(self.records)
         self.best = float(self.perf.max())
         self.np_pool, self.np_initial = np_pool, np_initial
@@ -164,6 +165,17 @@ def predictor_evolution(space: Space, budget: int, rng: np.random.Generator,
     return queried
 
 
+def lead_in_se(values: list[float], baseline: list[float], name: str) -> str:
+    """Mean lead over the baseline's mean in standard errors of the difference (independent
+    runs: the methods draw from their seeds differently); "-" for the baselines themselves."""
+    if name in ("random", "regularised_evolution"):
+        return "-"
+    se = (statistics.variance(values) / len(values)
+          + statistics.variance(baseline) / len(baseline)) ** 0.5
+    lead = statistics.mean(values) - statistics.mean(baseline)
+    return f"{lead / se:+.1f}" if se > 0 else f"{lead:+.4f} (no spread)"
+
+
 METHODS: dict[str, Callable[..., list[int]]] = {
     "random": random_search, "regularised_evolution": regularised_evolution,
     "neural_predictor": neural_predictor, "neural_predictor_loop": neural_predictor_loop,
@@ -180,14 +192,17 @@ def main() -> int:
                         help="architectures the Neural Predictor ranks (0: every unqueried one)")
     parser.add_argument("--np-initial", type=float, default=NP_INITIAL,
                         help="share of the budget the Neural Predictor draws at random first")
+    parser.add_argument("--model", default="auto",
+                        help="the predictor of the predictor-guided searches (a row model: "
+                             "auto, stack, trees, ...)")
     args = parser.parse_args()
 
     table: list[str] = ["| dataset | budget | method | best accuracy (mean ± sd) | median "
-                        "| regret (mean) | beats random | beats RE |",
-                        "|---|---|---|---|---|---|---|---|"]
+                        "| regret (mean) | beats random | beats RE | lead over RE (SE) |",
+                        "|---|---|---|---|---|---|---|---|---|"]
     for dataset in args.datasets:
         started = time.perf_counter()
-        space = Space(dataset, args.np_pool, args.np_initial)
+        space = Space(dataset, args.np_pool, args.np_initial, args.model)
         print(f"{dataset}: {len(space.records)} archs, best {space.best:.4f} "
               f"({time.perf_counter() - started:.0f} s to load)", file=sys.stderr)
         for budget in args.budgets:
@@ -216,7 +231,8 @@ def main() -> int:
                                               ("random", "regularised_evolution")))]
                 table.append(f"| {dataset} | {budget} | {name} | {mean:.4f} ± "
                              f"{statistics.stdev(values):.4f} | {statistics.median(values):.4f} "
-                             f"| {regret:.4f} | {beats[0]} | {beats[1]} |")
+                             f"| {regret:.4f} | {beats[0]} | {beats[1]} | "
+                             f"{lead_in_se(values, found['regularised_evolution'], name)} |")
     print("\n".join(table))
     return 0
 
