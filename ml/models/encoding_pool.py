@@ -178,7 +178,8 @@ def died_error() -> dict[str, Any]:
 
 
 class EncodingPool:
-    """``processes`` spawned encoder workers; :meth:`encode` keeps the input order."""
+    """``processes`` encoder workers (forked from the warmed fork server); :meth:`encode`
+    keeps the input order."""
 
     def __init__(self, processes: int, max_length: int, warm: bool = True,
                  task: Callable[[Sequence[str], str], list[RowOutcome]] = encode_rows,
@@ -202,7 +203,7 @@ class EncodingPool:
         self.warm_start = False
 
     def start(self) -> None:
-        """Spawn the workers (non-blocking); :meth:`ready` turns true once each has answered."""
+        """Start the workers (non-blocking); :meth:`ready` turns true once each has answered."""
         with self._lock:
             if self._executor is None and not self._closed:
                 self._executor = self._new_executor()
