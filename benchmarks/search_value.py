@@ -9,7 +9,7 @@ training for), over seeds, the best accuracy found and the regret against the sp
   population, the winner mutated, the oldest member dropped;
 * ``neural_predictor`` (predictors.md §1.2): B/2 random queried, the predictor (``--model``:
   the service's default ``auto``, i.e. ``stack``, unless told; the runs before 2026-12-04
-  22:00 UTC used ``trees``) trained on them, every unqueried
+  21:45 UTC used ``trees``) trained on them, every unqueried
   architecture of the space predicted (as Wen et al. predict the whole NAS-Bench-101 space;
   ``--np-pool N`` predicts N drawn at random instead, 5,000 in the first runs), the top B/2
   queried;
