@@ -2,8 +2,8 @@
 their own backbones (``ml.models.encoding_pool``): seconds until the pool is ready (with the API
 process's own warm-up thread beside it, as ``nas-surrogate serve`` starts them, and without),
 300 never-seen genomes encoded, the same again right after a worker was killed (the pool is
-replaced), and the proportional memory (PSS, /proc/PID/smaps_rollup) of the workers and the
-fork server. Rounds alternate the two ways in fresh processes; prints medians and ratios.
+replaced), and the proportional memory (PSS) of the workers and the fork server. Rounds
+alternate the two ways in fresh processes; prints medians and ratios.
 
     python benchmarks/pool_start.py [--rounds 3] [--processes 2]
 """
@@ -25,15 +25,14 @@ sys.path.insert(0, str(REPO))
 WAYS = ("spawn", "forkserver")
 
 
-def pss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as handle:
-            for line in handle:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+def children_pss_mb() -> float:
+    """Proportional memory of this process's descendants: the workers (the fork server's
+    children, where there is one), the server, and multiprocessing's resource tracker (~9 MB,
+    either way)."""
+    import psutil
+
+    return sum(child.memory_full_info().pss
+               for child in psutil.Process().children(recursive=True)) / 2 ** 20
 
 
 def one_round(way: str, processes: int, api_warm_up: bool, seed: int) -> dict[str, float]:
@@ -56,12 +55,8 @@ def one_round(way: str, processes: int, api_warm_up: bool, seed: int) -> dict[st
     t0 = time.perf_counter()
     pool.encode(texts, key)
     encode = time.perf_counter() - t0
-    workers = pool.pids()
-    children = [int(c) for c in
-                open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split()]
-    server = [c for c in children if c not in workers and pss_mb(c) > 50]
-    memory = sum(pss_mb(p) for p in workers) + sum(pss_mb(p) for p in server)
-    os.kill(workers[0], signal.SIGKILL)
+    memory = children_pss_mb()
+    os.kill(pool.pids()[0], signal.SIGKILL)
     time.sleep(0.5)
     t0 = time.perf_counter()
     pool.encode(more, key)
