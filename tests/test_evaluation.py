@@ -183,6 +183,43 @@ def test_cross_validate_scores_and_summary() -> None:
     assert summary["validity_auc"]["pooled_oof"]["mean"] == pytest.approx(1.0)
 
 
+class _RecordingPredictor(_LeakCheckingPredictor):
+    """Also records which groups each fit saw, keyed by the factory's seed."""
+
+    fits: dict[int, set[str]] = {}
+
+    def __init__(self, seed: int) -> None:
+        self.key = seed
+
+    def fit(self, train, val, config, callbacks):  # noqa: ANN001
+        returned = super().fit(train, val, config, callbacks)
+        _RecordingPredictor.fits[self.key] = set(self.seen)
+        return returned
+
+
+def test_cross_validate_train_fraction_shrinks_training_folds_only() -> None:
+    records = _synthetic(n_groups=60)
+    metrics = ("uw_val_epoch_loss", "ciou_loss", "average_precision")
+    seen: dict[float, dict[int, set[str]]] = {}
+    results = {}
+    for fraction in (0.25, 0.5, 1.0):
+        _RecordingPredictor.fits = {}
+        results[fraction] = cross_validate(records, _RecordingPredictor, metrics, (+1, -1, +1),
+                                           n_folds=3, seeds=range(2), train_fraction=fraction)
+        seen[fraction] = dict(_RecordingPredictor.fits)
+    for fraction in (0.25, 0.5):
+        for full, part in zip(results[1.0].folds, results[fraction].folds):
+            # the same test folds, a grouped fraction of each training fold
+            assert (part.seed, part.fold, part.n_test) == (full.seed, full.fold, full.n_test)
+            groups_full = len(seen[1.0][full.seed * 1000 + full.fold])
+            groups_part = len(seen[fraction][part.seed * 1000 + part.fold])
+            assert groups_part == pytest.approx(fraction * groups_full, abs=1)
+    for key, groups_quarter in seen[0.25].items():   # nested: smaller fractions are subsets
+        assert groups_quarter <= seen[0.5][key] <= seen[1.0][key]
+    with pytest.raises(ValueError):
+        cross_validate(records, _RecordingPredictor, metrics, (+1, -1, +1), train_fraction=0.0)
+
+
 def test_report_plots_learning_curves(tmp_path) -> None:  # noqa: ANN001
     from ml.evaluation.report import write_report
 
@@ -331,3 +368,37 @@ def test_evaluate_cli_by_generation(tmp_path, capsys) -> None:  # noqa: ANN001
     assert [g["n_test"] for g in report["generations"]] == [21, 20, 25]
     assert report["evolution_split"]["train_generations"] == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert 0.0 <= line["trust_spea2_top30"] <= 1.0
+
+
+# ---------------------------------------------------------------- trust ceiling
+
+def test_predictions_with_tau_reach_the_asked_tau_and_keep_the_marginals() -> None:
+    from ml.evaluation.ceiling import predictions_with_tau
+
+    rng = np.random.default_rng(0)
+    y = np.stack([rng.lognormal(size=3000), rng.normal(size=3000), rng.uniform(size=3000)], 1)
+    assert np.array_equal(predictions_with_tau(y, 1.0, rng), y)
+    for tau in (0.3, 0.6, 0.85):
+        pred = predictions_with_tau(y, tau, rng)
+        for j in range(3):
+            assert np.array_equal(np.sort(pred[:, j]), np.sort(y[:, j]))  # same values
+            assert M.kendall_tau_b(y[:, j], pred[:, j]) == pytest.approx(tau, abs=0.03)
+    with pytest.raises(ValueError):
+        predictions_with_tau(y, 1.5, rng)
+
+
+def test_trust_at_tau_rises_with_tau_and_is_perfect_at_one() -> None:
+    from ml.evaluation.ceiling import trust_at_tau
+
+    rng = np.random.default_rng(3)
+    y = np.stack([rng.lognormal(size=45), rng.normal(size=45), rng.uniform(size=45)], 1)
+    failed = np.zeros(45)
+    failed[:5] = 1
+    keys = [str(i) for i in range(45)]
+    metrics = ("uw_val_epoch_loss", "ciou_loss", "average_precision")
+    perfect = trust_at_tau(y, failed, keys, metrics, 1.0, 2, rng)
+    assert perfect["spea2"] == pytest.approx(1.0) and perfect["nsga2"] == pytest.approx(1.0)
+    low = trust_at_tau(y, failed, keys, metrics, 0.2, 40, rng)
+    high = trust_at_tau(y, failed, keys, metrics, 0.8, 40, rng)
+    assert high["spea2"] > low["spea2"] + 0.15 and high["nsga2"] > low["nsga2"] + 0.15
+    assert high["tau"] == pytest.approx(0.8, abs=0.08)

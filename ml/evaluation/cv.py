@@ -6,6 +6,8 @@ ranking metric). Each seed reshuffles which
 groups go to which fold. Failed evaluations count only for the validity AUC; regression and
 ranking metrics use the non-failed test rows with a finite label. A further grouped slice of each
 training fold is handed to the predictor as its validation set (early stopping, model selection).
+``train_fraction`` < 1 keeps only a grouped random fraction of each training fold (a learning
+curve on the same test folds; the smaller fractions' groups are subsets of the larger ones').
 """
 from __future__ import annotations
 
@@ -105,6 +107,20 @@ def score_predictions(y: np.ndarray, failed: np.ndarray, pred: Prediction, keys:
     return per_metric, auc, spea2, nsga2
 
 
+def _subsample_groups(keys: Sequence[str], mask: np.ndarray, fraction: float,
+                      seed: int) -> np.ndarray:
+    """``mask`` reduced to a grouped random ``fraction`` of its groups (at least one).
+
+    One seeded permutation of the groups, cut at a length that grows with ``fraction``, so the
+    groups kept at a smaller fraction are among those kept at a larger one.
+    """
+    rows = np.flatnonzero(mask)
+    kept = grouped_holdout([keys[i] for i in rows], fraction, seed + 7919, at_least_one=True)
+    out = np.zeros_like(mask)
+    out[rows[kept]] = True
+    return out
+
+
 def _take(records: Sequence[Data], mask: np.ndarray) -> list[Data]:
     return [r for r, keep in zip(records, mask) if keep]
 
@@ -119,8 +135,11 @@ def _history_of(predictor: Any, returned: Any) -> Any:
 def cross_validate(records: Sequence[Data], factory: PredictorFactory, metrics: Sequence[str],
                    directions: Sequence[int], n_folds: int = 5, seeds: Sequence[int] = range(5),
                    val_fraction: float = 0.15, config: dict | None = None, k: int = 10,
-                   log: Callable[[str], None] | None = None) -> CVResult:
+                   log: Callable[[str], None] | None = None,
+                   train_fraction: float = 1.0) -> CVResult:
     """Run grouped k-fold CV for every seed; returns per-fold scores and out-of-fold predictions."""
+    if not 0.0 < train_fraction <= 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
     keys = groups(records)
     y = targets(records, len(metrics))
     failed = failed_flags(records)
@@ -134,6 +153,8 @@ def cross_validate(records: Sequence[Data], factory: PredictorFactory, metrics: 
         for fold in range(n_folds):
             test = fold_ids == fold
             train_all = ~test
+            if train_fraction < 1.0:
+                train_all = _subsample_groups(keys, train_all, train_fraction, seed * 1000 + fold)
             train_keys = [k_ for k_, t in zip(keys, train_all) if t]
             hold = grouped_holdout(train_keys, val_fraction, seed * 1000 + fold)
             train_idx = np.flatnonzero(train_all)
