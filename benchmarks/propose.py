@@ -93,12 +93,6 @@ def _unseen_bred(population: tuple[str, ...], n: int, seed: int) -> list[str]:
     return [o.genome for o in bred.kept]
 
 
-def pool_rss_mb(pool: Any) -> float:
-    import psutil
-
-    return sum(psutil.Process(pid).memory_info().rss for pid in pool.pids()) / 2 ** 20
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pool-size", type=int, default=2000)
@@ -150,8 +144,13 @@ def main() -> int:
         if pool is not None:
             started = time.perf_counter()
             pool.wait_ready(300)
+            # PSS, not RSS: the forked workers share the fork server's warm heap, which RSS
+            # would count once per worker (and the server itself would be missed).
+            from pool_start import children_pss_mb  # benchmarks/, this script's own folder
+
             print(f"encoder pool of {processes}: ready in {time.perf_counter() - started:.1f} s"
-                  f", {pool_rss_mb(pool):.0f} MB resident in its processes")
+                  f", {children_pss_mb():.0f} MB proportional memory (PSS) in its processes"
+                  " and the fork server")
         tag = f" [{processes} encoder proc]" if processes else " [in process]"
         for repeat in range(args.repeats):
             scorer = Scorer(settings)
