@@ -15,16 +15,18 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy.stats import norm, rankdata
+from scipy.stats import rankdata
 
 from ml.evaluation.cv import trust_overlaps
 from ml.metrics import kendall_tau_b
+from ml.models.targets import normal_scores
 
 
-def normal_scores(values: np.ndarray) -> np.ndarray:
-    """Normal scores of mid-ranks: Φ⁻¹((rank - ½) / n)."""
+def _row_normal_scores(values: np.ndarray) -> np.ndarray:
+    """Each value's normal score (of its mid-rank), as the models' ``rank`` targets use them."""
     v = np.asarray(values, dtype=np.float64)
-    return norm.ppf((rankdata(v) - 0.5) / len(v))
+    knots, scores = normal_scores(v)
+    return scores[np.searchsorted(knots, v)]
 
 
 def predictions_with_tau(y: np.ndarray, tau: float, rng: np.random.Generator) -> np.ndarray:
@@ -35,7 +37,7 @@ def predictions_with_tau(y: np.ndarray, tau: float, rng: np.random.Generator) ->
     rho = math.sin(math.pi * tau / 2.0)
     out = np.empty_like(y)
     for j in range(y.shape[1]):
-        noisy = rho * normal_scores(y[:, j]) + math.sqrt(max(0.0, 1.0 - rho * rho)) \
+        noisy = rho * _row_normal_scores(y[:, j]) + math.sqrt(max(0.0, 1.0 - rho * rho)) \
             * rng.standard_normal(len(y))
         order = rankdata(noisy, method="ordinal").astype(np.int64) - 1
         out[:, j] = np.sort(y[:, j])[order]
