@@ -221,11 +221,15 @@ def tables(curve: dict[str, list[dict[str, Any]]], ceil: list[dict[str, Any]]) -
                          f"{r['spea2']['mean']:.3f} | {r['nsga2']['mean']:.3f} |")
         if floor:
             full = floor[-1]
+            lowest, highest = ceil[0]["tau_reached"]["mean"], ceil[-1]["tau_reached"]["mean"]
             for selector in ("spea2", "nsga2"):
                 bar = full[selector]["mean"] + TRUST_MARGIN
+                tau = tau_for(ceil, selector, bar)
+                where = (f"not reached up to τ-b {highest:.2f}" if math.isinf(tau) else
+                         f"reached at τ-b ≤ {lowest:.2f}" if tau == lowest else
+                         f"reached at τ-b ≈ {tau:.2f}")
                 lines.append(f"\n{selector} bar (rf_counts {full[selector]['mean']:.3f} + "
-                             f"{TRUST_MARGIN}) = {bar:.3f}: reached at τ-b ≈ "
-                             f"{tau_for(ceil, selector, bar):.2f} on every objective")
+                             f"{TRUST_MARGIN}) = {bar:.3f}: {where} on every objective")
     return lines
 
 
