@@ -31,7 +31,6 @@ import math
 import os
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -42,26 +41,15 @@ sys.path.insert(0, str(REPO))
 DATA = Path(os.environ.get("NAS_SURROGATE_DATA_DIR", REPO.parent / "shared" / "data"))
 TRAIN_CSV = DATA / "surrogate_evolution_train.csv"
 
+# Issue 13's bars and the log line, as benchmarks/predictors.py (this folder) states them.
+from predictors import TAU_BARS, TRUST_MARGIN, log  # noqa: E402
+
 from ml.datasets.labels import DEFAULT_METRICS, DIRECTIONS  # noqa: E402
 from ml.datasets.splits import grouped_fold_ids  # noqa: E402
 from ml.evaluation.ceiling import trust_at_tau  # noqa: E402
-from ml.evaluation.cv import cross_validate  # noqa: E402
+from ml.evaluation.cv import cross_validate, mean_std  # noqa: E402
 from ml.evaluation.predictors import make_factory  # noqa: E402
 from ml.evaluation.selection import OBJECTIVE_NAMES  # noqa: E402
-
-#: Issue 13's τ bars on the real genomes.
-TAU_BARS = {"uw_val_epoch_loss": 0.60, "ciou_loss": 0.58}
-TRUST_MARGIN = 0.10
-
-
-def log(message: str) -> None:
-    print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
-    return {"mean": float(v.mean()), "median": float(np.median(v)),
-            "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "count": int(v.size)}
 
 
 def swapped_trust(result: Any, draws: int, rng: np.random.Generator) -> dict[str, Any]:
@@ -97,7 +85,8 @@ def swapped_trust(result: Any, draws: int, rng: np.random.Generator) -> dict[str
                         trust_overlaps(yt, mixed, none_failed, keys, OBJECTIVE_NAMES))
             for name, values in draws_of.items():
                 figures.setdefault(name, []).append(tuple(np.nanmean(values, axis=0)))
-    return {name: {"spea2": stats([v[0] for v in values]), "nsga2": stats([v[1] for v in values])}
+    return {name: {"spea2": mean_std([v[0] for v in values]),
+                   "nsga2": mean_std([v[1] for v in values])}
             for name, values in figures.items()}
 
 
@@ -109,11 +98,11 @@ def curve_point(records: list, model: str, fraction: float, folds: int,
                             directions, folds, range(seeds), train_fraction=fraction)
     point: dict[str, Any] = {
         "part": "curve", "model": model, "fraction": fraction,
-        "train_genomes": stats([float(f.n_train + f.n_val) for f in result.folds]),
-        "tau": {m: stats([f.per_metric[m]["kendall_tau_b"] for f in result.folds])
+        "train_genomes": mean_std([float(f.n_train + f.n_val) for f in result.folds]),
+        "tau": {m: mean_std([f.per_metric[m]["kendall_tau_b"] for f in result.folds])
                 for m in OBJECTIVE_NAMES},
-        "spea2": stats([f.trust_spea2 for f in result.folds]),
-        "nsga2": stats([f.trust_nsga2 for f in result.folds]),
+        "spea2": mean_std([f.trust_spea2 for f in result.folds]),
+        "nsga2": mean_std([f.trust_nsga2 for f in result.folds]),
         "seconds": round(time.perf_counter() - start, 1)}
     if draws:
         point["swapped"] = swapped_trust(result, draws, np.random.default_rng(7))
@@ -158,9 +147,9 @@ def ceiling(records: list, taus: list[float], folds: int, seeds: int,
                                              [k for k, t in zip(keys, test) if t],
                                              OBJECTIVE_NAMES, tau, draws, rng))
         row = {"part": "ceiling", "tau": tau,
-               "tau_reached": stats([f["tau"] for f in per_fold]),
-               "spea2": stats([f["spea2"] for f in per_fold]),
-               "nsga2": stats([f["nsga2"] for f in per_fold])}
+               "tau_reached": mean_std([f["tau"] for f in per_fold]),
+               "spea2": mean_std([f["spea2"] for f in per_fold]),
+               "nsga2": mean_std([f["nsga2"] for f in per_fold])}
         print(json.dumps(row), flush=True)
         out.append(row)
     return out

@@ -48,7 +48,7 @@ TRAIN_CSV = DATA / "surrogate_evolution_train.csv"
 
 from ml.datasets.labels import DEFAULT_METRICS, DIRECTIONS  # noqa: E402
 from ml.datasets.records import targets  # noqa: E402
-from ml.evaluation.cv import cross_validate, summarize  # noqa: E402
+from ml.evaluation.cv import cross_validate, mean_std, summarize  # noqa: E402
 from ml.evaluation.predictors import available_predictors, make_factory  # noqa: E402
 from ml.metrics import regression_metrics  # noqa: E402
 
@@ -88,14 +88,6 @@ def fmt(stats: dict[str, float] | None, spec: str | int = 3) -> str:
         return "n/a"
     spec = f".{spec}f" if isinstance(spec, int) else spec
     return f"{stats['mean']:{spec}} ± {stats['std']:{spec}}"
-
-
-def mean_std(values: list[float]) -> dict[str, float]:
-    v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
-    if v.size == 0:
-        return {"mean": math.nan, "std": math.nan, "median": math.nan, "count": 0}
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
-            "median": float(np.median(v)), "count": int(v.size)}
 
 
 # ---------------------------------------------------------------- (a) real genomes

@@ -194,7 +194,8 @@ def cross_validate(records: Sequence[Data], factory: PredictorFactory, metrics: 
     return result
 
 
-def _mean_std(values: Sequence[float]) -> dict[str, float]:
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    """Mean, sample std, median and count of the finite values (None and NaN skipped)."""
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
     if v.size == 0:
         return {"mean": math.nan, "std": math.nan, "median": math.nan, "count": 0}
@@ -208,24 +209,24 @@ def summarize(result: CVResult, k: int = 10) -> dict[str, Any]:
     per_fold: dict[str, dict[str, dict[str, float]]] = {}
     for metric in result.metrics:
         names = result.folds[0].per_metric[metric].keys()
-        per_fold[metric] = {name: _mean_std([f.per_metric[metric][name] for f in result.folds])
+        per_fold[metric] = {name: mean_std([f.per_metric[metric][name] for f in result.folds])
                             for name in names}
     pooled_runs = [score_predictions(result.y, result.failed, pred, keys, result.metrics,
                                      result.directions, k) for pred in result.oof.values()]
     pooled: dict[str, dict[str, dict[str, float]]] = {}
     for metric in result.metrics:
         names = pooled_runs[0][0][metric].keys()
-        pooled[metric] = {name: _mean_std([run[0][metric][name] for run in pooled_runs])
+        pooled[metric] = {name: mean_std([run[0][metric][name] for run in pooled_runs])
                           for name in names}
     return {
         "per_fold": per_fold,
         "pooled_oof": pooled,
-        "validity_auc": {"per_fold": _mean_std([f.validity_auc for f in result.folds]),
-                         "pooled_oof": _mean_std([run[1] for run in pooled_runs])},
-        "trust_spea2_top30": {"per_fold": _mean_std([f.trust_spea2 for f in result.folds]),
-                              "pooled_oof": _mean_std([run[2] for run in pooled_runs])},
-        "trust_nsga2_top30": {"per_fold": _mean_std([f.trust_nsga2 for f in result.folds]),
-                              "pooled_oof": _mean_std([run[3] for run in pooled_runs])},
-        "timings_s": {"fit": _mean_std([f.fit_seconds for f in result.folds]),
-                      "predict": _mean_std([f.predict_seconds for f in result.folds])},
+        "validity_auc": {"per_fold": mean_std([f.validity_auc for f in result.folds]),
+                         "pooled_oof": mean_std([run[1] for run in pooled_runs])},
+        "trust_spea2_top30": {"per_fold": mean_std([f.trust_spea2 for f in result.folds]),
+                              "pooled_oof": mean_std([run[2] for run in pooled_runs])},
+        "trust_nsga2_top30": {"per_fold": mean_std([f.trust_nsga2 for f in result.folds]),
+                              "pooled_oof": mean_std([run[3] for run in pooled_runs])},
+        "timings_s": {"fit": mean_std([f.fit_seconds for f in result.folds]),
+                      "predict": mean_std([f.predict_seconds for f in result.folds])},
     }
