@@ -32,6 +32,7 @@ from app.limits import BodySizeLimit, ConcurrencyLimit
 from app.scoring import Scorer
 from app.telemetry import REQUEST_ID, Metrics
 from service.config import Settings, get_settings
+from service.db import disk_full_error, is_disk_full
 from service.errors import ServiceError
 
 log = logging.getLogger("app")
@@ -41,7 +42,7 @@ _HTTP_CODES = {404: "NOT_FOUND", 405: "INVALID_REQUEST", 413: "BODY_TOO_LARGE",
                415: "UNSUPPORTED_MEDIA_TYPE", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}
 #: Routes whose work grows with the request (encoding, featurising, ranking): they share the
 #: ``heavy_concurrency`` slots.
-HEAVY_ROUTES = ("/predict", "/genomes/encode", "/propose", *ui.HEAVY_PATHS)
+HEAVY_ROUTES = ("/predict", "/genomes/encode", "/propose", "/evaluations", *ui.HEAVY_PATHS)
 
 
 def _route_id(route: APIRoute) -> str:
@@ -95,8 +96,10 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "INVALID_REQUEST")
-        if ui.is_ui(request) and exc.status_code in (404, 405):
+        if ui.is_ui(request) and exc.status_code == 404:
             return ui.service_error_page(request, ServiceError(code, "no such page"))
+        # A wrong method is 405 with ``Allow`` on the dashboard too (its error pages take only
+        # the registered codes' statuses, which made it a 422).
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
@@ -120,6 +123,9 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)
     async def database_error(_: Request, exc: DBAPIError) -> JSONResponse:
+        if is_disk_full(exc):
+            log.warning("database disk full: %s", type(exc).__name__)
+            return _envelope(507, "DISK_FULL", disk_full_error().message)
         if isinstance(exc, OperationalError) or exc.connection_invalidated:
             log.warning("database unreachable: %s", type(exc).__name__)
             return _envelope(503, "DATABASE_UNAVAILABLE", "the database is unreachable")
@@ -128,6 +134,9 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if is_disk_full(exc):  # ENOSPC from a file write: a condition, not a bug
+            log.warning("disk full: %s", type(exc).__name__)
+            return _envelope(507, "DISK_FULL", disk_full_error().message)
         log.exception("unhandled error")
         return _envelope(500, "INTERNAL_ERROR", "an unexpected error occurred")
 

@@ -1,12 +1,25 @@
 """Request and response models (the OpenAPI contract). Datetimes are UTC ISO-8601."""
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator, model_validator
 
 from service.config import MAX_BATCH_CEILING
+
+
+def all_finite(value: Any) -> bool:
+    """No NaN or ±Infinity anywhere in a JSON value (Python's JSON parser reads the ``NaN`` and
+    ``Infinity`` literals and ``1e999`` as floats; no column and no learner can take them)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(all_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(all_finite(v) for v in value)
+    return True
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -125,6 +138,13 @@ class TrainRequest(BaseModel):
                           "plots with the model version")
 
 
+    @field_validator("hyperparameters")
+    @classmethod
+    def _finite_numbers(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not all_finite(value):
+            raise ValueError("hyperparameters may not hold NaN or ±Infinity")
+        return value
+
     @field_validator("model_name")
     @classmethod
     def _no_parent_segments(cls, value: str | None) -> str | None:
@@ -242,17 +262,30 @@ class EvaluationRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     genome: str = Field(max_length=1_000_000)
-    metrics: dict[str, float | None] | None = Field(
-        None, description="every metric of the evaluation (null = not measured); the "
+    metrics: dict[str, FiniteFloat | None] | None = Field(
+        None, description="every metric of the evaluation (null = not measured; NaN and "
+        "±Infinity are refused: a failure is `failed: true` or the loss sentinels); the "
         "dataset's metrics are its labels, the loss columns' sentinels mark failures")
     failed: bool | None = Field(None, description="the evaluation failed (sentinels, NaN and "
                                 "±1e6 values are detected as well)")
     generation: int | None = Field(None, ge=0, le=1_000_000)
+    curve: list[dict[str, float | None]] | None = Field(
+        None, max_length=10_000, description="the whole per-epoch curve of the evaluation "
+        "(one {metric: value} row per epoch, as the pipeline's metrics.csv), kept with the "
+        "record by the dataset version so a later model can learn from partial curves")
+
+    @field_validator("curve")
+    @classmethod
+    def _curve_rows(cls, value: list[dict[str, float | None]] | None
+                    ) -> list[dict[str, float | None]] | None:
+        if value is not None and any(len(row) > 200 for row in value):
+            raise ValueError("at most 200 metrics per curve row")
+        return value
 
     @field_validator("metrics")
     @classmethod
-    def _finite_or_null(cls, value: dict[str, float | None] | None
-                        ) -> dict[str, float | None] | None:
+    def _finite_or_null(cls, value: dict[str, FiniteFloat | None] | None
+                        ) -> dict[str, FiniteFloat | None] | None:
         if value is not None and len(value) > 200:
             raise ValueError("at most 200 metrics per record")
         return value
@@ -265,6 +298,10 @@ class EvaluationsRequest(BaseModel):
     records: list[EvaluationRecord] = Field(min_length=1, max_length=10_000)
     retrain: bool = Field(False, description="queue one promote-if-better training on the new "
                           "version once it is built")
+    skip_known: bool = Field(False, description="a record whose genome the parent's lineage "
+                             "already holds is not added (counted in `duplicates`): ingesting "
+                             "the same run again adds nothing; when nothing is new, the answer "
+                             "is the parent with `job: null`")
     model: str | None = Field(None, min_length=1, max_length=200,
                               pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
                               description="the model name that retrain trains (default: the "
@@ -282,7 +319,8 @@ class EvaluationsResponse(BaseModel):
     added: int
     duplicates: int
     rejected: list[RejectedRecord]
-    job: JobPublic
+    job: JobPublic | None = Field(description="the job building the new version (null only "
+                                  "with skip_known when nothing was new)")
 
 
 class DatasetsPublic(BaseModel):

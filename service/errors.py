@@ -39,6 +39,7 @@ ERROR_STATUS: dict[str, int] = {
     "NO_ACTIVE_MODEL": 503,
     "SERVER_BUSY": 503,
     "DEADLINE_EXCEEDED": 503,
+    "DISK_FULL": 507,
 }
 
 #: Job failure codes written to ``jobs.error_code`` (not HTTP errors).
@@ -56,6 +57,8 @@ JOB_ERROR_CODES: dict[str, str] = {
     "EMBEDDING_NOT_FOUND": "the pretrain job a training names has no embedder this worker can "
                            "read",
     "INVALID_REQUEST": "a propose job's request cannot run (e.g. too small a population)",
+    "DISK_FULL": "the disk filled up while the job wrote its output (the partial output is "
+                 "removed)",
     "INTERNAL_ERROR": "an unexpected error; see the job events",
 }
 

@@ -131,12 +131,18 @@ def get_settings_dep(request: Request) -> Settings:
 
 
 def get_session() -> Iterator[Session]:
+    """The request's session, committed when the route function returns and *before* the
+    response is produced (``scope="function"``; FastAPI's default for a ``yield`` dependency
+    ends it after the response is sent, so a failed commit was answered as a success). A failed
+    commit is the route's error: 503 ``DATABASE_UNAVAILABLE`` or 507 ``DISK_FULL``."""
     with session_scope() as session:
         yield session
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-SessionDep = Annotated[Session, Depends(get_session)]
+#: Every route that writes through the request's session uses this one dependency; routes that
+#: open ``session_scope`` themselves commit inside the function, before answering, too.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def _too_many(message: str, retry_after: int) -> ServiceError:

@@ -22,6 +22,8 @@ from service.store import get_or_raise
 from service.tables import TERMINAL_STATES, Job, JobEvent, utcnow
 
 ACTIVE_STATES = ("running", "cancelling")
+#: The largest page offset a token may carry (a signed 32-bit integer, as the other offsets).
+MAX_OFFSET = 2**31 - 1
 
 
 def new_id() -> str:
@@ -217,10 +219,13 @@ def _decode_token(token: str | None) -> int:
     if not token:
         return 0
     try:
-        offset = int(json.loads(base64.urlsafe_b64decode(token.encode()))["offset"])
+        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise ServiceError("INVALID_REQUEST", "page_token is not valid") from exc
-    if offset < 0:
+    # Only an integer this service could have issued: a float (1e300, inf) or an offset past
+    # what SQL takes is refused here, not as an overflow inside the query.
+    if not isinstance(offset, int) or isinstance(offset, bool) or \
+            not 0 <= offset <= MAX_OFFSET:
         raise ServiceError("INVALID_REQUEST", "page_token is not valid")
     return offset
 

@@ -15,6 +15,8 @@ from service.errors import ServiceError
 from service.store import model_registry as registry
 
 router = APIRouter(tags=["predict"])
+#: Versions are numbered from 1 in a 32-bit column (as ``/models/{version}`` bounds them).
+MAX_VERSION = 2**31 - 1
 
 
 def check_batch(genomes: list[str], settings: Settings) -> None:
@@ -40,6 +42,9 @@ def parse_model(spec: str | None, settings: Settings) -> tuple[str, str]:
     if not spec:
         return settings.model_name, "active"
     name, _, ref = spec.partition("@")
+    if ref.isascii() and ref.isdigit() and not 1 <= int(ref) <= MAX_VERSION:
+        raise ServiceError("INVALID_REQUEST", f"a model version is between 1 and {MAX_VERSION}",
+                           details={"field": "model"})
     return name, ref or "active"
 
 
@@ -48,7 +53,7 @@ def resolve_version(name: str, ref: str, configured: str | None = None) -> int |
     database is unreachable (serve what is loaded). A name nobody registered is 404
     ``MODEL_NOT_FOUND``, except the ``configured`` one, which before its first version has no
     active model (503 ``NO_ACTIVE_MODEL``, as the service answers before bootstrap ends)."""
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit():
         return int(ref)
     try:
         with session_scope() as session:
