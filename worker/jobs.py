@@ -603,6 +603,9 @@ def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
     if folds >= 2:
         ctx.progress(0.99, f"cross-validating ({folds} folds) for the trust report")
         summary["cv"] = _trust_report(records, name, config, folds, bundle / "report")
+    if params.get("pipeline_trust", True):
+        ctx.progress(0.99, "measuring cls_trust / reg_trust with the pipeline's protocol")
+        summary["pipeline_trust"] = _pipeline_trust(records, name, config)
     promote, comparison = _promotion(ctx, params, settings, records, name, source, model_name)
     if promote:
         try:  # activation loads the bundle first, as POST /models/{v}/activate does
@@ -667,6 +670,19 @@ def _promotion(ctx: JobContext, params: dict[str, Any], settings: Settings, reco
     if champion is not None:
         comparison["champion"]["version"] = champion.get("version")
     return bool(comparison["promoted"]), comparison
+
+
+def _pipeline_trust(records: list[Any], name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The evolution's ``cls_trust`` / ``reg_trust`` for this recipe on this dataset
+    (``ml.evaluation.pipeline_trust``), kept on the version for ``ServiceSurrogate``. A dataset
+    the protocol cannot split gives zero trust and says why (the training still succeeds)."""
+    from ml.evaluation.pipeline_trust import pipeline_trust
+
+    base = {k: v for k, v in config.items() if k not in ("metrics", "checkpoint_dir", "seed")}
+    try:
+        return pipeline_trust(records, name, tuple(config["metrics"]), config=base)
+    except ValueError as exc:
+        return {"cls_trust": 0.0, "reg_trust": 0.0, "error": str(exc)}
 
 
 def _trust_report(records: list[Any], name: str, config: dict[str, Any], folds: int,

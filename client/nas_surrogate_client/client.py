@@ -216,7 +216,8 @@ class SurrogateClient:
     def add_evaluations(self, records: Any, dataset_id: str | None = None,
                         retrain: bool = False, idempotency_key: str | None = None,
                         wait: bool = True, timeout_s: float = 3600,
-                        model: str | None = None, progress: Progress = None) -> dict[str, Any]:
+                        model: str | None = None, progress: Progress = None,
+                        skip_known: bool = False) -> dict[str, Any]:
         """Append evaluated genomes (dicts ``{"genome", "metrics", "failed", "generation"}``, or
         a DataFrame with a ``genome`` column, optional ``generation`` / ``failed`` and one
         column per metric) as a new dataset version of ``dataset_id`` (default: the version
@@ -225,7 +226,8 @@ class SurrogateClient:
         the version is built (its ``job`` is then the finished job). Returns the last call's
         answer (``dataset_id``, ``added``, ``duplicates``, ``rejected``, ``job``). ``model``:
         the name ``retrain`` trains (and whose active dataset is the default parent);
-        ``progress``: as :meth:`wait`."""
+        ``progress``: as :meth:`wait`; ``skip_known``: genomes the lineage already holds are
+        not added again (an answer with ``job: None`` when nothing was new)."""
         rows = self._records(records)
         parent = dataset_id or getattr(self, "dataset_id", None) or self._active_dataset(model)
         answer: dict[str, Any] = {}
@@ -236,10 +238,12 @@ class SurrogateClient:
                     start + MAX_RECORDS >= len(rows)}
             if model:
                 body["model"] = model
+            if skip_known:
+                body["skip_known"] = True
             answer = self._request("POST", "/evaluations", json=body,
                                    headers={"Idempotency-Key": f"{key}:{part}"}).json()
             parent = self.dataset_id = answer["dataset_id"]
-            if wait or start + MAX_RECORDS < len(rows):
+            if answer["job"] is not None and (wait or start + MAX_RECORDS < len(rows)):
                 answer["job"] = self.wait(answer["job"]["id"], timeout_s, progress=progress)
         return answer
 
@@ -453,8 +457,12 @@ class SurrogateClient:
             answer: dict[str, Any] = {"dataset_id": None, "added": 0, "duplicates": 0,
                                       "rejected": [], "job": None}
         else:
-            answer = self.add_evaluations(run.records, retrain=retrain, wait=wait, **options)
-        answer["rejected"] = list(answer.get("rejected") or []) + run.rejected
+            answer = self.add_evaluations(run.records, retrain=retrain, wait=wait,
+                                          skip_known=True, **options)
+        # the service's rejections point at a record: say which individual of the run it is
+        served = [{**r, **run.sources[r["index"]]} if isinstance(r.get("index"), int)
+                  and r["index"] < len(run.sources) else r for r in answer.get("rejected") or []]
+        answer["rejected"] = served + run.rejected
         answer["individuals"] = len(run.records) + len(run.rejected)
         return answer
 
