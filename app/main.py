@@ -25,6 +25,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from app import docs as api_docs
 from app import ui
 from app.api.deps import KeyCache, WindowCounter
 from app.api.routes import datasets, evaluations, health, jobs, keys, models, predict, propose
@@ -173,12 +174,14 @@ def create_app(settings: Settings | None = None, dispatcher: Any = None) -> Fast
     docs = bool(settings.docs_enabled)
     app = FastAPI(title="nas-surrogate", version="0.1.0", lifespan=lifespan,
                   generate_unique_id_function=_route_id,
-                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+                  docs_url=None, redoc_url=None,  # app.docs serves them offline
                   openapi_url="/openapi.json" if docs else None,
                   description="Predicts how well an evolved object-detection architecture will "
                               "perform before it is trained. Send `X-API-Key`.")
     if dispatcher is None:
         dispatcher = default_dispatcher(settings)
+    if docs:
+        api_docs.install(app)
     app.state.settings = settings
     app.state.dispatcher = dispatcher
     app.state.start_reconciler = True
