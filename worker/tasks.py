@@ -22,6 +22,25 @@ from worker.jobs import TRANSIENT, run_job
 from worker.jobs import reconcile as reconcile_jobs
 
 _s = get_settings()
+
+
+def _run(job_id: str, kind: str, send: object = None) -> str:
+    """Run the job; one released at SIGTERM (see :mod:`worker.celery_app`) is sent again at
+    once, so another worker takes it over without waiting for the reconciler."""
+    status = run_job(job_id, send=send)
+    if status == "released":
+        from service.db import session_scope
+        from service.store import jobs as job_store
+
+        try:
+            task_id = CeleryDispatcher().send(job_id, kind)
+        except ServiceError:
+            return status  # the broker is away: the reconciler sends it when it is back
+        with session_scope() as session:
+            job_store.mark_dispatched(session, job_id, task_id)
+    return status
+
+
 _retry = dict(autoretry_for=TRANSIENT + (ServiceError,), retry_backoff=True,
               retry_backoff_max=600, retry_jitter=True, max_retries=5)
 
@@ -29,31 +48,31 @@ _retry = dict(autoretry_for=TRANSIENT + (ServiceError,), retry_backoff=True,
 @app.task(name=TASK_BUILD, soft_time_limit=_s.build_soft_limit_s,
           time_limit=_s.build_hard_limit_s, **_retry)
 def build_dataset(job_id: str) -> str:
-    return run_job(job_id)
+    return _run(job_id, "build_dataset")
 
 
 @app.task(name=TASK_APPEND, soft_time_limit=_s.build_soft_limit_s,
           time_limit=_s.build_hard_limit_s, **_retry)
 def append_dataset(job_id: str) -> str:
-    return run_job(job_id, send=CeleryDispatcher().send)
+    return _run(job_id, "append_dataset", send=CeleryDispatcher().send)
 
 
 @app.task(name=TASK_TRAIN, soft_time_limit=_s.train_soft_limit_s,
           time_limit=_s.train_hard_limit_s, **_retry)
 def train(job_id: str) -> str:
-    return run_job(job_id)
+    return _run(job_id, "train")
 
 
 @app.task(name=TASK_PRETRAIN, soft_time_limit=_s.train_soft_limit_s,
           time_limit=_s.train_hard_limit_s, **_retry)
 def pretrain(job_id: str) -> str:
-    return run_job(job_id)
+    return _run(job_id, "pretrain")
 
 
 @app.task(name=TASK_PROPOSE, soft_time_limit=_s.build_soft_limit_s,
           time_limit=_s.build_hard_limit_s, **_retry)
 def propose(job_id: str) -> str:
-    return run_job(job_id)
+    return _run(job_id, "propose")
 
 
 @app.task(name=TASK_RECONCILE, acks_late=False)

@@ -188,3 +188,32 @@ def test_visibility_timeout_redelivery_is_refused_by_the_claim(api, service_env,
     duplicate = [line for line in second.log_path.read_text().splitlines()
                  if "worker.tasks.train[" in line and "succeeded" in line]
     assert duplicate and all("'skipped'" in line for line in duplicate), duplicate
+
+
+def test_sigterm_releases_the_running_job_to_another_worker(api, service_env, tmp_path):
+    """SIGTERM to the worker's process group (SLURM's scancel, or the warning signal before a
+    time limit): the pool process releases its job, which is sent again at once and finished
+    by another worker from its checkpoint; the stopped worker exits cleanly."""
+    import os
+    import signal
+
+    extra = {"SURROGATE_EPOCH_DELAY_S": "0.4"}
+    job_id = _submit(api, predictor="simple_gcn", hyperparameters=SLOW_GNN)
+    first = CeleryWorker(service_env, tmp_path / "w1.log", extra).start()
+    try:
+        wait_for(lambda: len(_job(api, job_id)["epochs"] or []) >= 4, 240, what="four epochs")
+        os.killpg(first.proc.pid, signal.SIGTERM)
+        assert first.proc.wait(timeout=60) == 0, first.log()
+    finally:
+        first.kill()
+    job = _job(api, job_id)
+    assert job["status"] == "queued" and job["attempt"] == 1, (job, first.log())
+    assert "released" in job["message"]
+    second = CeleryWorker(service_env, tmp_path / "w2.log", extra).start()
+    try:
+        done = wait_for(lambda: _status(api, job_id, "succeeded", "failed"), 240,
+                        what="the takeover")
+        assert done["status"] == "succeeded" and done["attempt"] == 2, (done, second.log())
+    finally:
+        second.stop()
+    assert _versions_of(job_id) == 1
