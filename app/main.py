@@ -76,6 +76,8 @@ def _allowed_methods(request: Request) -> str:
     for template, operations in paths.items():
         if compile_path(template)[0].match(path):
             methods |= {m.upper() for m in operations}
+    if ui.is_ui(request):  # the dashboard's routes are not in the schema
+        methods |= ui.allowed_methods(path)
     return ", ".join(sorted(methods))
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from app.ui import datasets, inspector, jobs, login, models, overview
@@ -24,6 +25,7 @@ STATIC = Path(__file__).parent / "static"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 HEAVY_PATHS = (f"{COOKIE_PATH}/inspect",)
+PAGES = (login, overview, jobs, models, datasets, inspector)
 
 
 def is_ui(request: Request) -> bool:
@@ -33,6 +35,17 @@ def is_ui(request: Request) -> bool:
         (path == COOKIE_PATH or path.startswith(COOKIE_PATH + "/"))
 
 
+def allowed_methods(path: str) -> set[str]:
+    """The methods the dashboard's routes take at ``path`` (for a 405's ``Allow``: Starlette's
+    lists only the first route whose path matches)."""
+    methods: set[str] = set()
+    for module in PAGES:
+        for route in module.router.routes:
+            if isinstance(route, APIRoute) and route.path_regex.match(path):
+                methods |= set(route.methods or ())
+    return methods
+
+
 def service_error_page(request: Request, exc: ServiceError) -> Response:
     """A service error on a page: the same status and code, as a page with navigation."""
     return error_page(request, exc.status, exc.code, exc.message)
@@ -40,7 +53,7 @@ def service_error_page(request: Request, exc: ServiceError) -> Response:
 
 def install(app: FastAPI) -> None:
     app.state.ui_installed = True
-    for module in (login, overview, jobs, models, datasets, inspector):
+    for module in PAGES:
         app.include_router(module.router)
     app.mount(f"{COOKIE_PATH}/static", StaticFiles(directory=STATIC), name="ui-static")
 

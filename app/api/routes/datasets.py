@@ -21,7 +21,7 @@ from app.api.routes.jobs import (
 )
 from app.schemas import DatasetPublic, DatasetsPublic
 from service.config import Settings
-from service.db import session_scope
+from service.db import disk_full_error, is_disk_full, session_scope
 from service.errors import ServiceError
 from service.store import datasets as dataset_store
 from service.store import jobs as job_store
@@ -102,26 +102,54 @@ def create_dataset(request: Request, response: Response, principal: TrainPrincip
     require_broker(request)
     dataset_id = str(uuid.uuid4())
     folder = settings.datasets_dir / dataset_id
-    if file is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        source = folder / "source.csv"
-        with source.open("wb") as out:
-            shutil.copyfileobj(file.file, out, 1 << 20)
-        label = name or file.filename or "upload"
-    else:
-        source = allowed_path(path or "", settings)
-        label = name or source.name
     try:
+        if file is not None:
+            source = save_upload(file, folder)
+            label = name or file.filename or "upload"
+        else:
+            source = allowed_path(path or "", settings)
+            label = name or source.name
         check_csv(source, chosen)
-    except ServiceError:
+        digest = request_digest({"kind": "dataset", "metrics": chosen, "name": label, "source":
+                                 str(source) if file is None else file_digest(source)[0]})
+        job_id, ds_id, created = _store(principal.ident, settings, digest, idempotency_key,
+                                        dataset_id, label, source, folder, chosen)
+    except BaseException:
+        # A refused or failed upload leaves nothing behind (not even a partial source.csv).
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    digest = request_digest({"kind": "dataset", "metrics": chosen, "name": label,
-                             "source": str(source) if file is None else file_digest(source)[0]})
+    if not created:
+        shutil.rmtree(folder, ignore_errors=True)
+    answer_submission(request, response, created, job_id, "build_dataset", f"/datasets/{ds_id}")
+    with session_scope() as session:
+        row = dataset_store.get_dataset(session, ds_id)
+        return dataset_public(row, job_store.get_job(session, job_id), session)
+
+
+def save_upload(file: UploadFile, folder: Path) -> Path:
+    """The upload as ``folder/source.csv``; a full disk is 507 ``DISK_FULL`` (the caller removes
+    the folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / "source.csv"
+    try:
+        with source.open("wb") as out:
+            shutil.copyfileobj(file.file, out, 1 << 20)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error() from exc
+        raise
+    return source
+
+
+def _store(principal: str, settings: Settings, digest: str, idempotency_key: str | None,
+           dataset_id: str, label: str, source: Path, folder: Path, chosen: tuple[str, ...]
+           ) -> tuple[str, str, bool]:
+    """The build job and the dataset row in one transaction, or the job an earlier request
+    with the same ``idempotency_key`` created: (job id, dataset id, created)."""
     with session_scope() as session:
         job, created = job_store.create_job(
             session, kind="build_dataset", params={"dataset_id": dataset_id},
-            principal=principal.ident, request_sha256=digest, idempotency_key=idempotency_key,
+            principal=principal, request_sha256=digest, idempotency_key=idempotency_key,
             max_attempts=settings.max_attempts)
         if created:
             dataset_store.create_dataset(session, dataset_id=dataset_id, name=label,
@@ -129,13 +157,7 @@ def create_dataset(request: Request, response: Response, principal: TrainPrincip
                                          metrics=list(chosen))
             dataset_store.attach_job(session, dataset_id, job.id)
             job.dataset_id = dataset_id
-        job_id, ds_id = job.id, job.params["dataset_id"]
-    if not created:
-        shutil.rmtree(folder, ignore_errors=True)
-    answer_submission(request, response, created, job_id, "build_dataset", f"/datasets/{ds_id}")
-    with session_scope() as session:
-        row = dataset_store.get_dataset(session, ds_id)
-        return dataset_public(row, job_store.get_job(session, job_id), session)
+        return job.id, job.params["dataset_id"], created
 
 
 @router.get("/datasets", response_model=DatasetsPublic, responses=errors())
