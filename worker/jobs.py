@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ml.jsonsafe import json_safe
 from service.config import Settings, get_settings
-from service.db import session_scope
+from service.db import is_disk_full, session_scope
 from service.errors import JOB_ERROR_CODES, JobFailure, ServiceError
 from service.store import datasets as dataset_store
 from service.store import jobs as job_store
@@ -304,6 +304,17 @@ def _children_allowed() -> Iterator[None]:
             config.pop(key, None)
         config.update(saved)
 
+def _fail_if_disk_full(exc: BaseException, out: Path) -> None:
+    """A build that filled the disk fails as ``DISK_FULL`` (not a torch message as an internal
+    error), and its partial shards go at once: they hold the space the disk lacks, and a retry
+    starts over."""
+    if is_disk_full(exc):
+        import shutil
+        shutil.rmtree(out, ignore_errors=True)
+        raise JobFailure("DISK_FULL", f"the disk filled up while writing the dataset "
+                         f"({type(exc).__name__}); its partial output was removed") from exc
+
+
 def _run_build(ctx: JobContext, params: dict[str, Any], settings: Settings) -> str:
     from ml.datasets.build import BuildCancelled, BuildOptions, build_dataset
 
@@ -323,8 +334,11 @@ def _run_build(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
         if ctx.lost.is_set():
             raise LeaseLost() from exc
         raise Cancelled() from exc
-    except (OSError, ValueError, KeyError) as exc:
-        raise JobFailure("DATASET_INVALID", f"{source.name}: {exc}") from exc
+    except Exception as exc:
+        _fail_if_disk_full(exc, out)
+        if isinstance(exc, (OSError, ValueError, KeyError)):
+            raise JobFailure("DATASET_INVALID", f"{source.name}: {exc}") from exc
+        raise
     with session_scope() as session:
         _still_owned(session, ctx)
         dataset_store.mark(session, params["dataset_id"], "ready", manifest)
@@ -368,8 +382,11 @@ def _run_append(ctx: JobContext, params: dict[str, Any], settings: Settings,
         shutil.rmtree(out)
     try:
         result = append_dataset(parent_path, rows(), out, source=f"evaluations:{ds.id}")
-    except (OSError, ValueError) as exc:
-        raise JobFailure("DATASET_INVALID", f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        _fail_if_disk_full(exc, out)
+        if isinstance(exc, (OSError, ValueError)):
+            raise JobFailure("DATASET_INVALID", f"{type(exc).__name__}: {exc}") from exc
+        raise
     with session_scope() as session:
         _still_owned(session, ctx)
         dataset_store.mark(session, params["dataset_id"], "ready", result.manifest)

@@ -341,3 +341,38 @@ def test_a_wrong_method_on_the_dashboard_is_405_with_the_error_body(api):
         assert r.status_code == 405, (method, path, r.status_code)
         assert r.json()["error"]["code"] == "INVALID_REQUEST"
         assert set(r.headers["Allow"].split(", ")) == set(allowed.split(", "))
+
+
+# -- 5. a dataset build that fills the disk ----------------------------------------------------
+
+def test_a_build_that_fills_the_disk_fails_as_disk_full_and_removes_its_shards(
+        api, tmp_path, monkeypatch):
+    """The shards are written, then the disk fills while the build writes its index: the job
+    fails with DISK_FULL (before: DATASET_INVALID / INTERNAL_ERROR with the writer's message)
+    and its partial output is gone."""
+    import ml.datasets.build
+    from service.config import get_settings
+    from worker.jobs import run_job
+
+    from .conftest import write_seed_csv
+
+    small = write_seed_csv(tmp_path / "small.csv", 12)
+    c, key = api["client"], api["keys"]["train"]
+    with open(small, "rb") as handle:
+        r = c.post("/datasets", files={"file": ("small.csv", handle, "text/csv")},
+                   headers=headers(key))
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job"]["id"]
+    graphs = get_settings().datasets_dir / r.json()["id"] / "graphs"
+    written: list[bool] = []
+
+    def full(out: Path, chunks: int) -> Any:
+        written.append(any((graphs / "shards").iterdir()))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ml.datasets.build, "_merge", full)
+    assert run_job(job_id, get_settings()) == "failed"
+    job = c.get(f"/jobs/{job_id}", headers=headers(key)).json()
+    assert job["error"]["code"] == "DISK_FULL", job["error"]
+    assert written == [True] and not graphs.exists()
+    assert c.get(f"/datasets/{r.json()['id']}", headers=headers(key)).json()["status"] == "failed"
