@@ -11,4 +11,11 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" =
     >/tmp/nas-surrogate-chromium.log 2>&1 \
     || echo "chromium could not be installed (see /tmp/nas-surrogate-chromium.log): the browser tests will skip"
 fi
+# The SLURM deployment test (tests/deploy/test_slurm.py) starts a one-node cluster from Debian's
+# slurm-wlm and munge; install them where missing and possible (it skips, saying why, otherwise).
+if ! command -v slurmctld >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge; } \
+    >/tmp/nas-surrogate-slurm.log 2>&1 \
+    || echo "slurm-wlm could not be installed (see /tmp/nas-surrogate-slurm.log): the SLURM test will skip"
+fi
 exec python3 -m pytest "$@"
