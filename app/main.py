@@ -30,7 +30,7 @@ from app import ui
 from app.api.deps import KeyCache, WindowCounter
 from app.api.routes import datasets, evaluations, health, jobs, keys, models, predict, propose
 from app.limits import BodySizeLimit, ConcurrencyLimit
-from app.scoring import Scorer
+from app.scoring import Scorer, close_pools
 from app.telemetry import REQUEST_ID, Metrics
 from service.config import Settings, get_settings
 from service.db import disk_full_error, is_disk_full
@@ -169,6 +169,7 @@ def create_app(settings: Settings | None = None, dispatcher: Any = None) -> Fast
         if start is not None and app.state.start_reconciler:
             start()
         yield
+        close_pools()  # every process this one started ends with it
         shutdown = getattr(app.state.dispatcher, "shutdown", None)
         if shutdown is not None:
             shutdown()
@@ -224,6 +225,9 @@ def create_app(settings: Settings | None = None, dispatcher: Any = None) -> Fast
         return response
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.trusted_proxies.strip():  # outermost: every limit sees the real client
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app
 
 

@@ -429,6 +429,17 @@ def shared_pool(settings: Settings) -> Any:
         return pool
 
 
+def close_pools() -> None:
+    """Stop this process's encoder pools now (their workers are terminated; the fork server
+    then exits, its last client gone): a stopping service leaves no process behind. A later
+    :func:`shared_pool` makes a fresh pool."""
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for pool in pools:
+        pool.close(wait=False)
+
+
 class Scorer:
     """Encode (cached), predict in chunks, rank. One instance per API process."""
 

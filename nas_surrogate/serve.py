@@ -71,6 +71,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # lifespan's shutdown releases a running job (it resumes on the next start).
     uvicorn.run(application, host=args.host, port=args.port, log_level="info",
                 access_log=False,  # app.access logs one JSON line per request instead
+                # X-Forwarded-For counts only from SURROGATE_TRUSTED_PROXIES (app.main), not
+                # from uvicorn's default of any loopback peer.
+                proxy_headers=False,
                 timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)))
     return 0
 

@@ -116,8 +116,13 @@ class Settings(BaseSettings):
     max_exclude: int = Field(50_000, ge=0)
 
     # Access
-    #: Failed authentications per client address per minute before 429 (0: no limit).
+    #: Failed authentications per client address, and per failing credential, per minute
+    #: before failures answer 429 (0: no limit); a key that authenticates is never refused.
     auth_failures_per_minute: int = 20
+    #: Proxies whose ``X-Forwarded-For`` / ``X-Forwarded-Proto`` name the client (addresses or
+    #: networks, comma-separated, uvicorn's ``forwarded_allow_ips`` syntax; "*" trusts any
+    #: peer). Empty (the default): the TCP peer is the client, whatever the headers say.
+    trusted_proxies: str = ""
     #: Requests per API key per minute before 429 (0: no limit).
     rate_limit_per_key: int = 0
     #: ``/metrics``: ``public``, ``admin`` (an admin key in X-API-Key or ``Authorization: Bearer``)

@@ -5,8 +5,12 @@ Authentication caches *verified* keys in memory for ``KEY_CACHE_TTL_S`` (an LRU 
 revoked key stops working within the TTL, at once in the process that revoked it). While the
 database is unreachable a key verified before keeps working (so ``/predict`` survives a
 database outage), and unknown keys are refused with 503, never let through. Failed
-authentications are counted per client address and answered 429 past
-``auth_failures_per_minute``; ``rate_limit_per_key`` caps each key's requests per minute.
+authentications are counted against the failing credential and against the client address;
+past ``auth_failures_per_minute`` of either, failures answer 429 instead of 401, but a key that
+authenticates is never refused for them (one address cannot lock out the keys behind it).
+``rate_limit_per_key`` caps each key's requests per minute. The client address is the TCP peer;
+``X-Forwarded-For`` counts only from ``trusted_proxies`` (``app.main``), so varying it does not
+dodge the limit.
 """
 from __future__ import annotations
 
@@ -150,21 +154,36 @@ def _too_many(message: str, retry_after: int) -> ServiceError:
                         headers={"Retry-After": str(retry_after)})
 
 
-def authenticate(request: Request, x_api_key: str | None) -> Principal:
-    """The principal of a key, counting failures per client address (429 past the limit)."""
-    settings = request.app.state.settings
+def _refuse(request: Request, credential: str | None, message: str) -> ServiceError:
+    """A failed authentication: counted against the credential (its digest) and the client
+    address; 401, or 429 once either is past ``auth_failures_per_minute`` this window."""
     failures = request.app.state.auth_failures
-    address = client_address(request)
-    limit = settings.auth_failures_per_minute
-    if limit and failures.count(address) >= limit:
-        raise _too_many("too many failed authentications from this address",
-                        failures.retry_after(address))
+    counters = ["address:" + client_address(request)]
+    if credential:
+        counters.append("credential:" + hash_key(credential))
+    counts = [(failures.add(counter), counter) for counter in counters]
+    limit = request.app.state.settings.auth_failures_per_minute
+    over = [counter for count, counter in counts if count > limit]
+    if limit and over:
+        return _too_many("too many failed authentications from this address or with this key",
+                         max(failures.retry_after(counter) for counter in over))
+    return ServiceError("UNAUTHENTICATED", message)
+
+
+def authenticate(request: Request, x_api_key: str | None) -> Principal:
+    """The principal of a key. A key that authenticates is never refused for others'
+    failures; a failure is 401, or 429 past the limit (see :func:`_refuse`). A credential
+    already past the limit is refused without another database lookup."""
+    settings = request.app.state.settings
     if not x_api_key:
-        raise ServiceError("UNAUTHENTICATED", "send an API key in the X-API-Key header")
+        raise _refuse(request, None, "send an API key in the X-API-Key header")
+    limit = settings.auth_failures_per_minute
+    if limit and request.app.state.auth_failures.count(
+            "credential:" + hash_key(x_api_key)) >= limit:
+        raise _refuse(request, x_api_key, "the API key is unknown or revoked")
     principal = request.app.state.key_cache.lookup(x_api_key)
     if principal is None:
-        failures.add(address)
-        raise ServiceError("UNAUTHENTICATED", "the API key is unknown or revoked")
+        raise _refuse(request, x_api_key, "the API key is unknown or revoked")
     per_key = settings.rate_limit_per_key
     if per_key and request.app.state.key_rates.add(principal.ident) > per_key:
         raise _too_many(f"this key is limited to {per_key} requests per minute",

@@ -240,7 +240,8 @@ def _start_pool(workers: int) -> Any:
     previous = os.environ.get("MALLOC_ARENA_MAX")
     os.environ["MALLOC_ARENA_MAX"] = "2"
     try:
-        return mp.get_context("spawn").Pool(workers, initializer=worker.init_worker)
+        return mp.get_context("spawn").Pool(workers, initializer=worker.init_worker,
+                                             initargs=(os.getpid(),))
     finally:
         if previous is None:
             del os.environ["MALLOC_ARENA_MAX"]

@@ -77,14 +77,17 @@ def supports(feature_key: str | None) -> bool:
 _ENCODER: Any = None
 
 
-def _init_worker(max_length: int, warm: bool) -> None:
+def _init_worker(max_length: int, warm: bool, owner: int) -> None:
     """A worker's set-up. Forked from a warmed fork server, ``warm_process`` finds every
-    variant built (a few milliseconds); otherwise it builds them here."""
+    variant built (a few milliseconds); otherwise it builds them here. The worker ends with
+    the pool's ``owner`` process, even one killed by SIGKILL (:mod:`ml.lifeline`)."""
     global _ENCODER
     import torch
 
     from ml.encoding.encoder import GenomeEncoder
+    from ml.lifeline import exit_with
 
+    exit_with(owner)
     torch.set_num_threads(1)
     _ENCODER = GenomeEncoder(max_length=max_length)
     if warm:
@@ -240,7 +243,7 @@ class EncodingPool:
     def _new_executor(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.processes, mp_context=self._context,
                                    initializer=_init_worker,
-                                   initargs=(self.max_length, self.warm))
+                                   initargs=(self.max_length, self.warm, os.getpid()))
 
     def _probe_all(self, executor: ProcessPoolExecutor) -> None:
         """Ready when every worker has answered a probe (each probe keeps one busy)."""

@@ -83,10 +83,14 @@ class PretrainConfig:
 _ENCODER: Any = None
 
 
-def _init_corpus_worker() -> None:
+def _init_corpus_worker(owner: int) -> None:
+    """A corpus worker: one encoder, every backbone built; it ends with ``owner``."""
     global _ENCODER
     from ml.arch.backbones import warm_up
     from ml.encoding.encoder import GenomeEncoder
+    from ml.lifeline import exit_with
+
+    exit_with(owner)
 
     torch.set_num_threads(1)
     _ENCODER = GenomeEncoder()
@@ -129,7 +133,7 @@ def corpus(config: PretrainConfig) -> Iterator[list[RawGraph]]:
         return
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(config.processes, mp_context=context,
-                               initializer=_init_corpus_worker)
+                               initializer=_init_corpus_worker, initargs=(os.getpid(),))
     try:
         pending: list[Future] = []
         submitted = 0

@@ -7,7 +7,7 @@ from app.schemas import ErrorEnvelope
 
 #: Error statuses every authenticated route may answer, all with the error envelope (400: a
 #: body FastAPI cannot parse at all, e.g. not UTF-8; 429: failed authentications from one
-#: address, or a key's request rate).
+#: address or with one credential, or a key's request rate).
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorEnvelope} for status in (400, 401, 403, 413, 415, 422, 429, 503)}
 
