@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     max_pool_size: int = Field(100_000, ge=1)
     max_inner_generations: int = Field(50, ge=1)
     max_exclude: int = Field(50_000, ge=0)
+    #: The most genomes one proposal may score (``planned_candidates``: pool_size x
+    #: inner_generations for ssi, plus the population); more is 413 REQUEST_TOO_LARGE. The
+    #: body caps alone allow 5,000,020 (~2.5 h of one job thread).
+    max_propose_candidates: int = Field(250_000, ge=1)
 
     # Access
     #: Failed authentications per client address, and per failing credential, per minute
@@ -139,6 +143,9 @@ class Settings(BaseSettings):
 
     # Jobs
     max_attempts: int = 3
+    #: Jobs one API key may have queued or running at once (429 TOO_MANY_JOBS past it; 0: no
+    #: limit), so that one key cannot stall every other key's jobs.
+    max_jobs_per_key: int = Field(8, ge=0)
     job_lease_s: float = 60.0
     heartbeat_interval_s: float = 10.0
     progress_interval_s: float = 2.0

@@ -1,7 +1,9 @@
 """The embedded executor: :class:`ThreadDispatcher` runs the same :func:`worker.jobs.run_job`
-as the Celery tasks, on one background thread of the process that composes it (``nas-surrogate
-serve``: no broker, no Celery). It exposes what :class:`service.queue.CeleryDispatcher` does
-(``send``, ``revoke``, ``ping``), so the HTTP app cannot tell them apart.
+as the Celery tasks, on background threads of the process that composes it (``nas-surrogate
+serve``: no broker, no Celery): one lane per kind of work (:data:`LANES`), so a long proposal
+never holds up a dataset build or a training, nor the reverse.
+It exposes what :class:`service.queue.CeleryDispatcher` does (``send``, ``revoke``, ``ping``),
+so the HTTP app cannot tell them apart.
 """
 from __future__ import annotations
 
@@ -15,9 +17,30 @@ from service.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
+#: Job kinds with a lane of their own: a predict key's search (``propose``) runs beside the
+#: builds and trainings of the ``work`` lane, each lane one job at a time (as the Celery stack's
+#: queues run on their own workers).
+LANES = {"propose": "search"}
+DEFAULT_LANE = "work"
+
+
+def lane_of(kind: str) -> str:
+    return LANES.get(kind, DEFAULT_LANE)
+
+
+class _Lane:
+    """One queue and the thread working through it; ``current`` is (job id, kind, monotonic
+    start, thread) of the job running now."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.queue: queue.Queue[tuple[str, str] | None] = queue.Queue()
+        self.current: tuple[str, str, float, threading.Thread] | None = None
+        self.worker: threading.Thread | None = None
+
 
 class ThreadDispatcher:
-    """Jobs one at a time on a background thread, plus a periodic reconciler thread.
+    """Jobs one at a time per lane on background threads, plus a periodic reconciler thread.
 
     It keeps Celery's promises in-process: a job past its soft time limit is asked to stop and
     fails with ``TIME_LIMIT``; one still running at its hard limit is failed in SQL and
@@ -29,43 +52,49 @@ class ThreadDispatcher:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        #: (job id, kind, monotonic start, thread) of the job running now.
-        self._current: tuple[str, str, float, threading.Thread] | None = None
-        self._worker = self._start_worker()
+        self._lanes = {name: _Lane(name) for name in (DEFAULT_LANE, *sorted(set(LANES.values())))}
+        for lane in self._lanes.values():
+            lane.worker = self._start_worker(lane)
         self._watchdog = threading.Thread(target=self._watch, daemon=True, name="job-watchdog")
         self._watchdog.start()
         self._reconciler: threading.Thread | None = None
 
-    def _start_worker(self) -> threading.Thread:
-        thread = threading.Thread(target=self._work, daemon=True, name="job")
+    def _start_worker(self, lane: _Lane) -> threading.Thread:
+        thread = threading.Thread(target=self._work, args=(lane,), daemon=True,
+                                  name=f"job-{lane.name}")
         thread.start()
         return thread
 
     def send(self, job_id: str, kind: str) -> str:
-        self._queue.put((job_id, kind))
+        self._lanes[lane_of(kind)].queue.put((job_id, kind))
         return f"thread-{uuid.uuid4()}"
 
-    def _work(self) -> None:
+    def running(self) -> dict[str, str]:
+        """The job running in each busy lane (lane -> job id), for tests and monitoring."""
+        with self._lock:
+            return {name: lane.current[0] for name, lane in self._lanes.items()
+                    if lane.current is not None}
+
+    def _work(self, lane: _Lane) -> None:
         me = threading.current_thread()
         while not self._stop.is_set():
-            item = self._queue.get()
+            item = lane.queue.get()
             if item is None:
                 return
             job_id, kind = item
             with self._lock:
-                self._current = (job_id, kind, time.monotonic(), me)
+                lane.current = (job_id, kind, time.monotonic(), me)
             try:
                 self._run(job_id)
             finally:
                 with self._lock:
-                    abandoned = self._current is None or self._current[3] is not me
+                    abandoned = lane.current is None or lane.current[3] is not me
                     if not abandoned:
-                        self._current = None
+                        lane.current = None
             if abandoned:
-                return  # the watchdog gave the queue to a new thread past the hard limit
+                return  # the watchdog gave the lane to a new thread past the hard limit
 
     def _run(self, job_id: str) -> str:
         from worker.jobs import run_job
@@ -85,19 +114,21 @@ class ThreadDispatcher:
         from worker.jobs import request_stop
 
         while not self._stop.wait(0.5):
-            with self._lock:
-                current = self._current
-            if current is None:
-                continue
-            job_id, kind, started, thread = current
-            soft, hard = self.limits(kind)
-            elapsed = time.monotonic() - started
-            if elapsed > soft:
-                request_stop(job_id, "time_limit")
-            if elapsed > hard and thread.is_alive():
-                self._abandon(job_id, thread, hard)
+            for lane in self._lanes.values():
+                with self._lock:
+                    current = lane.current
+                if current is None:
+                    continue
+                job_id, kind, started, thread = current
+                soft, hard = self.limits(kind)
+                elapsed = time.monotonic() - started
+                if elapsed > soft:
+                    request_stop(job_id, "time_limit")
+                if elapsed > hard and thread.is_alive():
+                    self._abandon(lane, job_id, thread, hard)
 
-    def _abandon(self, job_id: str, thread: threading.Thread, hard: float) -> None:
+    def _abandon(self, lane: _Lane, job_id: str, thread: threading.Thread,
+                 hard: float) -> None:
         from service.db import session_scope
         from service.store import jobs as job_store
 
@@ -110,9 +141,9 @@ class ThreadDispatcher:
         except Exception:  # noqa: BLE001 - the reconciler's lease check catches it later
             log.warning("job %s: could not record the hard time limit", job_id)
         with self._lock:
-            if self._current is not None and self._current[3] is thread:
-                self._current = None
-                self._worker = self._start_worker()
+            if lane.current is not None and lane.current[3] is thread:
+                lane.current = None
+                lane.worker = self._start_worker(lane)
 
     def revoke(self, task_id: str | None) -> None:
         """Queued jobs are skipped by the claim once cancelled; nothing else to do."""
@@ -134,20 +165,21 @@ class ThreadDispatcher:
         self._reconciler.start()
 
     def shutdown(self, grace_s: float | None = None) -> None:
-        """Stop taking jobs; ask the running one to release itself, and wait at most the
-        grace period for it."""
+        """Stop taking jobs; ask the running ones to release themselves, and wait at most
+        the grace period for them (together, not one after the other)."""
         from worker.jobs import request_stop
 
         self._stop.set()
         with self._lock:
-            current = self._current
-        self._queue.put(None)
-        if current is None:
-            return
-        job_id, _, _, thread = current
-        request_stop(job_id, "shutdown")
+            running = [lane.current for lane in self._lanes.values() if lane.current]
+        for lane in self._lanes.values():
+            lane.queue.put(None)
+        for job_id, _, _, _ in running:
+            request_stop(job_id, "shutdown")
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
-        thread.join(timeout=grace)
-        if thread.is_alive():
-            log.warning("job %s did not stop within %.0f s; exiting anyway (it resumes on the "
-                        "next start)", job_id, grace)
+        deadline = time.monotonic() + grace
+        for job_id, _, _, thread in running:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("job %s did not stop within %.0f s; exiting anyway (it resumes on "
+                            "the next start)", job_id, grace)

@@ -32,17 +32,23 @@ def new_id() -> str:
 
 def create_job(session: Session, *, kind: str, params: dict[str, Any], principal: str,
                request_sha256: str, idempotency_key: str | None = None,
-               dataset_id: str | None = None, max_attempts: int = 3) -> tuple[Job, bool]:
+               dataset_id: str | None = None, max_attempts: int = 3,
+               max_open: int = 0) -> tuple[Job, bool]:
     """Insert a queued job, or return the job an earlier request with the same key created.
 
     Returns ``(job, created)``. The same key with another body raises
     ``IDEMPOTENCY_KEY_REUSED``. Races between concurrent requests with one key are settled by
     the unique constraint: the losers roll back their savepoint and read the winner's row.
+    ``max_open`` (> 0): a new job is refused with 429 ``TOO_MANY_JOBS`` while ``principal``
+    already has that many queued or running (a replay is never refused). The count is not
+    locked: concurrent submissions may pass it together, by at most their number.
     """
     if idempotency_key is not None:
         existing = _by_key(session, principal, idempotency_key)
         if existing is not None:
             return _same_request(existing, request_sha256), False
+    if max_open > 0:
+        check_open_jobs(session, principal, max_open)
     job = Job(id=new_id(), kind=kind, status="queued", params=params, principal=principal,
               idempotency_key=idempotency_key, request_sha256=request_sha256,
               dataset_id=dataset_id, max_attempts=max_attempts, message="queued")
@@ -56,6 +62,23 @@ def create_job(session: Session, *, kind: str, params: dict[str, Any], principal
         return _same_request(existing, request_sha256), False
     add_event(session, job.id, "state", "queued", attempt=0)
     return job, True
+
+
+#: The states a job counts against its key's ``max_open`` in.
+OPEN_STATES = ("queued", *ACTIVE_STATES)
+
+
+def check_open_jobs(session: Session, principal: str, limit: int) -> None:
+    """429 ``TOO_MANY_JOBS`` when ``principal`` has ``limit`` jobs queued or running: one key
+    cannot fill the queue that every key shares."""
+    open_ids = list(session.scalars(
+        select(Job.id).where(Job.principal == principal, Job.status.in_(OPEN_STATES))
+        .order_by(Job.created_at).limit(limit)))
+    if len(open_ids) >= limit:
+        raise ServiceError("TOO_MANY_JOBS", f"this key has {len(open_ids)} jobs queued or "
+                           f"running, its limit; submit again when one has finished",
+                           details={"limit": limit, "open_jobs": open_ids},
+                           headers={"Retry-After": "30"})
 
 
 def _by_key(session: Session, principal: str, key: str) -> Job | None:

@@ -150,7 +150,7 @@ def _store(principal: str, settings: Settings, digest: str, idempotency_key: str
         job, created = job_store.create_job(
             session, kind="build_dataset", params={"dataset_id": dataset_id},
             principal=principal, request_sha256=digest, idempotency_key=idempotency_key,
-            max_attempts=settings.max_attempts)
+            max_attempts=settings.max_attempts, max_open=settings.max_jobs_per_key)
         if created:
             dataset_store.create_dataset(session, dataset_id=dataset_id, name=label,
                                          source_path=str(source), path=str(folder / "graphs"),

@@ -146,7 +146,7 @@ def _store(body: EvaluationsRequest, principal: Principal, settings: Settings, d
                     "model": body.model or settings.model_name,
                     "added": len(accepted), "duplicates": duplicates, "rejected": rejected},
             principal=principal.ident, request_sha256=digest, idempotency_key=idempotency_key,
-            max_attempts=settings.max_attempts)
+            max_attempts=settings.max_attempts, max_open=settings.max_jobs_per_key)
         if created:
             folder.mkdir(parents=True, exist_ok=True)
             with open(folder / EVALUATIONS, "w") as handle:

@@ -78,7 +78,8 @@ def queue_job(request: Request, response: Response, kind: str, params: dict[str,
         job, created = job_store.create_job(
             session, kind=kind, params=params, principal=principal.ident,
             request_sha256=request_digest({"kind": kind, **params}),
-            idempotency_key=idempotency_key, max_attempts=settings.max_attempts)
+            idempotency_key=idempotency_key, max_attempts=settings.max_attempts,
+            max_open=settings.max_jobs_per_key)
         job_id = job.id
     answer_submission(request, response, created, job_id, kind, f"/jobs/{job_id}")
     return job_id, created
@@ -170,7 +171,7 @@ def submit_train(body: TrainRequest, request: Request, response: Response,
             session, kind="train", params=params, principal=principal.ident,
             request_sha256=request_digest({"kind": "train", **params}),
             idempotency_key=idempotency_key, dataset_id=dataset.id,
-            max_attempts=settings.max_attempts)
+            max_attempts=settings.max_attempts, max_open=settings.max_jobs_per_key)
         job_id = job.id
     answer_submission(request, response, created, job_id, "train", f"/jobs/{job_id}")
     with session_scope() as session:

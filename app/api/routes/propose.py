@@ -100,7 +100,15 @@ def propose(body: ProposeRequest, request: Request, response: Response,
         validate_spec(spec, loaded.model.metrics)
     except SearchError as exc:
         raise ServiceError(exc.code, str(exc), details=exc.details) from exc
-    if planned_candidates(spec) > settings.propose_sync_max_candidates:
+    planned = planned_candidates(spec)
+    if planned > settings.max_propose_candidates:
+        raise ServiceError("REQUEST_TOO_LARGE", f"this proposal would score {planned} genomes, "
+                           f"more than the limit of {settings.max_propose_candidates}: lower "
+                           "pool_size or inner_generations",
+                           details={"candidates": planned,
+                                    "max_propose_candidates": settings.max_propose_candidates,
+                                    "fields": ["pool_size", "inner_generations"]})
+    if planned > settings.propose_sync_max_candidates:
         require_broker(request)
         params = {**body.model_dump(), "model_name": loaded.name,
                   "model_version": loaded.version}
