@@ -35,6 +35,7 @@ from app.telemetry import REQUEST_ID, Metrics
 from service.config import Settings, get_settings
 from service.db import disk_full_error, is_disk_full
 from service.errors import ServiceError
+from service.logs import is_probe
 
 log = logging.getLogger("app")
 access_log = logging.getLogger("app.access")
@@ -219,6 +220,8 @@ def create_app(settings: Settings | None = None, dispatcher: Any = None) -> Fast
         request.app.state.metrics.latency.labels(request.method, path, response.status_code) \
             .observe(elapsed)
         response.headers["X-Request-ID"] = request_id
+        if is_probe(request.url.path) and not settings.access_log_probes:
+            return response
         access_log.info(json.dumps({"request_id": request_id, "method": request.method,
                                     "route": path, "status": response.status_code,
                                     "ms": round(elapsed * 1000, 1)}))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.cli import configure
+from service.logs import quiet_third_party
 from service.migrate import prepare_database
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ def embedded_app(settings: "Settings") -> "FastAPI":
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    quiet_third_party()  # before torch_geometric is imported here or in a child process
     os.environ.setdefault("SURROGATE_EXECUTOR", "thread")
     configure(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "

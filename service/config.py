@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     #: ``/metrics``: ``public``, ``admin`` (an admin key in X-API-Key or ``Authorization: Bearer``)
     #: or ``off``. Empty: public, except ``admin`` in production.
     metrics_access: Literal["", "public", "admin", "off"] = ""
+    #: Log an access line for the probes (/healthz, /readyz, /metrics) too; off, they are polled
+    #: every second or two and buried the lines that matter (service.logs).
+    access_log_probes: bool = False
     #: Serve /docs, /redoc and /openapi.json. None: on, except in production.
     docs_enabled: bool | None = None
     #: Serve the dashboard at /ui (pages for people; the API stays the contract for tools).

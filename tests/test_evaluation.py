@@ -402,3 +402,53 @@ def test_trust_at_tau_rises_with_tau_and_is_perfect_at_one() -> None:
     high = trust_at_tau(y, failed, keys, metrics, 0.8, 40, rng)
     assert high["spea2"] > low["spea2"] + 0.15 and high["nsga2"] > low["nsga2"] + 0.15
     assert high["tau"] == pytest.approx(0.8, abs=0.08)
+
+
+def test_pred_vs_true_titles_name_the_tables_tau_and_the_plotted_one(tmp_path,  # noqa: ANN001
+                                                                     monkeypatch) -> None:
+    """Issue 29 item 6: the table shows the mean of per-fold tau; a plot draws one seed's pooled
+    out-of-fold points. Its title gives both, named, the table's figure first."""
+    import matplotlib.axes
+
+    from ml.evaluation.report import plot_predicted_vs_true
+
+    metrics = ("uw_val_epoch_loss", "ciou_loss", "average_precision")
+    result = cross_validate(_synthetic(), lambda seed: _LeakCheckingPredictor(), metrics,
+                            (+1, -1, +1), n_folds=3, seeds=range(2))
+    titles: list[str] = []
+    original = matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title",
+                        lambda self, label, *a, **k: (titles.append(label),
+                                                      original(self, label, *a, **k))[1])
+    plot_predicted_vs_true(result, tmp_path)
+    summary = summarize(result)
+    for metric, title in zip(metrics, titles):
+        table = summary["per_fold"][metric]["kendall_tau_b"]["mean"]
+        assert f"mean per-fold tau-b {table:.3f} (the table's figure, 3 folds x 2 seeds)" \
+            in title, title
+        assert "these points (seed 0, pooled" in title
+
+
+def test_crowded_metrics_are_drawn_on_rank_axes() -> None:
+    """average_precision: most values in 1e-6..1e-4 beside a few near 0.1, zeros included (no
+    log axis): on linear axes every point sits at ~0, so it is drawn by rank."""
+    import matplotlib.pyplot as plt
+
+    from ml.evaluation.report import _scatter, _squeezed
+
+    rng = np.random.default_rng(0)
+    ap = np.concatenate([np.zeros(20), 10 ** rng.uniform(-6, -4, 200), [0.08, 0.12, 0.16]])
+    pred = ap * rng.uniform(0.5, 1.5, ap.size)
+    assert _squeezed(np.concatenate([ap, pred]))
+    fig, ax = plt.subplots()
+    _scatter(ax, ap, pred, "average_precision", "predicted average_precision", "t")
+    assert ax.get_xlabel().startswith("rank of true average_precision")
+    xs = ax.collections[0].get_offsets()[:, 0]
+    assert xs.min() >= 1 and xs.max() <= ap.size  # ranks, not values
+    plt.close(fig)
+    spread = rng.uniform(0.1, 0.9, 100)  # an ordinary metric stays on its own axis
+    assert not _squeezed(spread)
+    fig, ax = plt.subplots()
+    _scatter(ax, spread, spread, "ciou_loss", "predicted ciou_loss", "t")
+    assert ax.get_xlabel() == "true ciou_loss" and ax.get_xscale() == "linear"
+    plt.close(fig)

@@ -85,6 +85,7 @@ class JobContext:
         self._stop = threading.Event()
         self._pending: list[dict[str, Any]] = []
         self._progress: tuple[float, str] | None = None
+        self._fraction = 0.0
         self._last_flush = 0.0
         self._last_cancel_check = 0.0
         self._cancelled = False
@@ -116,9 +117,11 @@ class JobContext:
                 log.warning("job %s: heartbeat failed (database unreachable)", self.job_id)
 
     # -- reporting -------------------------------------------------------------------------
-    def progress(self, fraction: float, message: str) -> None:
+    def progress(self, fraction: float | None, message: str) -> None:
+        """Report ``fraction`` done (``None``: where it stands, a new message)."""
         with self._lock:
-            self._progress = (fraction, message)
+            self._fraction = self._fraction if fraction is None else fraction
+            self._progress = (self._fraction, message)
         self.flush()
 
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
@@ -407,6 +410,11 @@ def _run_append(ctx: JobContext, params: dict[str, Any], settings: Settings,
     return "succeeded"
 
 
+#: The folds of a retraining's trust report when the serving version had none (the bootstrap's):
+#: the version the loop is about to trust must carry the figures that say how far.
+RETRAIN_CV_FOLDS = 5
+
+
 def _queue_retrain(session: Any, ctx: JobContext, params: dict[str, Any],
                    settings: Settings) -> str:
     """One promote-if-better training of the serving model's recipe on the new version (the
@@ -417,7 +425,8 @@ def _queue_retrain(session: Any, ctx: JobContext, params: dict[str, Any],
     train_params = {"dataset_id": params["dataset_id"], "predictor": recipe["predictor"],
                     "hyperparameters": recipe["hyperparameters"],
                     "model_name": None if name == settings.model_name else name,
-                    "activate": False, "promote": "if_better", "cv_folds": 0}
+                    "activate": False, "promote": "if_better",
+                    "cv_folds": recipe.get("cv_folds") or RETRAIN_CV_FOLDS}
     train, _ = job_store.create_job(
         session, kind="train", params=train_params, principal=job.principal,
         request_sha256="retrain", idempotency_key=f"retrain:{params['dataset_id']}",
@@ -434,21 +443,41 @@ def _active_recipe(session: Any, name: str, settings: Settings) -> dict[str, Any
         return {"predictor": settings.default_predictor, "hyperparameters": {}}
     row = registry.get_version(session, name, version)
     job = session.get(Job, row.job_id) if row.job_id else None
-    hyper = dict((job.params or {}).get("hyperparameters") or {}) if job is not None else {}
-    return {"predictor": row.predictor, "hyperparameters": hyper, "version": version}
+    params = dict(job.params or {}) if job is not None else {}
+    hyper = dict(params.get("hyperparameters") or {})
+    return {"predictor": row.predictor, "hyperparameters": hyper, "version": version,
+            "cv_folds": int(params.get("cv_folds") or 0)}
 
 
 # -- training ------------------------------------------------------------------------------
 
+def train_stages(folds: int, compare: bool, pipeline: bool = False) -> dict[str, float]:
+    """Where each stage of a training job starts on its 0..1 progress bar (fit, trust report,
+    the pipeline's trust, champion comparison, register): a job whose model reports no epochs
+    (the stack) still moves as its stages end, instead of sitting at 0 % until it succeeds."""
+    shares = {"fit": 0.5, "cv": 0.25 if folds >= 2 else 0.0,
+              "pipeline": 0.15 if pipeline else 0.0, "compare": 0.2 if compare else 0.0}
+    scale = 0.99 / sum(shares.values())
+    out, at = {}, 0.0
+    for stage, share in shares.items():
+        out[stage] = at
+        at += share * scale
+    out["register"] = at
+    return out
+
+
 class _TrainCallbacks:
-    def __init__(self, ctx: JobContext, total_epochs: int, delay_s: float) -> None:
+    def __init__(self, ctx: JobContext, total_epochs: int, delay_s: float,
+                 span: float = 0.99) -> None:
         self.ctx, self.total, self.delay = ctx, max(1, total_epochs), delay_s
-        self.calls = 0
+        self.calls, self.span = 0, span
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         self.calls += 1
         self.ctx.epoch(epoch, metrics)
-        self.ctx.progress(min(0.99, self.calls / self.total), f"epoch {epoch + 1}")
+        self.ctx.progress(min(1.0, self.calls / self.total) * self.span,
+                          f"member {int(metrics['member']) + 1} of {self.total}"
+                          if set(metrics) == {"member"} else f"epoch {epoch + 1}")
         if self.delay:
             time.sleep(self.delay)
 
@@ -602,11 +631,15 @@ def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
     resume_from = resume if resume.is_file() else None
     if resume_from is not None:
         ctx.log(f"attempt {ctx.attempt}: resuming from {resume.name}")
+    folds = int(params.get("cv_folds") or 0)
+    stages = train_stages(folds, params.get("promote") == "if_better",
+                          bool(params.get("pipeline_trust", True)))
     ctx.progress(0.0, f"training {name} on {len(records)} genomes")
+    callbacks = _TrainCallbacks(ctx, total, settings.epoch_delay_s, stages["cv"])
     with _fitting(ctx):
-        model, info = fit_predictor(records, name, config,
-                                    callbacks=_TrainCallbacks(ctx, total, settings.epoch_delay_s),
+        model, info = fit_predictor(records, name, config, callbacks=callbacks,
                                     resume_from=resume_from)
+    ctx.progress(stages["cv"], f"fitted {name} in {info['fit_seconds']:.1f} s")
     model_name = params.get("model_name") or settings.model_name
     # One directory per attempt, never overwritten: a stale attempt that finishes late cannot
     # touch the files of the version another attempt registered.
@@ -616,13 +649,20 @@ def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
                                   "history": info["history"], "records": len(records)},
                          replace=False, training_hashes=(r.canonical_hash for r in records))
     summary = _summarise(info["history"])
-    folds = int(params.get("cv_folds") or 0)
     if folds >= 2:
-        ctx.progress(0.99, f"cross-validating ({folds} folds) for the trust report")
-        summary["cv"] = _trust_report(records, name, config, folds, bundle / "report")
+        ctx.progress(stages["cv"], f"cross-validating ({folds} folds) for the trust report")
+        step = (stages["pipeline"] - stages["cv"]) / folds
+        done = iter(range(1, folds + 1))
+        summary["cv"] = _trust_report(
+            records, name, config, folds, bundle / "report",
+            log=lambda _line: ctx.progress(stages["cv"] + step * next(done, folds),
+                                           "cross-validating: a fold done"))
+    ctx.progress(stages["pipeline"], "trust report done" if folds >= 2 else "bundle saved")
     if params.get("pipeline_trust", True):
-        ctx.progress(0.99, "measuring cls_trust / reg_trust with the pipeline's protocol")
+        ctx.progress(stages["pipeline"],
+                     "measuring cls_trust / reg_trust with the pipeline's protocol")
         summary["pipeline_trust"] = _pipeline_trust(records, name, config)
+    ctx.progress(stages["compare"], "trust figures done")
     promote, comparison = _promotion(ctx, params, settings, records, name, source, model_name)
     if promote:
         try:  # activation loads the bundle first, as POST /models/{v}/activate does
@@ -672,7 +712,7 @@ def _promotion(ctx: JobContext, params: dict[str, Any], settings: Settings, reco
     mode = promotion_mode(params, champion is not None)
     if mode != "if_better":
         return mode == "always", None
-    ctx.progress(0.99, "comparing with the champion on the generation-forward protocol")
+    ctx.progress(None, "comparing with the champion on the generation-forward protocol")
     recipes = {"challenger": {"predictor": name,
                               "hyperparameters": dict(params.get("hyperparameters") or {})},
                "champion": champion}
@@ -703,7 +743,7 @@ def _pipeline_trust(records: list[Any], name: str, config: dict[str, Any]) -> di
 
 
 def _trust_report(records: list[Any], name: str, config: dict[str, Any], folds: int,
-                  out: Path) -> dict[str, Any]:
+                  out: Path, log: Any = None) -> dict[str, Any]:
     """The grouped k-fold CV report of ``nas-surrogate evaluate`` (one seed) for the same
     predictor and config: report.json and plots under ``out``, and the headline figures."""
     from ml.evaluation.protocols import grouped_cv_report, headline
@@ -711,7 +751,7 @@ def _trust_report(records: list[Any], name: str, config: dict[str, Any], folds: 
     metrics = tuple(config["metrics"])
     base = {k: v for k, v in config.items() if k not in ("metrics", "checkpoint_dir", "seed")}
     _, summary = grouped_cv_report(records, name, metrics, out, config=base, folds=folds,
-                                   seeds=range(1))
+                                   seeds=range(1), log=log)
     return {**headline(summary, metrics), "folds": folds}
 
 

@@ -98,11 +98,15 @@ class ThreadDispatcher:
 
     def _run(self, job_id: str) -> str:
         from worker.jobs import run_job
+        started = time.monotonic()
         try:
-            return run_job(job_id, self.settings, send=self.send)
+            outcome = run_job(job_id, self.settings, send=self.send)
         except Exception:  # noqa: BLE001 - transient: the reconciler re-sends it later
             log.exception("job %s: transient failure; it will be re-sent", job_id)
             return "retry"
+        if outcome != "skipped":
+            _log_outcome(job_id, outcome, time.monotonic() - started)
+        return outcome
 
     def limits(self, kind: str) -> tuple[float, float]:
         s = self.settings
@@ -183,3 +187,17 @@ class ThreadDispatcher:
             if thread.is_alive():
                 log.warning("job %s did not stop within %.0f s; exiting anyway (it resumes on "
                             "the next start)", job_id, grace)
+
+
+def _log_outcome(job_id: str, outcome: str, seconds: float) -> None:
+    """One line per finished job in ``serve``'s log: what ran, how it ended, what it said."""
+    from service.db import session_scope
+    from service.tables import Job
+
+    try:
+        with session_scope() as session:
+            job = session.get(Job, job_id)
+            kind, message = (job.kind, job.message) if job is not None else ("?", "")
+    except Exception:  # noqa: BLE001 - a log line never fails a job
+        kind, message = "?", ""
+    log.info("job %s (%s) %s in %.1f s: %s", job_id[:8], kind, outcome, seconds, message or "")

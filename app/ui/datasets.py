@@ -8,9 +8,10 @@ A ready version never changes, so its distributions are computed once per proces
 from __future__ import annotations
 
 import csv
+import json
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Iterator
 
 from cachetools import LRUCache
 from fastapi import APIRouter, Query, Request
@@ -60,20 +61,33 @@ def distributions(dataset_id: str, path: str) -> list[dict[str, Any]]:
     return out
 
 
+def _source_rows(handle: Any, path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of a version's source: a built version's CSV, or an appended version's
+    ``evaluations.jsonl`` (one screened record a line, as ``POST /evaluations`` wrote it)."""
+    if path.suffix == ".jsonl":
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
+    else:
+        yield from csv.DictReader(handle)
+
+
 def genome_sample(source_path: str, limit: int = SAMPLE_ROWS) -> list[dict[str, Any]]:
-    """The first genomes of the version's own source CSV (row numbers as in that file)."""
+    """The first genomes of the version's own source (row numbers as in that file)."""
     path = Path(source_path)
     if not path.is_file():
         return []
-    out = []
+    out: list[dict[str, Any]] = []
     try:
         with path.open(newline="", encoding="utf-8") as handle:
-            for i, row in enumerate(csv.DictReader(handle)):
+            for i, row in enumerate(_source_rows(handle, path)):
                 if i >= limit:
                     break
                 genome = row.get("genome") or ""
-                out.append({"row": i, "genome": genome, "generation": row.get("generation")})
-    except (OSError, UnicodeDecodeError, csv.Error):
+                generation = row.get("generation")
+                out.append({"row": i, "genome": genome,
+                            "generation": "" if generation is None else generation})
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError):
         return out
     return out
 

@@ -83,16 +83,20 @@ def _job_context(job_id: str, viewer: Any) -> dict[str, Any]:
         public["events"] = [{"at": e.created_at, "kind": e.kind, "message": e.message,
                              "attempt": e.attempt} for e in events]
     rows = public["epochs"] or []
-    chart = epoch_chart(job_id, rows) if rows else None
     metric_names: list[str] = []
     for row in rows:
         for name in row["metrics"]:
             if name not in metric_names and name not in ("epoch", "member"):
                 metric_names.append(name)
+    # A tree model reports one row per fitted member and no curve: a chart of nothing would
+    # be drawn (empty axes), so its page counts the members instead.
+    chart = epoch_chart(job_id, rows) if metric_names else None
+    members = len(rows) if rows and not metric_names else 0
     first = [m for m in LEAD_COLUMNS if m in metric_names]
     columns = first + [m for m in metric_names if m not in first]
     return {"job": public, "final": public["status"] in FINAL, "epoch_chart": chart,
-            "epoch_rows": rows[-20:][::-1], "epoch_columns": columns[:8]}
+            "epoch_rows": rows[-20:][::-1], "epoch_columns": columns[:8],
+            "members_fitted": members}
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)

@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 #: Okabe-Ito: distinguishable with every common colour-vision deficiency.
 COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
@@ -144,6 +145,8 @@ def trust_per_generation(comparison: dict[str, Any]) -> Chart | None:
                     color=COLOURS[i], marker="os"[i], linestyle="-" if i == 0 else "--",
                     label=label)
         ax.set_ylim(-0.02, 1.02)
+        # Generations are whole numbers: ticks at 6.5 would name a generation that never was.
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.set_xlabel("scored generation")
         ax.set_ylabel("overlap with the true top 30 % (0-1)")

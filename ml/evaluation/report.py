@@ -52,18 +52,41 @@ def _save(fig: Any, out_dir: Path, name: str) -> str:
     return name
 
 
+def _squeezed(values: np.ndarray) -> bool:
+    """Most values in a sliver of the axis (the middle 80 % spans under 1 % of the range) that
+    a log axis cannot open (zeros or negative predictions): average_precision, whose bulk lies
+    in 1e-6..1e-4 beside a few values near 0.1, would all be drawn at ~0."""
+    v = values[np.isfinite(values)]
+    if v.size < 5 or v.max() == v.min():
+        return False
+    q10, q90 = np.quantile(v, [0.1, 0.9])
+    return bool((q90 - q10) < 0.01 * (v.max() - v.min()))
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks (ties get their mean rank), as Kendall's tau sees the values."""
+    from scipy.stats import rankdata
+    return rankdata(values)
+
+
 def _scatter(ax: Any, t: np.ndarray, p: np.ndarray, metric: str, ylabel: str,
              title: str) -> None:
-    """Predicted against true values with the diagonal (log axes for heavy tails)."""
+    """Predicted against true values with the diagonal: log axes for heavy tails, rank axes
+    where the values crowd a sliver a log axis cannot open (tau is a rank figure, so the rank
+    plot shows exactly what it measures)."""
+    both = np.concatenate([t, p])
+    rank = not _log_axes(both) and _squeezed(both)
+    if rank:
+        t, p = _ranks(t), _ranks(p)
     ax.scatter(t, p, s=14, alpha=0.7, edgecolors="none")
     if t.size:
         lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
         ax.plot([lo, hi], [lo, hi], color="grey", linewidth=1, linestyle="--")
-    if _log_axes(np.concatenate([t, p])):
+    if not rank and _log_axes(both):
         ax.set_xscale("log")
         ax.set_yscale("log")
-    ax.set_xlabel(f"true {metric}")
-    ax.set_ylabel(ylabel)
+    ax.set_xlabel(f"rank of true {metric} (1 = lowest)" if rank else f"true {metric}")
+    ax.set_ylabel(f"rank of {ylabel} (1 = lowest)" if rank else ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
 
@@ -72,12 +95,22 @@ def plot_predicted_vs_true(result: CVResult, out_dir: Path, seed: int | None = N
     """One scatter per metric: out-of-fold prediction vs truth on the non-failed rows."""
     seed = next(iter(result.oof)) if seed is None else seed
     pred = result.oof[seed]
+    seeds = len(result.oof)
+    folds = len({f.fold for f in result.folds})
     names = []
     for m, metric in enumerate(result.metrics):
         t, p = _points(result.y, pred.mean, result.failed, m)
+        per_fold = [f.per_metric[metric]["kendall_tau_b"] for f in result.folds]
+        per_fold = [x for x in per_fold if x is not None and np.isfinite(x)]
+        mean = float(np.mean(per_fold)) if per_fold else float("nan")
         fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+        # Two taus, named: the report's table is the mean over folds (and seeds); the points
+        # drawn are one seed's out-of-fold predictions pooled, whose tau differs from it.
         _scatter(ax, t, p, metric, f"predicted {metric} (out of fold)",
-                 f"{metric}: Kendall tau-b {kendall_tau_b(t, p):.3f} (n={t.size}, seed {seed})")
+                 f"{metric}: mean per-fold tau-b {mean:.3f} (the table's figure, "
+                 f"{folds} folds{f' x {seeds} seeds' if seeds > 1 else ''})\n"
+                 f"these points (seed {seed}, pooled, n={t.size}): tau-b "
+                 f"{kendall_tau_b(t, p):.3f}")
         names.append(_save(fig, out_dir, f"pred_vs_true_{metric}.png"))
     return names
 

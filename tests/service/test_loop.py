@@ -152,6 +152,50 @@ def test_retrain_queues_one_promote_if_better_training(loop):
     assert model.json()["active"] and model.json()["lineage"]["dataset_id"] == out["dataset_id"]
 
 
+def test_a_retrained_version_carries_its_trust_figures_and_moves_through_stages(loop,
+                                                                                monkeypatch):
+    """Issue 29 items 3 and 5: the version a retraining registers has its cross-validated trust
+    figures (what the overview, the models page, the comparison and trust_report() show), and
+    the job's progress moves through its stages (fit, trust report, comparison) instead of
+    sitting at 0 % until it ends."""
+    from worker.jobs import RETRAIN_CV_FOLDS, JobContext
+
+    c, key = loop["client"], loop["keys"]["train"]
+    out = c.post("/evaluations", json={"dataset_id": loop["dataset_id"], "retrain": True,
+                                       "records": records_of(generation(3))},
+                 headers=headers(key)).json()
+    assert _run(out["job"]["id"], loop["settings"]) == "succeeded"
+    train_id = c.get(f"/datasets/{out['dataset_id']}", headers=headers(key)).json()[
+        "retrain_job_id"]
+    assert c.get(f"/jobs/{train_id}", headers=headers(key)).json()["params"]["cv_folds"] == \
+        RETRAIN_CV_FOLDS  # the champion was trained without a report: the default folds
+    seen: list[tuple[float, str]] = []
+    original = JobContext.progress
+
+    def record(self: Any, fraction: float | None, message: str) -> None:
+        original(self, fraction, message)
+        seen.append((self._fraction, message))
+    monkeypatch.setattr(JobContext, "progress", record)
+    assert _run(train_id, loop["settings"]) == "succeeded"
+    job = c.get(f"/jobs/{train_id}", headers=headers(key)).json()
+    version = c.get(f"/models/{job['model_version']}",
+                    headers=headers(loop["keys"]["predict"])).json()
+    cv = version["training_metrics"]["cv"]
+    assert cv["folds"] == RETRAIN_CV_FOLDS
+    for figure in ("trust_spea2_top30", "trust_nsga2_top30", "validity_auc",
+                   "kendall_tau_b_ciou_loss"):
+        assert isinstance(cv[figure], float), (figure, cv)
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0   # never backwards
+    messages = " | ".join(m for _, m in seen)
+    for stage in ("fitted trees", "cross-validating", "comparing with the champion"):
+        assert stage in messages, messages
+    inner = {round(f, 3) for f in fractions if 0.0 < f < 1.0}
+    assert len(inner) >= 1 + RETRAIN_CV_FOLDS, seen   # members, folds and stages between
+    report_plots = version.get("report_plots") or []
+    assert any(p.startswith("pred_vs_true_") for p in report_plots), version
+
+
 def test_a_worse_challenger_is_registered_but_not_activated(loop):
     """A recipe that cannot rank (one-leaf trees: constant predictions) against the trees
     champion on generations 2-3: registered with the comparison, the alias stays."""
