@@ -408,12 +408,23 @@ class EncoderPoolStatus(BaseModel):
     warm_start: bool = False
 
 
+class ModelServing(BaseModel):
+    """Which version answers: the active one, or (``fallback``: the active bundle cannot be
+    loaded, ``reason`` says why) the newest older version that loads."""
+
+    active: int | None
+    serving: int | None
+    fallback: bool
+    reason: str | None = None
+
+
 class Readiness(BaseModel):
     ready: bool
     database: bool
     broker: bool | None
     active_model: int | None
     model_loaded: bool
+    model: ModelServing | None = None
     encoder_pool: EncoderPoolStatus | None = None
 
 

@@ -299,16 +299,27 @@ class ModelCache:
     A version that cannot be loaded never takes a name down while another of its versions is in
     memory: that one keeps serving, and the load is retried with exponential backoff
     (``model_load_backoff_s`` doubling up to 5 minutes) instead of on every request. While one
-    request loads, the others keep serving what is loaded."""
+    request loads, the others keep serving what is loaded. An active version that cannot be
+    loaded with nothing of its name in memory (a corrupt bundle at start-up) is served by the
+    newest older version that loads, and :meth:`fallback` says so (``/readyz``)."""
 
     MAX_BACKOFF_S = 300.0
+    #: Older versions tried, newest first, for an active version that cannot be loaded.
+    FALLBACK_TRIES = 10
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._models: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
         self._latest: dict[str, LoadedModel] = {}
         self._failures: dict[tuple[str, int], _LoadFailure] = {}
+        #: name -> what serves in place of its active version, and why.
+        self._fallbacks: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+
+    def fallback(self, name: str) -> dict[str, Any] | None:
+        """``{"active", "serving", "reason", "message"}`` while an older version of ``name``
+        serves because its active version cannot be loaded; None otherwise."""
+        return self._fallbacks.get(name)
 
     def latest(self, name: str) -> LoadedModel | None:
         """The version of ``name`` served last (what serves while its alias cannot be read)."""
@@ -347,6 +358,13 @@ class ModelCache:
                 delay = min(self.MAX_BACKOFF_S, previous.delay * 2 if previous
                             else self.settings.model_load_backoff_s)
                 self._failures[key] = _LoadFailure(time.monotonic() + delay, delay, exc.message)
+                if active and fallback is None:
+                    fallback = self._newest_loadable(name, wanted)
+                if active and fallback is not None:
+                    self._latest[name] = fallback
+                    self._fallbacks[name] = {"active": wanted, "serving": fallback.version,
+                                             "reason": "MODEL_NOT_LOADABLE",
+                                             "message": exc.message}
                 log.error("%s; %s (retry in %.0f s)", exc.message,
                           f"v{fallback.version} keeps serving" if fallback else
                           "nothing to serve", delay)
@@ -372,9 +390,28 @@ class ModelCache:
             if self._latest.get(old_key[0]) is old:
                 del self._latest[old_key[0]]
 
+    def _newest_loadable(self, name: str, below: int) -> LoadedModel | None:
+        """The newest version of ``name`` older than ``below`` that loads (kept loaded)."""
+        from service.db import session_scope
+        from service.store import model_registry as registry
+
+        with session_scope() as session:
+            rows, _ = registry.list_versions(session, name, limit=self.FALLBACK_TRIES + 1)
+            older = [row.version for row in rows if row.version < below]
+        for version in older[:self.FALLBACK_TRIES]:
+            try:
+                model = self.load(name, version)
+            except ServiceError as exc:
+                log.error("fallback: %s", exc.message)
+                continue
+            self._store(model)
+            return model
+        return None
+
     def _served(self, model: LoadedModel, active: bool) -> LoadedModel:
         if active:
             self._latest[model.name] = model
+            self._fallbacks.pop(model.name, None)
         key = (model.name, model.version)
         if key in self._models:
             self._models.move_to_end(key)

@@ -53,6 +53,20 @@ def _active_model_problem(settings: Settings) -> tuple[int | None, str | None]:
     return version, bundle_problem(path)
 
 
+def _load_problem(settings: Settings, version: int) -> str | None:
+    """Why the active bundle does not load (a corrupt or truncated file), or None. Its
+    bundle.json can be fine while its weights are not, so this loads it once."""
+    from ml.train import load_bundle
+
+    with session_scope() as session:
+        path = registry.get_version(session, settings.model_name, version).source_path
+    try:
+        load_bundle(path)
+    except Exception as exc:  # noqa: BLE001 - any failure means it cannot serve
+        return type(exc).__name__
+    return None
+
+
 def _path_tag(path: str | Path) -> str:
     """A short fixed-length tag of a resolved path (idempotency keys hold 200 characters)."""
     return hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:16]
@@ -71,7 +85,13 @@ def bootstrap_model(settings: Settings, send: Any) -> str:
     reconcile(send, settings, redispatch_after_s=0, lease_s=0)
     version, problem = _active_model_problem(settings)
     if version is not None and problem is None:
-        return "a model is active"
+        unloadable = _load_problem(settings, version)
+        if unloadable is None:
+            return "a model is active"
+        log.error("model v%d is active but cannot be loaded (%s)", version, unloadable)
+        return (f"model v{version} is active but cannot be loaded ({unloadable}): the newest "
+                "older version that loads serves instead (GET /readyz says which); train or "
+                "activate another version")
     reason = ("no model is active" if version is None else
               f"model v{version} cannot be served by this version ({problem})")
     if version is not None:

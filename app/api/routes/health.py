@@ -31,23 +31,30 @@ def _database_ok() -> bool:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 def readyz(request: Request) -> JSONResponse:
-    """200 only when the database answers, the broker answers (Celery mode) and an active
-    model is loaded; 503 with the same body otherwise."""
+    """200 only when the database answers, the broker answers (Celery mode) and a model
+    serves: the active version, or (its bundle cannot be loaded) the newest older version that
+    loads, stated in ``model`` (``fallback: true`` and the ``reason``); 503 with the same body
+    otherwise."""
     settings = request.app.state.settings
     scorer = request.app.state.scorer
     database = _database_ok()
     broker = request.app.state.dispatcher.ping() if settings.executor == "celery" else None
     wanted = active_version(settings) if database else None
-    loaded = False
+    serving: int | None = None
     if wanted is not None:
         try:
-            loaded = scorer.models.current(settings.model_name, wanted).version == wanted
+            serving = scorer.models.current(settings.model_name, wanted).version
         except ServiceError:
-            loaded = False
-    ready = database and broker is not False and loaded
+            serving = None
+    loaded = serving is not None and serving == wanted
+    fallback = scorer.models.fallback(settings.model_name) if serving not in (None, wanted) \
+        else None
+    ready = database and broker is not False and serving is not None
     pool = scorer.pool
     body = {"ready": ready, "database": database, "broker": broker, "active_model": wanted,
             "model_loaded": loaded,
+            "model": {"active": wanted, "serving": serving, "fallback": fallback is not None,
+                      "reason": None if fallback is None else fallback["reason"]},
             "encoder_pool": None if pool is None else {
                 "processes": pool.processes, "ready": pool.ready(), "restarts": pool.restarts,
                 "encoded": pool.encoded, "warm_start": pool.warm_start}}
