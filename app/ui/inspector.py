@@ -14,6 +14,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse
 
 from app.api.routes.predict import parse_model, resolve_version
+from app.ui.curves import measured_curves
 from app.ui.datasets import source_genome
 from app.ui.session import COOKIE_PATH, PredictViewer, check_form
 from app.ui.templating import page
@@ -82,6 +83,10 @@ def inspect(request: Request, genomes: list[str], model_spec: str | None) -> dic
             prediction = scored["items"][i]
             item["prediction"] = prediction if prediction["ok"] else None
         results.append(item)
+    curves = measured_curves(settings.datasets_dir,
+                             [r["canonical_hash"] for r in results if r.get("ok")])
+    for item in results:
+        item["curves"] = curves.get(item.get("canonical_hash") or "", [])
     return {"results": results, "model": model}
 
 

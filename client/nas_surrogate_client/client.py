@@ -274,6 +274,22 @@ class SurrogateClient:
         info = self._request("GET", f"/models/{version}", params=params).json()
         return info["lineage"]["dataset_id"]
 
+    def newest_version(self, dataset_id: str) -> str:
+        """The newest ready dataset version that is ``dataset_id`` or appends to it (what an
+        ingest appends to, so that a run ingested before is seen as known)."""
+        newest, when = dataset_id, ""
+        offset = 0
+        while True:
+            page = self._request("GET", "/datasets",
+                                 params={"limit": 500, "offset": offset}).json()
+            for ds in page["data"]:
+                if ds["status"] == "ready" and dataset_id in (ds["id"], *ds.get("lineage", [])) \
+                        and ds["created_at"] > when:
+                    newest, when = ds["id"], ds["created_at"]
+            offset += len(page["data"])
+            if not page["data"] or offset >= page["count"]:
+                return newest
+
     def active_version(self, model: str | None = None) -> int:
         name = (model or "").partition("@")[0] or None
         params = {"name": name} if name else {}
@@ -326,8 +342,8 @@ class SurrogateClient:
         queues as a job is waited for (up to ``wait_s``); either way the answer is
         ``{"items", "model_name", "model_version", "encoder_version", "stats"}``. ``progress``:
         while the service searches in the request, the seconds elapsed (a bar, or the callback
-        with ``{"status": "running", "seconds": s}`` every second); for a queued job, as
-        :meth:`wait`."""
+        with ``{"status": "running", "seconds": s}`` every second and once more with the
+        outcome: ``succeeded``, ``queued`` or ``failed``); for a queued job, as :meth:`wait`."""
         body = {"population": list(population), "strategy": strategy,
                 **{k: list(v) if k == "exclude" else v for k, v in options.items()}}
         response = self._in_request("POST", "/propose", progress, "propose", json=body)
@@ -373,12 +389,22 @@ class SurrogateClient:
                     bar.bar.refresh()
 
         ticker = threading.Thread(target=tick, daemon=True)
+        started = time.monotonic()
         ticker.start()
+        status = "failed"
         try:
-            return self._request(method, path, **kwargs)
+            response = self._request(method, path, **kwargs)
+            status = "queued" if response.status_code == 202 else "succeeded"
+            return response
         finally:
             done.set()
             ticker.join()
+            seconds = round(time.monotonic() - started, 3)
+            if bar.callback is not None:
+                bar.callback({"status": status, "seconds": seconds})
+            if bar.bar is not None:
+                bar.bar.n = seconds
+                bar.bar.refresh()
             bar.close()
 
     def wait(self, job_id: str, timeout_s: float = 3600, poll_s: float = 2.0,
@@ -457,6 +483,9 @@ class SurrogateClient:
             answer: dict[str, Any] = {"dataset_id": None, "added": 0, "duplicates": 0,
                                       "rejected": [], "job": None}
         else:
+            if not options.get("dataset_id") and not getattr(self, "dataset_id", None):
+                options["dataset_id"] = self.newest_version(
+                    self._active_dataset(options.get("model")))
             answer = self.add_evaluations(run.records, retrain=retrain, wait=wait,
                                           skip_known=True, **options)
         # the service's rejections point at a record: say which individual of the run it is

@@ -10,15 +10,18 @@ must be reachable the first time); the client itself is reinstalled each run.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import DATA_DIR
 
@@ -26,6 +29,10 @@ from .conftest import REPO, Served, write_seed_csv
 
 CLIENT = REPO / "client"
 CHROMIUM = os.environ.get("NAS_SURROGATE_CHROMIUM", "/usr/bin/chromium")
+
+
+def _csrf(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
 
 
 def _venv() -> Path:
@@ -87,6 +94,23 @@ def test_client_tests_in_a_torch_free_venv(served, tmp_path):
              "evaluations.jsonl").read_text().splitlines()
     curves = [json.loads(line).get("curve") for line in lines]
     assert sum(1 for c in curves if c and len(c) == 4) == len(ingest["curved"])
+    # and shown for that genome in the dashboard's inspector
+    genome = next(r["genome"] for r in csv.DictReader(open(DATA_DIR /
+                  "surrogate_evolution_train.csv", newline=""))
+                  if r["individual_hash"] == ingest["curved"][0])
+    with httpx.Client(base_url=served["base"], timeout=120) as ui:
+        form = ui.get("/ui/login")
+        ui.post("/ui/login", data={"api_key": served["key"], "csrf": _csrf(form.text),
+                                   "next": "/ui/inspect"})
+        page = ui.post("/ui/inspect", data={"genomes": genome,
+                                            "csrf": _csrf(ui.get("/ui/inspect").text)})
+        model_page = ui.get("/ui/models/1")
+    # the version's trust report shows the trusts ServiceSurrogate hands the pipeline
+    assert "cls_trust (failure accuracy)" in model_page.text, model_page.text[-1500:]
+    assert page.status_code == 200, page.text[-1000:]
+    table = page.text[page.text.index("Measured per-epoch curve"):]
+    table = table[:table.index("</table>")]
+    assert table.count("<tr><th scope=\"row\">") == 4 and "average_precision" in table
 
 
 @pytest.mark.skipif(shutil.which(CHROMIUM) is None and not Path(CHROMIUM).is_file(),
@@ -117,4 +141,6 @@ def test_docs_and_redoc_offline_in_chromium(served):
             assert "Predict" in page.content() or "predict" in page.content()
         finally:
             browser.close()
+    # nothing was even tried off the service (ReDoc's footer logo is refused by the page's CSP)
     assert refused == [], refused
+    assert "img-src 'self'" in httpx.get(base + "/redoc").headers["content-security-policy"]

@@ -78,7 +78,7 @@ def _screen(body: EvaluationsRequest, parent_path: Path, max_length: int, budget
             continue
         duplicates += digest in known
         known.add(digest)
-        accepted.append({"index": index, **record.model_dump()})
+        accepted.append({"index": index, **record.model_dump(), "canonical_hash": digest})
     return accepted, rejected, duplicates
 
 
