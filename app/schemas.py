@@ -128,10 +128,12 @@ class TrainRequest(BaseModel):
     activate: bool = Field(False, description="move the `active` alias to the new version "
                            "(admin only; the same as promote=always)")
     promote: Literal["never", "always", "if_better"] | None = Field(
-        None, description="never; always (admin only); if_better: run the generation-forward "
-        "protocol for this recipe and the active model's on this dataset and promote unless it "
-        "is worse (the rule is recorded on the version as `comparison`). Unset: always for a "
-        "name's first version (or with activate), else never")
+        None, description="never; always (admin only); if_better: hold out each of the last "
+        "generations of the active model's data, fit this recipe on this dataset and the active "
+        "model's recipe on its own data without it, score both there, and promote only when "
+        "measured better (a tie keeps the champion; with SURROGATE_PROMOTION_POLICY=approve it "
+        "waits for an admin's approval). Recorded on the version as `comparison`. Unset: always "
+        "for a name's first version (or with activate), else never")
     cv_folds: int = Field(0, ge=0, le=10, description="0: no report; k >= 2: also run grouped "
                           "k-fold cross-validation (one seed) and keep its trust report "
                           "(Kendall tau, validity AUC, NSGA-II/SPEA2 top-30% overlap) and "
@@ -348,8 +350,9 @@ class ModelVersionPublic(BaseModel):
     created_at: datetime
     report_plots: list[str]
     comparison: dict[str, Any] | None = Field(
-        None, description="champion/challenger (promote=if_better): both sides' "
-        "generation-forward scores, the rule, its margins and the decision")
+        None, description="champion/challenger (promote=if_better): both sides' scores on "
+        "the champion's held-out generations, the rule, its margins, the decision (`promoted`, "
+        "`recommended`, `policy`, `awaiting_approval`, and who approved it)")
 
     _utc = field_validator("created_at")(_utc)
 

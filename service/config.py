@@ -140,9 +140,13 @@ class Settings(BaseSettings):
     #: Serve the dashboard at /ui (pages for people; the API stays the contract for tools).
     ui_enabled: bool = True
 
-    #: Champion/challenger (``promote: if_better``): how many of the last generations the
-    #: generation-forward protocol scores for each side.
+    #: Champion/challenger (``promote: if_better``): how many of the last generations of the
+    #: champion's data are held out, one at a time, to score each side.
     promote_generations: int = Field(5, ge=1, le=100)
+    #: What the measured rule of ``promote: if_better`` decides (``SURROGATE_PROMOTION_POLICY``):
+    #: ``auto``: a challenger measured better becomes active; ``approve``: it is recommended and
+    #: waits, not serving, until an admin approves it in the dashboard (the version page).
+    promotion_policy: Literal["auto", "approve"] = "auto"
 
     # Jobs
     max_attempts: int = 3

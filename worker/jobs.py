@@ -29,7 +29,7 @@ from service.errors import JOB_ERROR_CODES, JobFailure, ServiceError
 from service.store import datasets as dataset_store
 from service.store import jobs as job_store
 from service.store import model_registry as registry
-from service.tables import Job, utcnow
+from service.tables import Dataset, Job, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -682,7 +682,8 @@ def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
         if promote or registry.alias_version(session, model_name) is None:
             registry.set_alias(session, model_name, version.version)
         verdict = "" if comparison is None else \
-            (" (promoted: " if comparison["promoted"] else " (kept the champion: ") + \
+            (" (promoted: " if comparison["promoted"] else " (awaiting approval: "
+             if comparison.get("awaiting_approval") else " (kept the champion: ") + \
             f"{comparison['reason']})"
         job_store.finish(session, ctx.job_id, ctx.attempt, "succeeded",
                          f"registered {model_name} v{version.version}{verdict}",
@@ -719,14 +720,53 @@ def _promotion(ctx: JobContext, params: dict[str, Any], settings: Settings, reco
     # Fitted with the embedder files; recorded as asked (a pretrain job id, never a path).
     run_as = {side: None if r is None else {**r, "hyperparameters": resolved(r["hyperparameters"])}
               for side, r in recipes.items()}
+    champion_records = None if champion is None else \
+        _champion_records(model_name, champion.get("version"), tuple(source["metrics"]))
     comparison = compare_recipes(records, tuple(source["metrics"]), run_as["challenger"],
-                                 run_as["champion"], settings.promote_generations)
+                                 run_as["champion"], settings.promote_generations,
+                                 champion_records=champion_records)
     for side, recipe in recipes.items():
         if recipe is not None and isinstance(comparison.get(side), dict):
             comparison[side]["recipe"] = json_safe(recipe)
-    if champion is not None:
-        comparison["champion"]["version"] = champion.get("version")
-    return bool(comparison["promoted"]), comparison
+    if champion is None:  # the first version of a name serves: nothing else could
+        return bool(comparison["promoted"]), comparison
+    comparison["champion"]["version"] = champion.get("version")
+    return apply_policy(comparison, settings.promotion_policy), comparison
+
+
+def apply_policy(comparison: dict[str, Any], policy: str) -> bool:
+    """The promotion policy on the measured rule's decision, recorded on the comparison:
+    ``auto`` follows it; ``approve`` turns a promotion into a recommendation that waits for an
+    admin (``awaiting_approval``; the dashboard's approve form activates it). Returns whether
+    the version becomes active now."""
+    recommended = bool(comparison["promoted"])
+    waiting = recommended and policy == "approve"
+    comparison.update(policy=policy, recommended=recommended, awaiting_approval=waiting,
+                      promoted=recommended and not waiting)
+    return bool(comparison["promoted"])
+
+
+def _champion_records(model_name: str, version: int | None, metrics: tuple[str, ...]
+                      ) -> list[Any] | None:
+    """The records the champion was trained on (its version's dataset), the data its held-out
+    generations come from; ``None`` when that dataset is not known, not ready, no longer
+    readable or measures other metrics (then the challenger's records stand in)."""
+    from ml.train import load_training_records
+
+    if version is None:
+        return None
+    with session_scope() as session:
+        row = registry.get_version(session, model_name, version)
+        ds = session.get(Dataset, row.dataset_id) if row.dataset_id else None
+        path = ds.path if ds is not None and ds.status == "ready" else None
+    if path is None:
+        return None
+    try:
+        records, source = load_training_records(dataset=path)
+    except (OSError, ValueError):
+        log.warning("the champion %s v%s: its dataset could not be read", model_name, version)
+        return None
+    return list(records) if tuple(source["metrics"]) == metrics else None
 
 
 def _pipeline_trust(records: list[Any], name: str, config: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The registry in the dashboard: versions per name with their aliases, a version's trust report
 (figures, plots, the champion/challenger comparison with its per-generation trust), activate
-(admin only, through the same load-then-move path as the API) and two versions side by side."""
+and approve a recommended challenger (admin only, through the same load-then-move path as the
+API) and two versions side by side."""
 from __future__ import annotations
 
 from typing import Annotated, Any
@@ -119,6 +120,22 @@ def activate(version: VersionPath, request: Request, viewer: AdminViewer, name: 
     check_form(request, viewer, csrf)
     name = name or request.app.state.settings.model_name
     with session_scope() as session:
+        activate_model(version, request, session, request.app.state.settings, viewer.principal,
+                       name)
+    return RedirectResponse(f"{COOKIE_PATH}/models/{version}?name={name}", status_code=303)
+
+
+@router.post("/models/{version}/approve")
+def approve(version: VersionPath, request: Request, viewer: AdminViewer, name: Name = None,
+            csrf: Annotated[str, Form(max_length=100)] = "") -> Response:
+    """Admin only (``SURROGATE_PROMOTION_POLICY=approve``): confirm what the measured rule
+    recommended. The approval is recorded on the version's comparison and the alias moves in
+    one transaction, through the API's activation (the bundle loads first, or neither
+    happens); 409 ``MODEL_NOT_AWAITING_APPROVAL`` for a version not waiting for it."""
+    check_form(request, viewer, csrf)
+    name = name or request.app.state.settings.model_name
+    with session_scope() as session:
+        registry.approve(session, name, version, viewer.principal.ident)
         activate_model(version, request, session, request.app.state.settings, viewer.principal,
                        name)
     return RedirectResponse(f"{COOKIE_PATH}/models/{version}?name={name}", status_code=303)

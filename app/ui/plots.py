@@ -126,13 +126,15 @@ def epoch_curves(epochs: Sequence[dict[str, Any]]) -> Chart:
 
 
 def trust_per_generation(comparison: dict[str, Any]) -> Chart | None:
-    """The champion/challenger comparison's SPEA2 top-30 % trust per scored generation (the
-    generation-forward protocol: trained on earlier generations, scored on this one)."""
+    """The champion/challenger comparison's SPEA2 top-30 % trust per scored generation (each
+    generation of the champion's data held out in turn; comparisons recorded before that rule:
+    the generation-forward protocol, trained on earlier generations, scored on this one)."""
     sides = [(name, comparison.get(name) or {}) for name in ("challenger", "champion")]
     sides = [(n, s) for n, s in sides if s.get("per_generation")]
     if not sides:
         return None
-    title = "trust on the next generation (SPEA2 top-30 % overlap)"
+    title = ("trust on the held-out generation" if comparison.get("held_out") else
+             "trust on the next generation") + " (SPEA2 top-30 % overlap)"
     with _LOCK, plt.rc_context(_STYLE):
         fig, ax = plt.subplots(figsize=(6.4, 3.0))
         for i, (name, side) in enumerate(sides):

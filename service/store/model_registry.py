@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service.errors import ServiceError
 from service.store import get_or_raise
 from service.tables import ModelAlias, ModelVersion, RegisteredModel, utcnow
 
@@ -60,6 +61,21 @@ def register_version(session: Session, *, name: str, predictor: str, source_path
                 if existing is not None:
                     return existing
     raise RuntimeError(f"could not allocate a version of {name} after {attempts} tries")
+
+
+def approve(session: Session, name: str, version: int, principal: str) -> ModelVersion:
+    """Record an admin's approval on a version the measured rule recommended under the
+    ``approve`` promotion policy (in this transaction; the caller moves the alias in it too).
+    ``MODEL_NOT_AWAITING_APPROVAL`` for any other version: approval is not a second activate."""
+    row = get_version(session, name, version)
+    comparison = dict(row.comparison or {})
+    if not comparison.get("awaiting_approval"):
+        raise ServiceError("MODEL_NOT_AWAITING_APPROVAL", f"version {version} of model {name} "
+                           "is not awaiting approval", details={"name": name, "version": version})
+    comparison.update(awaiting_approval=False, promoted=True, approved_by=principal,
+                      approved_at=utcnow().isoformat())
+    row.comparison = comparison  # a new object: the JSON column is written
+    return row
 
 
 def get_version(session: Session, name: str, version: int) -> ModelVersion:

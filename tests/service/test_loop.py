@@ -147,9 +147,120 @@ def test_retrain_queues_one_promote_if_better_training(loop):
     job = c.get(f"/jobs/{train_id}", headers=headers(key)).json()
     model = c.get(f"/models/{job['model_version']}", headers=headers(loop["keys"]["predict"]))
     comparison = model.json()["comparison"]
-    assert comparison["promoted"] and comparison["same_recipe"]   # a tie is not worse
-    assert [g["generation"] for g in comparison["challenger"]["per_generation"]] == [2.0, 3.0]
-    assert model.json()["active"] and model.json()["lineage"]["dataset_id"] == out["dataset_id"]
+    # Judged on the champion's own generations (1-2), each held out; the decision, its figures
+    # and the policy are on the version, and the alias follows the decision.
+    assert comparison["same_recipe"] and comparison["policy"] == "auto"
+    assert comparison["held_out"] == {"generations": [1.0, 2.0],
+                                      "data": "the champion's records",
+                                      "genomes": len(generation(1) + generation(2))}
+    assert [g["generation"] for g in comparison["challenger"]["per_generation"]] == [1.0, 2.0]
+    assert comparison["recommended"] == comparison["promoted"]
+    assert comparison["promoted"] == comparison["reason"].startswith("better")
+    assert model.json()["active"] == comparison["promoted"]
+    assert model.json()["lineage"]["dataset_id"] == out["dataset_id"]
+
+
+def invented(n: int, seed: int = 7) -> list[dict[str, Any]]:
+    """``n`` records of real genomes with made-up measurements (as issue 28's probe sent)."""
+    import random
+    rng = random.Random(seed)
+    rows = generation(3)[:n]
+    return [{"genome": r["genome"], "generation": 3,
+             "metrics": {m: rng.uniform(0.0, 1.0) for m in METRIC_COLUMNS}} for r in rows]
+
+
+def test_twelve_invented_records_do_not_replace_the_champion(loop, early):
+    """Issue 28, item 3: 12 made-up records appended with retrain by a train key. The retrained
+    version (the same recipe on the champion's data plus them) is not measured better on the
+    champion's held-out generations: registered, not active."""
+    c, key = loop["client"], loop["keys"]["train"]
+    champion = champion_trained_with(loop, early[1], {"n_estimators": 30})  # seconds, not the
+    out = c.post("/evaluations", json={"dataset_id": loop["dataset_id"],  # default's minutes
+                                       "records": invented(12), "retrain": True},
+                 headers=headers(key)).json()
+    assert _run(out["job"]["id"], loop["settings"]) == "succeeded"
+    train_id = c.get(f"/datasets/{out['dataset_id']}", headers=headers(key)).json()[
+        "retrain_job_id"]
+    assert _run(train_id, loop["settings"]) == "succeeded"
+    job = c.get(f"/jobs/{train_id}", headers=headers(key)).json()
+    assert "kept the champion" in job["message"], job["message"]
+    predict = headers(loop["keys"]["predict"])
+    model = c.get(f"/models/{job['model_version']}", headers=predict).json()
+    assert not model["active"] and not model["comparison"]["promoted"]
+    assert model["comparison"]["held_out"]["data"] == "the champion's records"
+    assert model["comparison"]["champion"]["version"] == champion
+    assert c.get("/models", headers=predict).json()["active_version"] == champion
+
+
+def champion_trained_with(loop: dict[str, Any], bundle: Path,
+                          hyperparameters: dict[str, Any]) -> int:
+    """A new active version of ``default`` trained (per its job) with ``hyperparameters``: the
+    recipe a retraining repeats and the champion's side of the comparison."""
+    from service.db import session_scope
+    from service.store import jobs as job_store
+    from service.store import model_registry as registry
+
+    with session_scope() as s:
+        job, _ = job_store.create_job(
+            s, kind="train", params={"dataset_id": loop["dataset_id"], "predictor": "trees",
+                                     "hyperparameters": hyperparameters},
+            principal="key:0", request_sha256="champion")
+        row = registry.register_version(
+            s, name="default", predictor="trees", source_path=str(bundle),
+            encoder_version="graph-v2", metrics=list(METRIC_COLUMNS), training_metrics={},
+            job_id=job.id, dataset_id=loop["dataset_id"])
+        registry.set_alias(s, "default", row.version)
+        return row.version
+
+
+def test_approve_policy_waits_for_an_admin_in_the_dashboard(loop, early):
+    """``SURROGATE_PROMOTION_POLICY=approve``: a challenger the rule recommends (trees over a
+    champion that cannot rank) is registered awaiting approval, not serving; a predict key sees
+    no approve button, a forged form is refused, and an admin's form activates it."""
+    from .test_ui import csrf_of, signed_in
+
+    c, keys = loop["client"], loop["keys"]
+    champion = champion_trained_with(loop, early[1], {"n_estimators": 5,   # cannot rank:
+                                                      "min_samples_leaf": 100_000})  # 1 leaf
+    settings = loop["settings"].model_copy(update={"promotion_policy": "approve"})
+    r = c.post("/jobs/train", json={"dataset_id": loop["dataset_id"], "predictor": "trees",
+                                    "hyperparameters": {"n_estimators": 30},
+                                    "promote": "if_better"}, headers=headers(keys["train"]))
+    assert r.status_code == 202, r.text
+    assert _run(r.json()["id"], settings) == "succeeded"
+    job = c.get(f"/jobs/{r.json()['id']}", headers=headers(keys["train"])).json()
+    assert "awaiting approval" in job["message"], job["message"]
+    version = job["model_version"]
+    model = c.get(f"/models/{version}", headers=headers(keys["predict"])).json()
+    comparison = model["comparison"]
+    assert comparison["recommended"] and comparison["awaiting_approval"]
+    assert not comparison["promoted"] and not model["active"]
+    assert comparison["policy"] == "approve" and comparison["champion"]["version"] == champion
+    assert c.get("/models", headers=headers(keys["predict"])).json()["active_version"] == \
+        champion
+    client = signed_in(loop, "predict")
+    page = client.get(f"/ui/models/{version}")
+    assert page.status_code == 200 and "awaiting approval" in page.text
+    assert f"/ui/models/{version}/approve" not in page.text
+    assert client.post(f"/ui/models/{version}/approve",
+                       data={"csrf": csrf_of(page)}).status_code == 403
+    client = signed_in(loop, "admin")
+    page = client.get(f"/ui/models/{version}")
+    assert f"/ui/models/{version}/approve?name=default" in page.text
+    assert client.post(f"/ui/models/{version}/approve",
+                       data={"csrf": "stale"}).status_code == 403
+    assert c.get("/models", headers=headers(keys["predict"])).json()["active_version"] == \
+        champion
+    r = client.post(f"/ui/models/{version}/approve?name=default",
+                    data={"csrf": csrf_of(page)}, follow_redirects=False)
+    assert r.status_code == 303
+    model = c.get(f"/models/{version}", headers=headers(keys["predict"])).json()
+    assert model["active"] and model["comparison"]["promoted"]
+    assert not model["comparison"]["awaiting_approval"]
+    assert model["comparison"]["approved_by"].startswith("key:")
+    again = client.post(f"/ui/models/{version}/approve?name=default",
+                        data={"csrf": csrf_of(page)}, follow_redirects=False)
+    assert again.status_code == 409
 
 
 def test_a_retrained_version_carries_its_trust_figures_and_moves_through_stages(loop,

@@ -101,7 +101,7 @@ def test_admin_activates_through_the_api_path_with_csrf(api, built_dataset):
     from service.db import session_scope
     from service.store import model_registry as registry
 
-    # A real champion/challenger comparison (generation-forward on the 238 genomes) to show.
+    # A real champion/challenger comparison (held-out generations of the 238 genomes) to show.
     records = GraphDataset(built_dataset).records()
     comparison = compare_recipes(records, GraphDataset(built_dataset).metrics,
                                  {"predictor": "trees"}, {"predictor": "trees"})
@@ -115,8 +115,9 @@ def test_admin_activates_through_the_api_path_with_csrf(api, built_dataset):
     client = signed_in(api, "admin")
     page = client.get("/ui/models/2")
     assert page.status_code == 200 and "/ui/models/2/activate" in page.text
-    assert "Champion / challenger" in page.text and "same recipe: a tie is not worse" in page.text
-    assert 'alt="trust on the next generation' in page.text  # the per-generation curve
+    assert "Champion / challenger" in page.text and "a tie: not measured better" in page.text
+    assert "Not promoted" in page.text                        # a tie keeps the champion
+    assert 'alt="trust on the held-out generation' in page.text  # the per-generation curve
     assert page.text.count("data:image/svg+xml;base64,") == 1
     assert client.post("/ui/models/2/activate", data={"csrf": "stale"}).status_code == 403
     r = client.post("/ui/models/2/activate?name=default", data={"csrf": csrf_of(page)},
