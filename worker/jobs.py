@@ -713,7 +713,7 @@ def _promotion(ctx: JobContext, params: dict[str, Any], settings: Settings, reco
     mode = promotion_mode(params, champion is not None)
     if mode != "if_better":
         return mode == "always", None
-    ctx.progress(None, "comparing with the champion on the generation-forward protocol")
+    ctx.progress(None, "comparing with the champion on its held-out generations")
     recipes = {"challenger": {"predictor": name,
                               "hyperparameters": dict(params.get("hyperparameters") or {})},
                "champion": champion}

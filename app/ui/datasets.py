@@ -105,7 +105,7 @@ def datasets_page(request: Request, viewer: TrainViewer,
                   offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> HTMLResponse:
     with session_scope() as session:
         rows, total = dataset_store.list_datasets(session, 50, offset)
-        datasets = [dataset_view(session, r) for r in rows]
+        datasets = [dataset_view(session, r, viewer.principal) for r in rows]
     return page(request, "datasets.html", viewer, datasets=datasets, total=total,
                 offset=offset)
 
@@ -114,7 +114,7 @@ def datasets_page(request: Request, viewer: TrainViewer,
 def dataset_page(dataset_id: Ident, request: Request, viewer: TrainViewer) -> HTMLResponse:
     with session_scope() as session:
         row = dataset_store.get_dataset(session, dataset_id)
-        dataset = dataset_view(session, row)
+        dataset = dataset_view(session, row, viewer.principal)
         path, source, ready = row.path, row.source_path, row.status == "ready"
     charts = distributions(dataset_id, path) if ready and dataset["metrics"] else []
     return page(request, "dataset.html", viewer, dataset=dataset, charts=charts,

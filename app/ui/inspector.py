@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse
 from app.api.routes.predict import parse_model, resolve_version
 from app.ui.curves import measured_curves
 from app.ui.datasets import source_genome
-from app.ui.session import COOKIE_PATH, PredictViewer, check_form
+from app.ui.session import COOKIE_PATH, PageForbidden, PredictViewer, check_form
 from app.ui.templating import page
 from service.errors import ServiceError
 
@@ -99,7 +99,12 @@ def inspect_form(request: Request, viewer: PredictViewer,
                  dataset: Annotated[str | None, Query(max_length=64)] = None,
                  row: Annotated[int | None, Query(ge=0, le=10_000_000)] = None
                  ) -> HTMLResponse:
-    """The empty form, or (``?dataset=&row=``) one genome of a dataset, inspected at once."""
+    """The empty form, or (``?dataset=&row=``) one genome of a dataset, inspected at once. A
+    dataset's rows are training genomes: they need the scope the dataset pages need (``train``),
+    so a predict key reads none of them here either."""
+    if dataset is not None or row is not None:
+        if not viewer.can("train"):
+            raise PageForbidden("train")
     if dataset is not None and row is not None:
         genome = source_genome(dataset, row)
         if genome is None:

@@ -27,6 +27,6 @@ def overview(request: Request, viewer: AnyViewer) -> HTMLResponse:
             recent = recent_jobs(session, viewer, 10)[0]
         if viewer.can("train"):
             rows, _ = dataset_store.list_datasets(session, 10, 0)
-            datasets = [dataset_view(session, r) for r in rows]
+            datasets = [dataset_view(session, r, viewer.principal) for r in rows]
     return page(request, "overview.html", viewer, models=models, running=running,
                 recent=recent, datasets=datasets, trust_keys=TRUST_KEYS)

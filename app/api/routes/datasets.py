@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
-from app.api.deps import SessionDep, SettingsDep, TrainPrincipal
+from app.api.deps import Principal, SessionDep, SettingsDep, TrainPrincipal
 from app.api.routes import errors
 from app.api.routes.jobs import (
     IdempotencyKey,
@@ -30,19 +30,32 @@ from service.tables import Dataset, Job
 router = APIRouter(tags=["datasets"])
 
 
-def dataset_public(row: Dataset, job: Job | None, session: Any = None) -> dict[str, Any]:
+def dataset_public(row: Dataset, job: Job | None, session: Any = None,
+                   retrain_job_id: str | None = None) -> dict[str, Any]:
     manifest = row.manifest or {}
     return {"id": row.id, "name": row.name, "status": row.status, "metrics": row.metrics,
             "job": job_public(job) if job is not None else None,
             "counts": manifest.get("counts"), "created_at": row.created_at,
             "parent_id": row.parent_id,
             "lineage": dataset_store.lineage_ids(session, row) if session is not None else [],
-            "label_noise": manifest.get("label_noise"), "retrain_job_id": row.retrain_job_id}
+            "label_noise": manifest.get("label_noise"), "retrain_job_id": retrain_job_id}
 
 
-def dataset_view(session: Any, row: Dataset) -> dict[str, Any]:
-    """:func:`dataset_public` with the version's own build job, read in ``session``."""
-    return dataset_public(row, session.get(Job, row.job_id) if row.job_id else None, session)
+def _seen_by(job: Job | None, principal: Principal) -> Job | None:
+    """The job when ``principal`` may see it (its owner, an admin), as ``GET /jobs/{id}``
+    decides; ``None`` otherwise, so a dataset never shows another key's job or its params."""
+    if job is None or principal.is_admin or job.principal == principal.ident:
+        return job
+    return None
+
+
+def dataset_view(session: Any, row: Dataset, principal: Principal) -> dict[str, Any]:
+    """:func:`dataset_public` with the version's own build job and its retraining, read in
+    ``session``, each only where the principal may see that job."""
+    job = _seen_by(session.get(Job, row.job_id) if row.job_id else None, principal)
+    retrain = _seen_by(session.get(Job, row.retrain_job_id) if row.retrain_job_id else None,
+                       principal)
+    return dataset_public(row, job, session, retrain.id if retrain is not None else None)
 
 
 def allowed_path(path: str, settings: Settings) -> Path:
@@ -122,8 +135,7 @@ def create_dataset(request: Request, response: Response, principal: TrainPrincip
         shutil.rmtree(folder, ignore_errors=True)
     answer_submission(request, response, created, job_id, "build_dataset", f"/datasets/{ds_id}")
     with session_scope() as session:
-        row = dataset_store.get_dataset(session, ds_id)
-        return dataset_public(row, job_store.get_job(session, job_id), session)
+        return dataset_view(session, dataset_store.get_dataset(session, ds_id), principal)
 
 
 def save_upload(file: UploadFile, folder: Path) -> Path:
@@ -161,15 +173,18 @@ def _store(principal: str, settings: Settings, digest: str, idempotency_key: str
 
 
 @router.get("/datasets", response_model=DatasetsPublic, responses=errors())
-def list_datasets(session: SessionDep, _: TrainPrincipal, limit: int = 50,
+def list_datasets(session: SessionDep, principal: TrainPrincipal, limit: int = 50,
                   offset: Annotated[int, Query(le=2**31 - 1)] = 0) -> dict[str, Any]:
     # (limit and a negative offset are clamped below; a huge offset would reach SQL as a
     # DataError, i.e. a misleading 503)
     rows, total = dataset_store.list_datasets(session, max(1, min(limit, 500)), max(0, offset))
-    return {"data": [dataset_view(session, r) for r in rows], "count": total}
+    return {"data": [dataset_view(session, r, principal) for r in rows], "count": total}
 
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetPublic, responses=errors(404))
-def get_dataset(dataset_id: str, session: SessionDep, _: TrainPrincipal) -> dict[str, Any]:
+def get_dataset(dataset_id: str, session: SessionDep, principal: TrainPrincipal
+                ) -> dict[str, Any]:
+    """A version with its lineage and counts; its build job and retraining only where the key
+    may see them (``GET /jobs/{id}``'s rule: the owner's or an admin's)."""
     row = dataset_store.get_dataset(session, dataset_id)
-    return dataset_view(session, row)
+    return dataset_view(session, row, principal)
