@@ -57,7 +57,6 @@ def _screen(body: EvaluationsRequest, parent_path: Path, max_length: int, budget
     long = too_long(body, max_length)
     known = set(known_genomes(lineage(parent_path)))
     in_parent = frozenset(known)
-    in_parent = frozenset(known)
     accepted, rejected, duplicates = [], [], 0
     for index, record in enumerate(body.records):
         if index in long:
@@ -69,9 +68,6 @@ def _screen(body: EvaluationsRequest, parent_path: Path, max_length: int, budget
         except Exception as exc:  # noqa: BLE001 - whatever the record holds, it fails alone
             error = exc if isinstance(exc, GenomeError) else internal_error("reading", exc)
             rejected.append({"index": index, "error": error.to_dict()})
-            continue
-        if body.skip_known and digest in in_parent:
-            duplicates += 1  # already in the lineage: an ingest adds it once
             continue
         if body.skip_known and digest in in_parent:
             duplicates += 1  # already in the lineage: an ingest adds it once
@@ -103,9 +99,6 @@ def add_evaluations(body: EvaluationsRequest, request: Request, response: Respon
     accepted, rejected, duplicates = _screen(
         body, parent_path, settings.max_genome_length,
         RequestBudget(0, settings.request_deadline_s))
-    if not accepted and body.skip_known and duplicates:
-        return {"dataset_id": parent_id, "parent_id": parent_id, "added": 0,
-                "duplicates": duplicates, "rejected": rejected, "job": None}
     if not accepted and body.skip_known and duplicates:
         response.status_code = 200  # nothing new: no version, no job
         return {"dataset_id": parent_id, "parent_id": parent_id, "added": 0,
