@@ -424,9 +424,9 @@ def test_pred_vs_true_titles_name_the_tables_tau_and_the_plotted_one(tmp_path,  
     summary = summarize(result)
     for metric, title in zip(metrics, titles):
         table = summary["per_fold"][metric]["kendall_tau_b"]["mean"]
-        assert f"mean per-fold tau-b {table:.3f} (the table's figure, 3 folds x 2 seeds)" \
+        assert f"{metric}: tau-b {table:.3f} = the table's (mean of 3 folds x 2 seeds)" \
             in title, title
-        assert "these points (seed 0, pooled" in title
+        assert "of these points (seed 0, pooled, n=" in title
 
 
 def test_crowded_metrics_are_drawn_on_rank_axes() -> None:

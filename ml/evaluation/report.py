@@ -107,10 +107,10 @@ def plot_predicted_vs_true(result: CVResult, out_dir: Path, seed: int | None = N
         # Two taus, named: the report's table is the mean over folds (and seeds); the points
         # drawn are one seed's out-of-fold predictions pooled, whose tau differs from it.
         _scatter(ax, t, p, metric, f"predicted {metric} (out of fold)",
-                 f"{metric}: mean per-fold tau-b {mean:.3f} (the table's figure, "
+                 f"{metric}: tau-b {mean:.3f} = the table's (mean of "
                  f"{folds} folds{f' x {seeds} seeds' if seeds > 1 else ''})\n"
-                 f"these points (seed {seed}, pooled, n={t.size}): tau-b "
-                 f"{kendall_tau_b(t, p):.3f}")
+                 f"tau-b {kendall_tau_b(t, p):.3f} of these points (seed {seed}, pooled, "
+                 f"n={t.size})")
         names.append(_save(fig, out_dir, f"pred_vs_true_{metric}.png"))
     return names
 
