@@ -11,7 +11,7 @@ import time
 import httpx
 import psutil
 
-from .conftest import Served, wait_for, write_seed_csv
+from .conftest import Served, wait_for
 
 GRACE_S = 4
 
@@ -55,7 +55,7 @@ def _reap(tree: list[psutil.Process]) -> None:
 
 
 def test_no_process_outlives_serve_sigterm_or_sigkill(tmp_path):
-    seed = write_seed_csv(tmp_path / "seed.csv", 60)
+    seed = tmp_path / "no-seed.csv"  # no bootstrap jobs: only the pool's processes matter here
     env = {"SURROGATE_SHUTDOWN_GRACE_S": str(GRACE_S)}
     served = Served(tmp_path / "var", seed, tmp_path / "serve.log", env=env)
     tree: list[psutil.Process] = []
