@@ -132,8 +132,9 @@ def test_evaluations_make_a_version_and_bad_records_fail_alone(loop):
     assert r.status_code == 422
 
 
-def test_retrain_queues_one_promote_if_better_training(loop):
+def test_retrain_queues_one_promote_if_better_training(loop, early):
     c, key = loop["client"], loop["keys"]["train"]
+    champion = champion_trained_with(loop, early[1], {"n_estimators": 30})  # a cheap recipe
     body = {"dataset_id": loop["dataset_id"], "records": records_of(generation(3)),
             "retrain": True}
     out = c.post("/evaluations", json=body, headers=headers(key)).json()
@@ -142,6 +143,7 @@ def test_retrain_queues_one_promote_if_better_training(loop):
     train_id = version["retrain_job_id"]
     job = c.get(f"/jobs/{train_id}", headers=headers(key)).json()
     assert job["params"]["promote"] == "if_better" and job["params"]["predictor"] == "trees"
+    assert job["params"]["hyperparameters"] == {"n_estimators": 30}     # the champion's recipe
     assert job["dataset_id"] == out["dataset_id"]
     assert _run(train_id, loop["settings"]) == "succeeded"
     job = c.get(f"/jobs/{train_id}", headers=headers(key)).json()
@@ -150,6 +152,7 @@ def test_retrain_queues_one_promote_if_better_training(loop):
     # Judged on the champion's own generations (1-2), each held out; the decision, its figures
     # and the policy are on the version, and the alias follows the decision.
     assert comparison["same_recipe"] and comparison["policy"] == "auto"
+    assert comparison["champion"]["version"] == champion
     assert comparison["held_out"] == {"generations": [1.0, 2.0],
                                       "data": "the champion's records",
                                       "genomes": len(generation(1) + generation(2))}
