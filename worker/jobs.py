@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
 from ml.jsonsafe import json_safe
 from service.config import Settings, get_settings
@@ -34,6 +34,9 @@ from service.tables import Dataset, Job, utcnow
 log = logging.getLogger(__name__)
 
 TRANSIENT = (OperationalError, DBAPIError, ConnectionError, TimeoutError)
+#: Database errors that a retry repeats (a value the database refuses, a broken statement): the
+#: job fails at once instead of being re-sent until its attempts run out.
+DETERMINISTIC_DB = (DataError, IntegrityError, ProgrammingError)
 #: Service error codes that mean "try again later" (everything else fails the job at once).
 TRANSIENT_CODES = {"DATABASE_UNAVAILABLE", "BROKER_UNAVAILABLE"}
 
@@ -218,6 +221,11 @@ def run_job(job_id: str, settings: Settings | None = None, send: Any = None) -> 
             return _end(job_id, attempt, "failed", exc.message, code)
         _release(job_id, attempt)
         raise
+    except DETERMINISTIC_DB as exc:
+        log.exception("job %s failed: the database refused what it wrote", job_id)
+        return _end(job_id, attempt, "failed", f"the database refused a value: "
+                    f"{type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__}",
+                    "INTERNAL_ERROR")
     except TRANSIENT:
         _release(job_id, attempt)
         raise
@@ -675,9 +683,9 @@ def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> s
         version = registry.register_version(
             session, name=model_name, predictor=name, source_path=str(bundle.resolve()),
             encoder_version=ENCODER_VERSION, metrics=list(model.metrics),
-            training_metrics={"fit_seconds": round(info["fit_seconds"], 3),
-                              "records": len(records), **summary},
-            job_id=ctx.job_id, dataset_id=dataset_id, comparison=comparison)
+            training_metrics=json_safe({"fit_seconds": round(info["fit_seconds"], 3),
+                                        "records": len(records), **summary}),
+            job_id=ctx.job_id, dataset_id=dataset_id, comparison=json_safe(comparison))
         # The first version of a name serves whatever was asked (nothing else could).
         if promote or registry.alias_version(session, model_name) is None:
             registry.set_alias(session, model_name, version.version)

@@ -331,3 +331,25 @@ def test_serve_stops_within_its_grace_period_and_the_job_resumes(tmp_path):
                  interval=0.5, what="the resumed attempt to load its checkpoint")
     finally:
         stop_process(proc, signal.SIGTERM, 40)
+
+
+def test_a_value_the_database_refuses_fails_the_job_at_once(api, monkeypatch):
+    """A DataError (PostgreSQL refusing e.g. -Infinity in a JSON column) repeats on every retry:
+    the job fails on its first attempt instead of being re-sent until its attempts run out."""
+    from sqlalchemy.exc import DataError
+
+    import ml.train
+    from worker.jobs import run_job
+
+    def refused(*args, **kwargs):
+        raise DataError("INSERT INTO model_versions ...", {},
+                        Exception('invalid input syntax for type json: "-Infinity"'))
+
+    monkeypatch.setattr(ml.train, "fit_predictor", refused)
+    c, key = api["client"], api["keys"]["train"]
+    job = c.post("/jobs/train", json={"dataset_id": api["dataset_id"], "predictor": "trees"},
+                 headers=headers(key)).json()
+    assert run_job(job["id"]) == "failed"
+    got = c.get(f"/jobs/{job['id']}", headers=headers(key)).json()
+    assert got["attempt"] == 1 and got["error"]["code"] == "INTERNAL_ERROR"
+    assert "refused a value" in got["error"]["message"]

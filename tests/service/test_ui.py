@@ -187,7 +187,9 @@ def test_inspector_points_at_the_error_and_predicts_the_valid_ones(api):
     r = client.post("/ui/inspect", data={"genomes": too_many, "csrf": csrf_of(form)})
     assert r.status_code == 422 and "At most 10 genomes" in r.text
     assert client.post("/ui/inspect", data={"genomes": good}).status_code == 403  # no CSRF
-    picked = client.get(f"/ui/inspect?dataset={api['dataset_id']}&row=3")
+    # A dataset's row is training data: the train scope, as the dataset pages (issue 28).
+    assert client.get(f"/ui/inspect?dataset={api['dataset_id']}&row=3").status_code == 403
+    picked = signed_in(api, "admin").get(f"/ui/inspect?dataset={api['dataset_id']}&row=3")
     assert picked.status_code == 200 and "Genome 1: valid" in picked.text
 
 
