@@ -27,6 +27,7 @@ from starlette.routing import compile_path
 
 from app import docs as api_docs
 from app import ui
+from app.api import links as api_links
 from app.api.deps import KeyCache, WindowCounter
 from app.api.routes import datasets, evaluations, health, jobs, keys, models, predict, propose
 from app.limits import BodySizeLimit, ConcurrencyLimit
@@ -197,6 +198,7 @@ def create_app(settings: Settings | None = None, dispatcher: Any = None) -> Fast
     for router in (predict.router, propose.router, jobs.router, datasets.router,
                    evaluations.router, models.router, keys.router, health.router):
         app.include_router(router)
+    api_links.install(app)
     if settings.ui_enabled:
         ui.install(app)
     install_handlers(app)

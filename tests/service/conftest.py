@@ -193,6 +193,29 @@ def seeded_client(built_dataset: Path, trained_bundle: Path) -> Iterator[dict[st
         yield {"client": client, "app": application, "keys": keys, **seeded}
 
 
+@contextmanager
+def sqlite_service(folder: Path, built_dataset: Path, trained_bundle: Path
+                   ) -> Iterator[dict[str, Any]]:
+    """:func:`seeded_client` on a migrated SQLite file in ``folder`` (the embedded mode's
+    database) instead of the session's PostgreSQL database; yields it with its ``url``."""
+    from service.config import reset_settings
+    from service.db import dispose_engines
+    from service.migrate import upgrade
+
+    url = f"sqlite:///{folder / 'embedded.db'}"
+    saved = os.environ["SURROGATE_DATABASE_URL"]
+    os.environ["SURROGATE_DATABASE_URL"] = url
+    reset_settings()
+    try:
+        upgrade(url)
+        with seeded_client(built_dataset, trained_bundle) as seeded:
+            yield {**seeded, "url": url}
+    finally:
+        os.environ["SURROGATE_DATABASE_URL"] = saved
+        reset_settings()
+        dispose_engines()
+
+
 @pytest.fixture()
 def api(db: str, built_dataset: Path, trained_bundle: Path) -> Iterator[dict[str, Any]]:
     """A fresh app per test (see :func:`seeded_client`)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import errno
 import json
-import os
 import sqlite3
 import uuid
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from typing import Any, Callable, Iterator
 import pytest
 from conftest import TRAIN_CSV, train_rows
 
-from .conftest import headers, needs_redis, seeded_client
+from .conftest import headers, needs_redis, sqlite_service
 
 pytestmark = needs_redis
 
@@ -74,28 +73,6 @@ def _count(url: str, sql: str) -> int:
     from service.db import get_engine
     with get_engine(url).connect() as conn:
         return int(conn.execute(text(sql)).scalar_one())
-
-
-@contextmanager
-def sqlite_service(tmp_path: Path, built_dataset: Path, trained_bundle: Path
-                   ) -> Iterator[dict[str, Any]]:
-    """:func:`seeded_client` on a migrated SQLite file (embedded mode's database)."""
-    from service.config import reset_settings
-    from service.db import dispose_engines
-    from service.migrate import upgrade
-
-    url = f"sqlite:///{tmp_path / 'embedded.db'}"
-    saved = os.environ["SURROGATE_DATABASE_URL"]
-    os.environ["SURROGATE_DATABASE_URL"] = url
-    reset_settings()
-    try:
-        upgrade(url)
-        with seeded_client(built_dataset, trained_bundle) as seeded:
-            yield {**seeded, "url": url}
-    finally:
-        os.environ["SURROGATE_DATABASE_URL"] = saved
-        reset_settings()
-        dispose_engines()
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -214,10 +191,10 @@ def test_a_failed_evaluations_request_leaves_nothing_behind(service, monkeypatch
     folders = set(datasets.iterdir()) if datasets.exists() else set()
     monkeypatch.setattr(evaluations.dataset_store, "create_dataset", full)
     r = c.post("/evaluations", json=body, headers=replay)
-    assert r.status_code == 507 and r.json()["error"]["code"] == "DISK_FULL", r.text
-    assert _count(url, "SELECT count(*) FROM jobs") == 0
+    assert _count(url, "SELECT count(*) FROM jobs") == 0, r.text
     assert _count(url, "SELECT count(*) FROM datasets") == 1  # the parent only
     assert (set(datasets.iterdir()) if datasets.exists() else set()) == folders
+    assert r.status_code == 507 and r.json()["error"]["code"] == "DISK_FULL", r.text
     monkeypatch.setattr(evaluations.dataset_store, "create_dataset", real)
     again = c.post("/evaluations", json=body, headers=replay)
     assert again.status_code == 202, again.text
@@ -225,14 +202,26 @@ def test_a_failed_evaluations_request_leaves_nothing_behind(service, monkeypatch
     assert made.status_code == 200 and made.json()["status"] == "pending"
 
 
+def test_activating_a_version_does_not_wait_on_its_own_lock(service):
+    """Found by the schema fuzz on SQLite: ``POST /models/{version}/activate`` held its
+    session's transaction (on SQLite the write lock) while loading the bundle, whose registry
+    read waited for that lock until the busy timeout."""
+    import time
+
+    started = time.monotonic()
+    r = service["client"].post("/models/1/activate", headers=headers(service["keys"]["admin"]))
+    assert r.status_code == 200, r.text
+    assert time.monotonic() - started < 10
+
+
 # -- 3. every input bound at the edge -------------------------------------------------------
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_metrics_are_refused_and_nothing_is_queued(api, db, literal):
     c, key = api["client"], api["keys"]["train"]
-    record = json.dumps({"genome": GENOMES[0], "metrics": {"ciou_loss": 0.5}})
-    raw = ('{"dataset_id": "%s", "records": [%s]}'
-           % (api["dataset_id"], record.replace("0.5", literal)))
+    # The literal stands for the metric alone (the genome itself holds "0.5"s).
+    record = '{"genome": %s, "metrics": {"ciou_loss": %s}}' % (json.dumps(GENOMES[0]), literal)
+    raw = '{"dataset_id": "%s", "records": [%s]}' % (api["dataset_id"], record)
     r = c.post("/evaluations", content=raw, headers=headers(
         key, **{"Content-Type": "application/json", "Idempotency-Key": literal}))
     assert r.status_code == 422 and r.json()["error"]["code"] == "INVALID_REQUEST", r.text
@@ -246,9 +235,11 @@ def test_non_finite_metrics_are_refused_and_nothing_is_queued(api, db, literal):
     assert train.status_code == 422, train.text
 
 
-def test_versions_and_page_tokens_past_their_ranges_are_422(api):
+def test_versions_and_page_tokens_past_their_ranges_are_422(service):
+    """On both databases (the issue's 500s were on SQLite, the embedded mode's)."""
     from .test_ui import csrf_of, signed_in
 
+    api = service
     c, predict = api["client"], api["keys"]["predict"]
     for path, body in (("/predict", {"genomes": GENOMES[:1]}),
                        ("/propose", {"population": GENOMES[:4], "k": 1, "pool_size": 4,

@@ -77,6 +77,10 @@ def activate_model(version: Version, request: Request, session: SessionDep,
     refused with 409 ``MODEL_NOT_LOADABLE`` and the alias does not move."""
     name = name or settings.model_name
     registry.get_version(session, name, version)
+    # End this read before the load, which reads the registry in a session of its own: on
+    # SQLite every transaction holds the write lock (BEGIN IMMEDIATE), so the load waited out
+    # the busy timeout behind this one.
+    session.commit()
     scorer = request.app.state.scorer
     try:
         loaded = scorer.models.load(name, version)
