@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import threading
 
 #: How often the owner is polled where pidfds are unavailable.
@@ -72,3 +73,30 @@ def exit_with(owner_pid: int) -> None:
         os._exit(ORPHAN_EXIT)
     threading.Thread(target=_watch, args=(owner_pid,), daemon=True,
                      name="lifeline").start()
+
+
+
+def start_orphan_check(interval_s: float = 0.5) -> None:
+    """End this process (:data:`ORPHAN_EXIT`) as soon as its parent has ended, checked on a
+    timer signal rather than a thread, until :func:`stop_orphan_check`.
+
+    For the encoder pool's fork server: it imports torch and builds every backbone before it
+    serves its first fork (seconds, more on a busy machine), and only then watches its owner's
+    pipe, so an owner killed meanwhile left it and the resource tracker running until that was
+    done. The server must stay free of threads of its own (it forks), hence ``SIGALRM`` and not
+    :func:`exit_with`'s thread. Interrupted system calls restart, and a fork inherits no timer."""
+    parent = os.getppid()
+
+    def check(_signum: int, _frame: object) -> None:
+        if os.getppid() != parent:
+            os._exit(ORPHAN_EXIT)
+
+    signal.signal(signal.SIGALRM, check)
+    signal.siginterrupt(signal.SIGALRM, False)
+    signal.setitimer(signal.ITIMER_REAL, interval_s, interval_s)
+
+
+def stop_orphan_check() -> None:
+    """End :func:`start_orphan_check`'s timer; the default ``SIGALRM`` handling is back."""
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)

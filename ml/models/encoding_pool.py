@@ -51,6 +51,8 @@ ROW_FEATURIZERS: dict[str, Callable[[list[Any]], np.ndarray]] = {
 
 #: The module the fork server imports before its first fork: it warms the server up.
 PRELOAD = "ml.models.encoding_preload"
+#: Preloaded before it: the fork server ends with its owner while it imports and warms.
+GUARD = "ml.orphan_guard"
 
 #: How long a readiness probe keeps a worker busy, so that each worker answers one.
 _PROBE_S = 0.2
@@ -192,7 +194,7 @@ class EncodingPool:
         self.processes, self.max_length, self.warm, self.task = processes, max_length, warm, task
         self._context = multiprocessing.get_context(start_method)
         if warm and start_method == "forkserver":  # heeded if the server has not started yet
-            self._context.set_forkserver_preload([PRELOAD])
+            self._context.set_forkserver_preload([GUARD, PRELOAD])
         self._lock = threading.Lock()
         self._executor: ProcessPoolExecutor | None = None
         self._ready = threading.Event()

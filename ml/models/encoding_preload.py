@@ -28,3 +28,7 @@ try:
 except Exception as exc:  # noqa: BLE001 - the workers fall back to warming themselves
     log.error("the encoder fork server could not warm up: %s", exc)
     WARMED = False
+finally:
+    from ml.lifeline import stop_orphan_check
+
+    stop_orphan_check()  # started by ml.orphan_guard, preloaded first

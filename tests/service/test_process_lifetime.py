@@ -86,3 +86,32 @@ def test_no_process_outlives_serve_sigterm_or_sigkill(tmp_path):
         _reap(tree)
         served.stop(signal.SIGKILL, 10)
     assert not stragglers
+
+
+def test_serve_killed_while_its_fork_server_warms_leaves_nothing(tmp_path):
+    """SIGKILL while the fork server still imports torch and builds the backbones (seconds;
+    before ml.orphan_guard it and the resource tracker ran on until that was done)."""
+    served = Served(tmp_path / "var", tmp_path / "no-seed.csv", tmp_path / "serve.log")
+    tree: list[psutil.Process] = []
+    try:
+        def warming() -> bool:
+            tree[:] = psutil.Process(served.proc.pid).children(recursive=True)
+            return any("forkserver" in " ".join(p.cmdline()) for p in tree)
+
+        wait_for(warming, 240, interval=0.05, what="the fork server to start")
+        assert not _pool_ready_now(served), "the pool was ready: this test needs it warming"
+        served.proc.kill()
+        served.proc.wait(timeout=10)
+        wait_for(lambda: not _alive(tree), 3, what="the warming fork server to end")
+    finally:
+        stragglers = _alive(tree)
+        _reap(tree)
+        served.stop(signal.SIGKILL, 10)
+    assert not stragglers
+
+
+def _pool_ready_now(served: Served) -> bool:
+    try:
+        return bool(httpx.get(served.base + "/readyz", timeout=2).json()["encoder_pool"]["ready"])
+    except (httpx.HTTPError, KeyError, ValueError):
+        return False
