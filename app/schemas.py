@@ -10,16 +10,24 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator,
 from service.config import MAX_BATCH_CEILING
 
 
-def all_finite(value: Any) -> bool:
-    """No NaN or ±Infinity anywhere in a JSON value (Python's JSON parser reads the ``NaN`` and
-    ``Infinity`` literals and ``1e999`` as floats; no column and no learner can take them)."""
+def first_non_finite(value: Any, path: str = "") -> str | None:
+    """Where the first NaN or ±Infinity in a JSON value is (``lr``, ``tree_weights[1]``,
+    ``member_configs.gcn.lr``; ``""`` for the value itself), None when there is none. Python's
+    JSON parser reads the ``NaN`` and ``Infinity`` literals and ``1e999`` as floats; no column
+    and no learner can take them."""
     if isinstance(value, float):
-        return math.isfinite(value)
+        return None if math.isfinite(value) else path
     if isinstance(value, dict):
-        return all(all_finite(v) for v in value.values())
+        for key, item in value.items():
+            found = first_non_finite(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
     if isinstance(value, (list, tuple)):
-        return all(all_finite(v) for v in value)
-    return True
+        for i, item in enumerate(value):
+            found = first_non_finite(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -139,13 +147,6 @@ class TrainRequest(BaseModel):
                           "(Kendall tau, validity AUC, NSGA-II/SPEA2 top-30% overlap) and "
                           "plots with the model version")
 
-
-    @field_validator("hyperparameters")
-    @classmethod
-    def _finite_numbers(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if not all_finite(value):
-            raise ValueError("hyperparameters may not hold NaN or ±Infinity")
-        return value
 
     @field_validator("model_name")
     @classmethod

@@ -11,7 +11,14 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from app.api.deps import JobPrincipal, Principal, SessionDep, SettingsDep, TrainPrincipal
 from app.api.routes import errors
-from app.schemas import JobEventPublic, JobPublic, JobsPublic, PretrainRequest, TrainRequest
+from app.schemas import (
+    JobEventPublic,
+    JobPublic,
+    JobsPublic,
+    PretrainRequest,
+    TrainRequest,
+    first_non_finite,
+)
 from service.db import session_scope
 from service.errors import ServiceError
 from service.store import datasets as dataset_store
@@ -103,6 +110,11 @@ def check_predictor(name: str, hyperparameters: dict[str, Any], settings: Any) -
         raise ServiceError("UNKNOWN_PREDICTOR", f"unknown predictor {name!r}",
                            details={"choose_from": list(available_models())})
     cls = model_class(name)
+    field = first_non_finite(hyperparameters)
+    if field is not None:
+        raise ServiceError("INVALID_REQUEST", f"hyperparameters.{field}: NaN and ±Infinity are "
+                           "not numbers a learner can take",
+                           details={"field": field, "allowed": sorted(cls.hyperparameters)})
     try:
         cls.validate_hyperparameters(hyperparameters)
         if settings.executor == "thread":
