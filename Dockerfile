@@ -23,6 +23,9 @@ COPY service ./service
 COPY app ./app
 COPY worker ./worker
 COPY nas_surrogate ./nas_surrogate
+# The light client's package (client/nas_surrogate_client) ships in the service too: app.client
+# re-exports it.
+COPY client ./client
 RUN pip install --no-deps .
 
 FROM python:3.11-slim AS runtime
