@@ -34,6 +34,9 @@ class Base(DeclarativeBase):
                            datetime: DateTime(timezone=True)}
 
 
+#: The largest value of the integer columns (versions, key ids) and of the offsets that page
+#: through them: every bound on such a number at the edge is this one.
+INT32_MAX = 2**31 - 1
 JOB_STATES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
 TERMINAL_STATES = ("succeeded", "failed", "cancelled")
 JOB_KINDS = ("build_dataset", "append_dataset", "train", "propose", "pretrain")

@@ -24,6 +24,7 @@ from app.ui.session import COOKIE_PATH, TrainViewer
 from app.ui.templating import page
 from service.db import session_scope
 from service.store import datasets as dataset_store
+from service.tables import INT32_MAX
 
 router = APIRouter(prefix=COOKIE_PATH, include_in_schema=False)
 
@@ -102,7 +103,7 @@ def source_genome(dataset_id: str, row: int) -> str | None:
 
 @router.get("/datasets", response_class=HTMLResponse)
 def datasets_page(request: Request, viewer: TrainViewer,
-                  offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> HTMLResponse:
+                  offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0) -> HTMLResponse:
     with session_scope() as session:
         rows, total = dataset_store.list_datasets(session, 50, offset)
         datasets = [dataset_view(session, r, viewer.principal) for r in rows]

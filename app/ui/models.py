@@ -16,12 +16,13 @@ from app.ui.session import COOKIE_PATH, AdminViewer, PredictViewer, check_form
 from app.ui.templating import page
 from service.db import session_scope
 from service.store import model_registry as registry
+from service.tables import INT32_MAX
 
 router = APIRouter(prefix=COOKIE_PATH, include_in_schema=False)
 
 Name = Annotated[str | None, Query(min_length=1, max_length=200,
                                    pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-Version = Annotated[int, Query(ge=1, le=2**31 - 1)]
+Version = Annotated[int, Query(ge=1, le=INT32_MAX)]
 #: The trust figures a version's table shows, in this order (keys of ``training_metrics.cv``).
 TRUST_KEYS = ("trust_spea2_top30", "trust_nsga2_top30", "validity_auc")
 

@@ -40,10 +40,10 @@ def pipeline_split(records: Sequence[Data], seed: int = 0
     if not gens:
         raise ValueError("no record has a generation: the pipeline's protocol splits by them")
     if len(gens) == 1:
-        keys = sorted(set(groups(records)))
+        key_of = groups(records)
+        keys = sorted(set(key_of))
         random.Random(seed).shuffle(keys)
         val_keys = set(keys[:max(1, round(0.2 * len(keys)))])
-        key_of = groups(records)
         train = [r for r, k in zip(records, key_of) if k not in val_keys]
         val = [r for r, k in zip(records, key_of) if k in val_keys]
         return train, val, {"rule": "one generation: 80/20 by genome",

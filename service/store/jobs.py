@@ -19,11 +19,10 @@ from sqlalchemy.orm import Session
 
 from service.errors import ServiceError
 from service.store import get_or_raise
-from service.tables import TERMINAL_STATES, Job, JobEvent, utcnow
+from service.tables import INT32_MAX, TERMINAL_STATES, Job, JobEvent, utcnow
 
 ACTIVE_STATES = ("running", "cancelling")
 #: The largest page offset a token may carry (a signed 32-bit integer, as the other offsets).
-MAX_OFFSET = 2**31 - 1
 
 
 def new_id() -> str:
@@ -248,7 +247,7 @@ def _decode_token(token: str | None) -> int:
     # Only an integer this service could have issued: a float (1e300, inf) or an offset past
     # what SQL takes is refused here, not as an overflow inside the query.
     if not isinstance(offset, int) or isinstance(offset, bool) or \
-            not 0 <= offset <= MAX_OFFSET:
+            not 0 <= offset <= INT32_MAX:
         raise ServiceError("INVALID_REQUEST", "page_token is not valid")
     return offset
 

@@ -25,7 +25,7 @@ from service.db import disk_full_error, is_disk_full, session_scope
 from service.errors import ServiceError
 from service.store import datasets as dataset_store
 from service.store import jobs as job_store
-from service.tables import Dataset, Job
+from service.tables import INT32_MAX, Dataset, Job
 
 router = APIRouter(tags=["datasets"])
 
@@ -174,7 +174,7 @@ def _store(principal: str, settings: Settings, digest: str, idempotency_key: str
 
 @router.get("/datasets", response_model=DatasetsPublic, responses=errors())
 def list_datasets(session: SessionDep, principal: TrainPrincipal, limit: int = 50,
-                  offset: Annotated[int, Query(le=2**31 - 1)] = 0) -> dict[str, Any]:
+                  offset: Annotated[int, Query(le=INT32_MAX)] = 0) -> dict[str, Any]:
     # (limit and a negative offset are clamped below; a huge offset would reach SQL as a
     # DataError, i.e. a misleading 503)
     rows, total = dataset_store.list_datasets(session, max(1, min(limit, 500)), max(0, offset))

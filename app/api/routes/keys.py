@@ -13,16 +13,17 @@ from app.api.routes import errors
 from app.schemas import KeyCreate, KeyCreated, KeyPublic, KeysPublic
 from service.errors import ServiceError
 from service.store import keys as key_store
+from service.tables import INT32_MAX
 
 router = APIRouter(tags=["keys"])
-KeyId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
+KeyId = Annotated[int, PathParam(ge=1, le=INT32_MAX)]
 
 
 @router.get("/keys", response_model=KeysPublic, responses=errors())
 def list_keys(session: SessionDep, _: AdminPrincipal,
               include_revoked: bool = True,
               limit: Annotated[int, Query(ge=1, le=500)] = 100,
-              offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> dict[str, Any]:
+              offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0) -> dict[str, Any]:
     """Every key with its name, prefix, scopes and revocation time (never the key itself)."""
     rows, total = key_store.list_keys(session, include_revoked=include_revoked, limit=limit,
                                       offset=offset)

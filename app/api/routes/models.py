@@ -14,7 +14,7 @@ from app.api.routes import errors
 from app.schemas import ModelsPublic, ModelVersionPublic
 from service.errors import ServiceError
 from service.store import model_registry as registry
-from service.tables import ModelVersion
+from service.tables import INT32_MAX, ModelVersion
 
 router = APIRouter(tags=["models"])
 
@@ -27,7 +27,6 @@ def report_plots(row: ModelVersion) -> dict[str, Path]:
 
 #: Versions and offsets are 32-bit INTEGER columns/values in SQL: a larger number is a client
 #: error (422), not a database DataError (a 500).
-INT32_MAX = 2**31 - 1
 Version = Annotated[int, PathParam(ge=1, le=INT32_MAX)]
 Name = Annotated[str | None, Query(min_length=1, max_length=200,
                                    pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",

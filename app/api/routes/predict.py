@@ -13,10 +13,9 @@ from service.config import Settings
 from service.db import session_scope
 from service.errors import ServiceError
 from service.store import model_registry as registry
+from service.tables import INT32_MAX
 
 router = APIRouter(tags=["predict"])
-#: Versions are numbered from 1 in a 32-bit column (as ``/models/{version}`` bounds them).
-MAX_VERSION = 2**31 - 1
 
 
 def check_batch(genomes: list[str], settings: Settings) -> None:
@@ -42,8 +41,8 @@ def parse_model(spec: str | None, settings: Settings) -> tuple[str, str]:
     if not spec:
         return settings.model_name, "active"
     name, _, ref = spec.partition("@")
-    if ref.isascii() and ref.isdigit() and not 1 <= int(ref) <= MAX_VERSION:
-        raise ServiceError("INVALID_REQUEST", f"a model version is between 1 and {MAX_VERSION}",
+    if ref.isascii() and ref.isdigit() and not 1 <= int(ref) <= INT32_MAX:
+        raise ServiceError("INVALID_REQUEST", f"a model version is between 1 and {INT32_MAX}",
                            details={"field": "model"})
     return name, ref or "active"
 
