@@ -39,7 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 from torch_geometric.data import Data
 
-from ml.evaluation.protocols import _generation_summary, _score_split, generations_of
+from ml.evaluation.protocols import generation_summary, generations_of, score_split
 from ml.evaluation.selection import OBJECTIVE_NAMES
 from ml.jsonsafe import json_safe
 
@@ -110,9 +110,9 @@ def _held_out(records: Sequence[Data], champion_records: Sequence[Data], scored:
         held = {r.canonical_hash for r in test}
         pool = champion_records if champion_side else records
         train = [r for r in pool if float(r.generation) != g and r.canonical_hash not in held]
-        rows.append({"generation": g, **_score_split(
+        rows.append({"generation": g, **score_split(
             train, test, recipe["predictor"], metrics, recipe.get("hyperparameters") or {}, 0)})
-    return {"generations": rows, "summary": _generation_summary(rows, metrics)}
+    return {"generations": rows, "summary": generation_summary(rows, metrics)}
 
 
 def compare_recipes(records: Sequence[Data], metrics: Sequence[str],

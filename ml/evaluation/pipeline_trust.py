@@ -24,7 +24,7 @@ import numpy as np
 from torch_geometric.data import Data
 
 from ml.datasets.splits import groups
-from ml.evaluation.protocols import _score_split, generations_of
+from ml.evaluation.protocols import generations_of, score_split
 from ml.jsonsafe import json_safe
 from ml.ranking import FAIL_THRESHOLD
 
@@ -66,7 +66,7 @@ def pipeline_trust(records: Sequence[Data], model: str, metrics: Sequence[str],
     train, val, split = pipeline_split(records, seed)
     if not train or not val:
         raise ValueError("the pipeline's split leaves an empty side")
-    scores = _score_split(train, val, model, tuple(metrics), config, seed)
+    scores = score_split(train, val, model, tuple(metrics), config, seed)
     failed = np.asarray(scores["failed"]).reshape(-1)
     p_fail = np.asarray(scores["prediction"].p_fail, np.float64).reshape(-1)
     first: dict[str, int] = {}

@@ -87,9 +87,11 @@ def failure_filter_precision(failed: np.ndarray, p_fail: np.ndarray) -> float:
     return float((np.asarray(failed)[flagged] == 1).mean())
 
 
-def _score_split(train: list[Data], test: list[Data], model: str,
+def score_split(train: list[Data], test: list[Data], model: str,
                  metrics: tuple[str, ...], config: dict[str, Any] | None,
                  seed: int) -> dict[str, Any]:
+    """Fit ``model`` on ``train`` and score it on ``test``: the one split every protocol, the
+    champion/challenger comparison and the pipeline's trusts are made of."""
     directions = tuple(DIRECTIONS.get(m, -1) for m in metrics)
     predictor = make_factory(model, metrics, config)(seed)
     started = time.perf_counter()
@@ -128,7 +130,7 @@ def generation_forward(records: Sequence[Data], model: str, metrics: Sequence[st
     for g in targets_g:
         train = [r for r in records if float(r.generation) < g]
         test = [r for r in records if float(r.generation) == g]
-        scores = _score_split(train, test, model, metrics, config, seed)
+        scores = score_split(train, test, model, metrics, config, seed)
         rows.append({"generation": g, **scores})
         if log is not None:
             log(f"generation {g:g}: trained on {len(train)}, scored {len(test)}: "
@@ -136,19 +138,19 @@ def generation_forward(records: Sequence[Data], model: str, metrics: Sequence[st
                 + ", ".join(f"{m}={scores['per_metric'][m]['kendall_tau_b']:.3f}"
                             for m in metrics))
     result: dict[str, Any] = {"model": model, "metrics": list(metrics),
-                              "generations": rows, "summary": _generation_summary(rows, metrics)}
+                              "generations": rows, "summary": generation_summary(rows, metrics)}
     if evolution_split and len(gens) > 5:
         cut = gens[-5]
         train = [r for r in records if float(r.generation) < cut]
         test = [r for r in records if float(r.generation) >= cut]
         result["evolution_split"] = {"train_generations": [g for g in gens if g < cut],
                                      "test_generations": [g for g in gens if g >= cut],
-                                     **_score_split(train, test, model, metrics,
+                                     **score_split(train, test, model, metrics,
                                                     config, seed)}
     return result
 
 
-def _generation_summary(rows: list[dict[str, Any]], metrics: Sequence[str]) -> dict[str, Any]:
+def generation_summary(rows: list[dict[str, Any]], metrics: Sequence[str]) -> dict[str, Any]:
     """Mean, std and count over the scored generations of every headline figure."""
     def stats(values: list[float]) -> dict[str, float]:
         v = np.asarray([x for x in values if x is not None and math.isfinite(x)], np.float64)
