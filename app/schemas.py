@@ -3,11 +3,22 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    field_validator,
+    model_validator,
+)
 
+from ml.search.spec import ACQUISITIONS, DEFAULTS, K_DEFAULT_TEXT, STRATEGIES
+from ml.train.pretrain_config import DEVICES, PretrainConfig
 from service.config import MAX_BATCH_CEILING
+from service.tables import INT32_MAX
 
 
 def first_non_finite(value: Any, path: str = "") -> str | None:
@@ -30,11 +41,15 @@ def first_non_finite(value: Any, path: str = "") -> str | None:
     return None
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def _as_utc(value: datetime) -> datetime:
     """SQLite returns naive datetimes; everything stored is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+#: Every datetime an answer carries: stored as UTC, written with its offset.
+UTCDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+#: ``POST /jobs/pretrain``'s defaults are the library's (``ml.train.pretrain_config``).
+_PRETRAIN = PretrainConfig()
 
 
 class ErrorBody(BaseModel):
@@ -163,20 +178,21 @@ class PretrainRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    genomes: int = Field(100_000, ge=8, le=2_000_000,
+    genomes: int = Field(_PRETRAIN.genomes, ge=8, le=2_000_000,
                          description="sampled genomes, each seen once (the corpus is streamed)")
-    chunk: int = Field(256, ge=1, le=4096, description="genomes per corpus chunk")
+    chunk: int = Field(_PRETRAIN.chunk, ge=1, le=4096, description="genomes per corpus chunk")
     processes: int | None = Field(None, ge=0, le=64, description="corpus encoder processes "
                                   "(null: cores - 1; 0: in the job's process)")
-    seed: int = Field(0, ge=0, le=2 ** 31 - 1)
-    hidden: int = Field(64, ge=4, le=1024)
-    layers: int = Field(3, ge=1, le=12)
-    batch_size: int = Field(32, ge=1, le=4096)
-    lr: float = Field(2e-3, gt=0, le=1.0)
-    mask_rate: float = Field(0.15, gt=0, lt=1.0)
-    dims: int = Field(16, ge=1, le=256, description="embedding columns given to the trees")
-    projection_genomes: int = Field(2048, ge=8, le=100_000)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(_PRETRAIN.seed, ge=0, le=INT32_MAX)
+    hidden: int = Field(_PRETRAIN.hidden, ge=4, le=1024)
+    layers: int = Field(_PRETRAIN.layers, ge=1, le=12)
+    batch_size: int = Field(_PRETRAIN.batch_size, ge=1, le=4096)
+    lr: float = Field(_PRETRAIN.lr, gt=0, le=1.0)
+    mask_rate: float = Field(_PRETRAIN.mask_rate, gt=0, lt=1.0)
+    dims: int = Field(_PRETRAIN.dims, ge=1, le=256,
+                      description="embedding columns given to the trees")
+    projection_genomes: int = Field(_PRETRAIN.projection_genomes, ge=8, le=100_000)
+    device: Literal[DEVICES] = _PRETRAIN.device  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _dims_fit(self) -> "PretrainRequest":
@@ -206,21 +222,18 @@ class JobPublic(BaseModel):
     max_attempts: int
     params: dict[str, Any]
     dataset_id: str | None
-    created_at: datetime
-    dispatched_at: datetime | None
-    started_at: datetime | None
-    heartbeat_at: datetime | None
-    finished_at: datetime | None
-    cancel_requested_at: datetime | None
+    created_at: UTCDatetime
+    dispatched_at: UTCDatetime | None
+    started_at: UTCDatetime | None
+    heartbeat_at: UTCDatetime | None
+    finished_at: UTCDatetime | None
+    cancel_requested_at: UTCDatetime | None
     error: JobError | None
     model_name: str | None
     model_version: int | None
     epochs: list[EpochRow] | None = None
     #: What a job hands back besides a model (a ``propose`` job: its ProposeResponse).
     result: dict[str, Any] | None = None
-
-    _utc = field_validator("created_at", "dispatched_at", "started_at", "heartbeat_at",
-                           "finished_at", "cancel_requested_at")(_utc)
 
 
 class JobsPublic(BaseModel):
@@ -230,14 +243,12 @@ class JobsPublic(BaseModel):
 
 
 class JobEventPublic(BaseModel):
-    created_at: datetime
+    created_at: UTCDatetime
     kind: str
     attempt: int
     epoch: int | None
     message: str
     data: dict[str, Any] | None
-
-    _utc = field_validator("created_at")(_utc)
 
 
 # -- datasets ------------------------------------------------------------------------------
@@ -249,7 +260,7 @@ class DatasetPublic(BaseModel):
     metrics: list[str]
     job: JobPublic | None
     counts: dict[str, Any] | None
-    created_at: datetime
+    created_at: UTCDatetime
     parent_id: str | None = Field(None, description="the version this one appends to")
     lineage: list[str] = Field(default_factory=list,
                                description="ancestor versions, oldest first")
@@ -257,8 +268,6 @@ class DatasetPublic(BaseModel):
         None, description="pooled within-genome spread of repeated measurements")
     retrain_job_id: str | None = Field(None, description="the promote-if-better training an "
                                        "append with retrain=true queued")
-
-    _utc = field_validator("created_at")(_utc)
 
 
 class EvaluationRecord(BaseModel):
@@ -348,14 +357,12 @@ class ModelVersionPublic(BaseModel):
     training_metrics: dict[str, Any]
     lineage: Lineage
     active: bool
-    created_at: datetime
+    created_at: UTCDatetime
     report_plots: list[str]
     comparison: dict[str, Any] | None = Field(
         None, description="champion/challenger (promote=if_better): both sides' scores on "
         "the champion's held-out generations, the rule, its margins, the decision (`promoted`, "
         "`recommended`, `policy`, `awaiting_approval`, and who approved it)")
-
-    _utc = field_validator("created_at")(_utc)
 
 
 class ModelsPublic(BaseModel):
@@ -379,10 +386,8 @@ class KeyPublic(BaseModel):
     name: str
     prefix: str
     scopes: list[str]
-    created_at: datetime
-    revoked_at: datetime | None
-
-    _utc = field_validator("created_at", "revoked_at")(_utc)
+    created_at: UTCDatetime
+    revoked_at: UTCDatetime | None
 
 
 class KeyCreated(KeyPublic):
@@ -441,19 +446,18 @@ class ProposeRequest(BaseModel):
     population: list[str] = Field(default_factory=list, max_length=MAX_BATCH_CEILING,
                                   description="genomes to start from (ssi and mutate need >= 2 "
                                   "/ >= 1); never proposed back")
-    strategy: Literal["ssi", "neural_predictor", "mutate"] = "ssi"
-    k: int | None = Field(None, ge=1, description="proposals; default ceil(0.8 * population) "
-                          "for ssi, else 10")
-    pool_size: int = Field(2000, ge=2, description="candidates bred or sampled per round "
-                           "(at most SURROGATE_MAX_POOL_SIZE)")
-    inner_generations: int = Field(5, ge=1, description="ssi rounds (at most "
-                                   "SURROGATE_MAX_INNER_GENERATIONS)")
-    parents_k: int = Field(20, ge=2, description="parents per round, NSGA-II on predicted "
-                           "fitness")
-    acquisition: Literal["mean", "ucb", "thompson"] = "mean"
+    strategy: Literal[STRATEGIES] = DEFAULTS.strategy  # type: ignore[valid-type]
+    k: int | None = Field(DEFAULTS.k, ge=1, description=f"proposals; default {K_DEFAULT_TEXT}")
+    pool_size: int = Field(DEFAULTS.pool_size, ge=2, description="candidates bred or sampled "
+                           "per round (at most SURROGATE_MAX_POOL_SIZE)")
+    inner_generations: int = Field(DEFAULTS.inner_generations, ge=1, description="ssi rounds "
+                                   "(at most SURROGATE_MAX_INNER_GENERATIONS)")
+    parents_k: int = Field(DEFAULTS.parents_k, ge=2, description="parents per round, NSGA-II "
+                           "on predicted fitness")
+    acquisition: Literal[ACQUISITIONS] = DEFAULTS.acquisition  # type: ignore[valid-type]
     exclude: list[str] = Field(default_factory=list, description="genomes never to propose "
                                "(at most SURROGATE_MAX_EXCLUDE)")
-    seed: int = Field(0, ge=0, le=2 ** 63 - 1)
+    seed: int = Field(DEFAULTS.seed, ge=0, le=2 ** 63 - 1)
     model: str | None = Field(None, max_length=260, pattern=MODEL_REF,
                               description="NAME, NAME@VERSION or NAME@ALIAS (default: the "
                               "configured name's active version)")

@@ -338,3 +338,56 @@ def test_cli_propose_prints_one_object_per_proposal(tmp_path: Path, model_and_ha
         capture_output=True, text=True, env=env, timeout=600)
     assert other.returncode == 0, other.stderr[-2000:]
     assert other.stdout == captured.out
+
+
+def test_every_front_end_takes_the_proposal_contract_from_the_spec() -> None:
+    """One source: the strategies the library runs, the HTTP body's choices and defaults, and
+    the CLI's flags are all ``ml.search.spec``'s."""
+    import argparse
+    import typing
+
+    from app.schemas import ProposeRequest
+    from ml.search import cli
+    from ml.search.spec import ACQUISITIONS, DEFAULTS, STRATEGIES
+    from ml.search.strategies import RUNS
+
+    assert tuple(RUNS) == STRATEGIES
+    fields = ProposeRequest.model_fields
+    assert typing.get_args(fields["strategy"].annotation) == STRATEGIES
+    assert typing.get_args(fields["acquisition"].annotation) == ACQUISITIONS
+    for name in ("strategy", "k", "pool_size", "inner_generations", "parents_k",
+                 "acquisition", "seed"):
+        assert fields[name].default == getattr(DEFAULTS, name), name
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(["propose", "--model", "m"])
+    for name in ("strategy", "k", "pool_size", "inner_generations", "parents_k",
+                 "acquisition", "seed"):
+        assert getattr(args, name) == getattr(DEFAULTS, name), name
+
+
+def test_the_fitness_clamp_is_the_clients() -> None:
+    """The light client states the evolution's fitness bound on its own (it imports nothing of
+    the service); the search's must be the same number and failure fitness."""
+    import numpy as np
+    from nas_surrogate_client.client import CLAMP, FAILED_FITNESS, OBJECTIVES
+
+    from ml.evaluation.selection import OBJECTIVE_NAMES, OBJECTIVE_WEIGHTS
+    from ml.search.strategies import FITNESS_CLAMP
+
+    assert FITNESS_CLAMP == CLAMP and OBJECTIVE_NAMES == OBJECTIVES
+    assert tuple(-np.asarray(OBJECTIVE_WEIGHTS) * FITNESS_CLAMP) == FAILED_FITNESS
+
+
+def test_the_pretrain_body_takes_its_defaults_from_the_config() -> None:
+    import typing
+
+    from app.schemas import PretrainRequest
+    from ml.train.pretrain_config import DEVICES, PretrainConfig
+
+    config = PretrainConfig()
+    for name, field in PretrainRequest.model_fields.items():
+        if name == "device":
+            assert typing.get_args(field.annotation) == DEVICES
+        if name != "processes":  # null in the body: the config's cores - 1
+            assert field.default == getattr(config, name), name

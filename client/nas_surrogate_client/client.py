@@ -37,8 +37,13 @@ import httpx
 
 #: The evolution's objectives in its order, and the value a failed genome gets for each.
 OBJECTIVES = ("uw_val_epoch_loss", "ciou_loss", "average_precision")
-FAILED_FITNESS = (300.0, 300.0, -300.0)
+#: The evolution's fitness bound (its ``set_fitnesses``). Stated here and in
+#: ``ml.search.strategies.FITNESS_CLAMP``, not taken from the service: this distribution imports
+#: nothing of it, and ``/predict`` answers predictions in the metrics' units, not fitness
+#: (a test of the service checks that both values agree).
 CLAMP = 300.0
+#: The worst value in each objective's direction (the first two are minimised).
+FAILED_FITNESS = (CLAMP, CLAMP, -CLAMP)
 RETRY_STATUSES = {502, 503, 504}
 #: Records per POST /evaluations (the server's cap).
 MAX_RECORDS = 10_000

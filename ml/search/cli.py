@@ -21,7 +21,8 @@ def _genomes(path: str | None) -> tuple[str, ...]:
 
 def cmd_propose(args: argparse.Namespace) -> int:
     from ml.search.scoring import BundleScorer
-    from ml.search.strategies import ProposeSpec, SearchError, propose
+    from ml.search.spec import ProposeSpec
+    from ml.search.strategies import SearchError, propose
     from ml.train.bundle import load_bundle, read_bundle_info, read_training_hashes
 
     spec = ProposeSpec(strategy=args.strategy, population=_genomes(args.population),
@@ -45,20 +46,20 @@ def cmd_propose(args: argparse.Namespace) -> int:
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
-    from ml.search.strategies import ACQUISITIONS, STRATEGIES
+    from ml.search.spec import ACQUISITIONS, DEFAULTS, K_DEFAULT_TEXT, STRATEGIES
 
     p = sub.add_parser("propose", help="propose genomes to train next (SSI, Neural-Predictor "
                                        "or mutation search) with a model bundle")
     p.add_argument("--model", required=True, help="model bundle directory")
     p.add_argument("--population", help="genomes to start from (one per line, or a CSV with "
                                         "a 'genome' column)")
-    p.add_argument("--strategy", choices=STRATEGIES, default="ssi")
-    p.add_argument("--k", type=int, default=None,
-                   help="proposals (default: ceil(0.8 * population) for ssi, else 10)")
-    p.add_argument("--pool-size", type=int, default=2000)
-    p.add_argument("--inner-generations", type=int, default=5)
-    p.add_argument("--parents-k", type=int, default=20)
-    p.add_argument("--acquisition", choices=ACQUISITIONS, default="mean")
+    p.add_argument("--strategy", choices=STRATEGIES, default=DEFAULTS.strategy)
+    p.add_argument("--k", type=int, default=DEFAULTS.k,
+                   help=f"proposals (default: {K_DEFAULT_TEXT})")
+    p.add_argument("--pool-size", type=int, default=DEFAULTS.pool_size)
+    p.add_argument("--inner-generations", type=int, default=DEFAULTS.inner_generations)
+    p.add_argument("--parents-k", type=int, default=DEFAULTS.parents_k)
+    p.add_argument("--acquisition", choices=ACQUISITIONS, default=DEFAULTS.acquisition)
     p.add_argument("--exclude", help="genomes never to propose (same formats)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.set_defaults(func=cmd_propose)

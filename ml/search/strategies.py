@@ -41,45 +41,15 @@ from ml.evaluation.selection import OBJECTIVE_NAMES, OBJECTIVE_WEIGHTS, select_n
 from ml.ranking import FAIL_THRESHOLD
 from ml.search.pset import primitive_set, print_tree, seeded, to_genome, to_tree
 from ml.search.scoring import CandidateScorer, Scores
+from ml.search.spec import ACQUISITIONS, STRATEGIES, ProposeSpec, planned_candidates
 from ml.search.variation import MUTATIONS, Offspring, _mutation, overpopulate
 
-STRATEGIES = ("ssi", "neural_predictor", "mutate")
-ACQUISITIONS = ("mean", "ucb", "thompson")
 FITNESS_CLAMP = 300.0
 UCB_BETA = 1.0
 #: Candidates scored per model call while breeding.
 SCORE_BATCH = 512
 #: ``gp.genHalfAndHalf(min_=4, max_=8)``: how the evolution draws new genomes (spec §1.6).
 GEN_MIN, GEN_MAX = 4, 8
-
-
-@dataclass(frozen=True)
-class ProposeSpec:
-    """One proposal request, as the HTTP body and the CLI give it."""
-
-    strategy: str = "ssi"
-    population: tuple[str, ...] = ()
-    k: int | None = None
-    pool_size: int = 2000
-    inner_generations: int = 5
-    parents_k: int = 20
-    acquisition: str = "mean"
-    exclude: tuple[str, ...] = ()
-    seed: int = 0
-
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> "ProposeSpec":
-        """The spec of a request body or a job's params (other keys, e.g. ``model``, are
-        ignored; genome lists become tuples)."""
-        return cls(**{k: tuple(v) if k in ("population", "exclude") else v
-                      for k, v in values.items() if k in cls.__dataclass_fields__})
-
-    def resolved_k(self) -> int:
-        if self.k is not None:
-            return self.k
-        if self.strategy == "ssi":
-            return max(1, math.ceil(0.8 * len(self.population)))
-        return 10
 
 
 class SearchCancelled(Exception):
@@ -306,6 +276,14 @@ def _mutate(search: _Search, population: list[_Candidate], rng: random.Random,
                   search.np_rng)
 
 
+#: Each strategy of ``ml.search.spec.STRATEGIES`` by its name.
+RUNS: dict[str, Callable[[_Search, list[_Candidate], random.Random, set[str]],
+                         list[_Candidate]]] = {
+    "ssi": _ssi, "neural_predictor": _neural_predictor, "mutate": _mutate}
+if set(RUNS) != set(STRATEGIES):  # a strategy named in the contract has no run, or the reverse
+    raise ImportError(f"strategies {sorted(RUNS)} != ml.search.spec.STRATEGIES {STRATEGIES}")
+
+
 def validate_spec(spec: ProposeSpec, metrics: Sequence[str]) -> None:
     """Raise :class:`SearchError` for a request no strategy can run."""
     if spec.strategy not in STRATEGIES:
@@ -321,12 +299,6 @@ def validate_spec(spec: ProposeSpec, metrics: Sequence[str]) -> None:
     if spec.strategy in ("ssi", "mutate") and not spec.population:
         raise SearchError("INVALID_REQUEST", f"strategy {spec.strategy!r} starts from "
                           "population; send at least two genomes", field="population")
-
-
-def planned_candidates(spec: ProposeSpec) -> int:
-    """How many genomes ``spec`` scores when nothing is rejected (progress's denominator)."""
-    rounds = spec.inner_generations if spec.strategy == "ssi" else 1
-    return spec.pool_size * rounds + len(spec.population)
 
 
 def propose(scorer: CandidateScorer, spec: ProposeSpec, training_hashes: Sequence[str] = (),
@@ -355,8 +327,7 @@ def propose(scorer: CandidateScorer, spec: ProposeSpec, training_hashes: Sequenc
     population = _population(search)
     excluded.update(c.canonical_hash for c in population)
     seen = set(spec.population) | set(spec.exclude)
-    chosen = {"ssi": _ssi, "neural_predictor": _neural_predictor,
-              "mutate": _mutate}[spec.strategy](search, population, rng, seen)
+    chosen = RUNS[spec.strategy](search, population, rng, seen)
     metrics = list(scorer.metrics)
     items = []
     for rank, c in enumerate(chosen, start=1):
