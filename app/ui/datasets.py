@@ -17,7 +17,7 @@ from cachetools import LRUCache
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from app.api.routes.datasets import dataset_view
+from app.services.datasets import dataset_view
 from app.ui import plots
 from app.ui.jobs import Ident
 from app.ui.session import COOKIE_PATH, TrainViewer

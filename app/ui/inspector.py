@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse
 
-from app.api.routes.predict import parse_model, resolve_version
+from app.services.models import loaded_model
 from app.ui.curves import measured_curves
 from app.ui.datasets import source_genome
 from app.ui.session import COOKIE_PATH, PageForbidden, PredictViewer, check_form
@@ -55,10 +55,8 @@ def inspect(request: Request, genomes: list[str], model_spec: str | None) -> dic
 
     settings = request.app.state.settings
     scorer = request.app.state.scorer
-    name, ref = parse_model(model_spec, settings)
     try:
-        loaded = scorer.models.current(name, resolve_version(name, ref, settings.model_name),
-                                       active=ref == "active")
+        loaded = loaded_model(scorer, model_spec, settings)
         scored = scorer.score(genomes, loaded)
         model = {"name": loaded.name, "version": loaded.version,
                  "metrics": list(loaded.model.metrics)}

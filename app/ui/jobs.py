@@ -10,7 +10,7 @@ from cachetools import LRUCache
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.api.routes.jobs import job_public, visible_job
+from app.services.jobs import cancel_job, job_public, visible_job
 from app.ui import plots
 from app.ui.session import COOKIE_PATH, JobViewer, check_form
 from app.ui.templating import page
@@ -117,10 +117,5 @@ def cancel(job_id: Ident, request: Request, viewer: JobViewer,
            csrf: Annotated[str, Form(max_length=100)] = "") -> Response:
     """As ``POST /jobs/{id}/cancel``: queued jobs stop at once, running ones between epochs."""
     check_form(request, viewer, csrf)
-    with session_scope() as session:
-        visible_job(session, job_id, viewer.principal)
-        job = job_store.request_cancel(session, job_id)
-        task_id, status = job.task_id, job.status
-    if status == "cancelled":
-        request.app.state.dispatcher.revoke(task_id)
+    cancel_job(request.app.state.dispatcher, job_id, viewer.principal)
     return RedirectResponse(f"{COOKIE_PATH}/jobs/{job_id}", status_code=303)

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
-from app.api.routes.models import Version as VersionPath
-from app.api.routes.models import activate_model, get_model_plot, version_public
+from app.api.params import MODEL_NAME, VersionPath
+from app.services.models import activate as activate_version
+from app.services.models import report_plot, version_public
 from app.ui import plots
 from app.ui.session import COOKIE_PATH, AdminViewer, PredictViewer, check_form
 from app.ui.templating import page
@@ -20,8 +21,7 @@ from service.tables import INT32_MAX
 
 router = APIRouter(prefix=COOKIE_PATH, include_in_schema=False)
 
-Name = Annotated[str | None, Query(min_length=1, max_length=200,
-                                   pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+Name = Annotated[str | None, Query(min_length=1, max_length=200, pattern=MODEL_NAME)]
 Version = Annotated[int, Query(ge=1, le=INT32_MAX)]
 #: The trust figures a version's table shows, in this order (keys of ``training_metrics.cv``).
 TRUST_KEYS = ("trust_spea2_top30", "trust_nsga2_top30", "validity_auc")
@@ -106,12 +106,13 @@ def model_page(version: VersionPath, request: Request, viewer: PredictViewer,
 @router.get("/models/{version}/plots/{plot}")
 def model_plot(version: VersionPath, plot: str, request: Request, viewer: PredictViewer,
                name: Name = None) -> FileResponse:
-    """The API's plot route, for the cookie's key."""
+    """A version's report plot (as ``GET /models/{version}/plots/{plot}``), for the cookie's
+    key."""
     with session_scope() as session:
-        response = get_model_plot(version, plot, session, request.app.state.settings,
-                                  viewer.principal, name)
-    response.headers["Cache-Control"] = "private, max-age=3600"
-    return response
+        path = report_plot(session, name or request.app.state.settings.model_name, version,
+                           plot)
+    return FileResponse(path, media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.post("/models/{version}/activate")
@@ -121,8 +122,7 @@ def activate(version: VersionPath, request: Request, viewer: AdminViewer, name: 
     check_form(request, viewer, csrf)
     name = name or request.app.state.settings.model_name
     with session_scope() as session:
-        activate_model(version, request, session, request.app.state.settings, viewer.principal,
-                       name)
+        activate_version(session, request.app.state.scorer, name, version)
     return RedirectResponse(f"{COOKIE_PATH}/models/{version}?name={name}", status_code=303)
 
 
@@ -137,6 +137,5 @@ def approve(version: VersionPath, request: Request, viewer: AdminViewer, name: N
     name = name or request.app.state.settings.model_name
     with session_scope() as session:
         registry.approve(session, name, version, viewer.principal.ident)
-        activate_model(version, request, session, request.app.state.settings, viewer.principal,
-                       name)
+        activate_version(session, request.app.state.scorer, name, version)
     return RedirectResponse(f"{COOKIE_PATH}/models/{version}?name={name}", status_code=303)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from app.api.routes.datasets import dataset_view
+from app.services.datasets import dataset_view
 from app.ui.jobs import recent_jobs
 from app.ui.models import TRUST_KEYS, active_models
 from app.ui.session import COOKIE_PATH, AnyViewer

@@ -10,52 +10,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
-from app.api.deps import Principal, SessionDep, SettingsDep, TrainPrincipal
+from app.api.deps import SessionDep, SettingsDep, TrainPrincipal
 from app.api.routes import errors
-from app.api.routes.jobs import (
-    IdempotencyKey,
-    answer_submission,
-    job_public,
-    request_digest,
-    require_broker,
-)
+from app.api.submission import IdempotencyKey, answer_submission, request_digest, require_broker
 from app.schemas import DatasetPublic, DatasetsPublic
+from app.services.datasets import dataset_view
 from service.config import Settings
 from service.db import disk_full_error, is_disk_full, session_scope
 from service.errors import ServiceError
 from service.store import datasets as dataset_store
 from service.store import jobs as job_store
-from service.tables import INT32_MAX, Dataset, Job
+from service.tables import INT32_MAX
 
 router = APIRouter(tags=["datasets"])
-
-
-def dataset_public(row: Dataset, job: Job | None, session: Any = None,
-                   retrain_job_id: str | None = None) -> dict[str, Any]:
-    manifest = row.manifest or {}
-    return {"id": row.id, "name": row.name, "status": row.status, "metrics": row.metrics,
-            "job": job_public(job) if job is not None else None,
-            "counts": manifest.get("counts"), "created_at": row.created_at,
-            "parent_id": row.parent_id,
-            "lineage": dataset_store.lineage_ids(session, row) if session is not None else [],
-            "label_noise": manifest.get("label_noise"), "retrain_job_id": retrain_job_id}
-
-
-def _seen_by(job: Job | None, principal: Principal) -> Job | None:
-    """The job when ``principal`` may see it (its owner, an admin), as ``GET /jobs/{id}``
-    decides; ``None`` otherwise, so a dataset never shows another key's job or its params."""
-    if job is None or principal.is_admin or job.principal == principal.ident:
-        return job
-    return None
-
-
-def dataset_view(session: Any, row: Dataset, principal: Principal) -> dict[str, Any]:
-    """:func:`dataset_public` with the version's own build job and its retraining, read in
-    ``session``, each only where the principal may see that job."""
-    job = _seen_by(session.get(Job, row.job_id) if row.job_id else None, principal)
-    retrain = _seen_by(session.get(Job, row.retrain_job_id) if row.retrain_job_id else None,
-                       principal)
-    return dataset_public(row, job, session, retrain.id if retrain is not None else None)
 
 
 def allowed_path(path: str, settings: Settings) -> Path:

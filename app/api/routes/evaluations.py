@@ -18,15 +18,10 @@ from fastapi import APIRouter, Request, Response
 
 from app.api.deps import Principal, SettingsDep, TrainPrincipal
 from app.api.routes import errors
-from app.api.routes.jobs import (
-    IdempotencyKey,
-    answer_submission,
-    job_public,
-    request_digest,
-    require_broker,
-)
+from app.api.submission import IdempotencyKey, answer_submission, request_digest, require_broker
 from app.schemas import EvaluationsRequest, EvaluationsResponse
 from app.scoring import RequestBudget
+from app.services.jobs import job_public
 from service.config import Settings
 from service.db import session_scope
 from service.errors import ServiceError

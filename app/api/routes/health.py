@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from app.api.routes.predict import active_version
 from app.schemas import Health, Readiness
+from app.services.models import active_version
 from service.db import session_scope
 from service.errors import ServiceError
 

@@ -3,14 +3,20 @@
 from Celery's backend)."""
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from app.api.deps import JobPrincipal, Principal, SessionDep, SettingsDep, TrainPrincipal
 from app.api.routes import errors
+from app.api.submission import (
+    REPLAYED,
+    IdempotencyKey,
+    answer_submission,
+    queue_job,
+    request_digest,
+    require_broker,
+)
 from app.schemas import (
     JobEventPublic,
     JobPublic,
@@ -19,84 +25,14 @@ from app.schemas import (
     TrainRequest,
     first_non_finite,
 )
+from app.services.jobs import cancel_job as cancel
+from app.services.jobs import job_public, visible_job
 from service.db import session_scope
 from service.errors import ServiceError
 from service.store import datasets as dataset_store
 from service.store import jobs as job_store
-from service.tables import Job
 
 router = APIRouter(tags=["jobs"])
-
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
-#: The answer to a replayed submission (same ``Idempotency-Key`` and body): the earlier job.
-REPLAYED = {200: {"model": JobPublic, "description": "an idempotent replay: the job the "
-                  "earlier request with this Idempotency-Key created"}}
-
-
-def request_digest(body: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def job_public(job: Job, epochs: list[Any] | None = None) -> dict[str, Any]:
-    return {
-        "id": job.id, "kind": job.kind, "status": job.status, "progress": job.progress,
-        "message": job.message, "attempt": job.attempt, "max_attempts": job.max_attempts,
-        "params": job.params, "dataset_id": job.dataset_id, "created_at": job.created_at,
-        "dispatched_at": job.dispatched_at, "started_at": job.started_at,
-        "heartbeat_at": job.heartbeat_at, "finished_at": job.finished_at,
-        "cancel_requested_at": job.cancel_requested_at,
-        "error": {"code": job.error_code, "message": job.error_message} if job.error_code
-        else None,
-        "model_name": job.model_name, "model_version": job.model_version,
-        "result": job.result,
-        "epochs": None if epochs is None else [
-            {"epoch": e.epoch, "attempt": e.attempt, "metrics": e.data} for e in epochs]}
-
-
-def dispatch_committed(request: Request, job_id: str, kind: str) -> None:
-    """Send a committed job; if the broker fails now, the row stays queued with
-    ``dispatched_at`` NULL and the reconciler sends it later."""
-    try:
-        task_id = request.app.state.dispatcher.send(job_id, kind)
-    except ServiceError:
-        return
-    with session_scope() as session:
-        job_store.mark_dispatched(session, job_id, task_id)
-
-
-def answer_submission(request: Request, response: Response, created: bool, job_id: str,
-                      kind: str, location: str) -> None:
-    """A new job is dispatched (202); an idempotent replay of an earlier request answers 200
-    with what that request created. Either way ``Location`` names the resource."""
-    if created:
-        dispatch_committed(request, job_id, kind)
-    else:
-        response.status_code = 200
-    response.headers["Location"] = location
-
-
-def queue_job(request: Request, response: Response, kind: str, params: dict[str, Any],
-              principal: Principal, settings: Any,
-              idempotency_key: str | None) -> tuple[str, bool]:
-    """Create a job that needs nothing else checked in its transaction (an idempotent replay
-    finds the earlier one) and answer as :func:`answer_submission`; returns its id and
-    whether it is new."""
-    with session_scope() as session:
-        job, created = job_store.create_job(
-            session, kind=kind, params=params, principal=principal.ident,
-            request_sha256=request_digest({"kind": kind, **params}),
-            idempotency_key=idempotency_key, max_attempts=settings.max_attempts,
-            max_open=settings.max_jobs_per_key)
-        job_id = job.id
-    answer_submission(request, response, created, job_id, kind, f"/jobs/{job_id}")
-    return job_id, created
-
-
-def require_broker(request: Request) -> None:
-    if not request.app.state.dispatcher.ping():
-        raise ServiceError("BROKER_UNAVAILABLE", "the job queue is unreachable; nothing was "
-                           "submitted, retry later (the same Idempotency-Key is safe)")
-
 
 def check_predictor(name: str, hyperparameters: dict[str, Any], settings: Any) -> None:
     """The predictor exists and every hyper-parameter has its type and bounds (422 naming the
@@ -153,14 +89,6 @@ def check_embedding(hyperparameters: dict[str, Any], principal: Principal) -> No
         if job is None or job.kind != "pretrain" or job.status != "succeeded":
             raise ServiceError("INVALID_REQUEST", "hyperparameters.embedding: must be the id of "
                                "a succeeded pretrain job", details={"field": "embedding"})
-
-
-def visible_job(session: Any, job_id: str, principal: Principal) -> Job:
-    """A job its owner or an admin may see; anyone else gets the same 404 as for no job."""
-    job = job_store.get_job(session, job_id)
-    if not principal.is_admin and job.principal != principal.ident:
-        raise ServiceError("JOB_NOT_FOUND", f"no job {job_id}")
-    return job
 
 
 @router.post("/jobs/train", response_model=JobPublic, status_code=202,
@@ -250,11 +178,6 @@ def cancel_job(job_id: str, request: Request, principal: JobPrincipal) -> dict[s
     """Queued: cancelled at once. Running: ``cancelling`` until the worker stops between
     epochs (its checkpoint is kept). Finished: 409 ``JOB_NOT_CANCELLABLE``. Only the job's
     owner or an admin may cancel it."""
-    with session_scope() as session:
-        visible_job(session, job_id, principal)
-        job = job_store.request_cancel(session, job_id)
-        task_id, status = job.task_id, job.status
-    if status == "cancelled":
-        request.app.state.dispatcher.revoke(task_id)
+    cancel(request.app.state.dispatcher, job_id, principal)
     with session_scope() as session:
         return job_public(job_store.get_job(session, job_id))

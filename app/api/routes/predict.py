@@ -9,11 +9,9 @@ from fastapi import APIRouter, Request
 from app.api.deps import PredictPrincipal, SettingsDep
 from app.api.routes import errors
 from app.schemas import EncodeRequest, EncodeResponse, PredictRequest, PredictResponse
+from app.services.models import loaded_model
 from service.config import Settings
-from service.db import session_scope
 from service.errors import ServiceError
-from service.store import model_registry as registry
-from service.tables import INT32_MAX
 
 router = APIRouter(tags=["predict"])
 
@@ -33,52 +31,6 @@ def check_batch(genomes: list[str], settings: Settings) -> None:
                                     "max_genome_length": settings.max_genome_length})
 
 
-
-
-def parse_model(spec: str | None, settings: Settings) -> tuple[str, str]:
-    """``NAME``, ``NAME@VERSION`` or ``NAME@ALIAS`` -> (name, version or alias); default: the
-    configured name's ``active`` alias."""
-    if not spec:
-        return settings.model_name, "active"
-    name, _, ref = spec.partition("@")
-    if ref.isascii() and ref.isdigit() and not 1 <= int(ref) <= INT32_MAX:
-        raise ServiceError("INVALID_REQUEST", f"a model version is between 1 and {INT32_MAX}",
-                           details={"field": "model"})
-    return name, ref or "active"
-
-
-def resolve_version(name: str, ref: str, configured: str | None = None) -> int | None:
-    """The version ``ref`` names (a number, or an alias read from the registry); None when the
-    database is unreachable (serve what is loaded). A name nobody registered is 404
-    ``MODEL_NOT_FOUND``, except the ``configured`` one, which before its first version has no
-    active model (503 ``NO_ACTIVE_MODEL``, as the service answers before bootstrap ends)."""
-    if ref.isascii() and ref.isdigit():
-        return int(ref)
-    try:
-        with session_scope() as session:
-            version = registry.alias_version(session, name, ref)
-            known = version is not None or registry.name_exists(session, name)
-    except ServiceError:
-        return None
-    if version is None:
-        unknown = (not known and name != configured) or ref != "active"
-        raise ServiceError("MODEL_NOT_FOUND" if unknown else "NO_ACTIVE_MODEL",
-                           f"no model {name!r}" if unknown and not known else
-                           f"model {name!r} has no {ref!r} version",
-                           details={"name": name, "alias": ref})
-    return version
-
-
-def active_version(settings: Settings) -> int | None:
-    """The configured name's alias target, or None when the database is unreachable or no
-    version is active."""
-    try:
-        with session_scope() as session:
-            return registry.alias_version(session, settings.model_name)
-    except ServiceError:
-        return None
-
-
 @router.post("/predict", response_model=PredictResponse, responses=errors(404, 413, 503))
 def predict(body: PredictRequest, request: Request, _: PredictPrincipal,
             settings: SettingsDep) -> dict:
@@ -90,9 +42,7 @@ def predict(body: PredictRequest, request: Request, _: PredictPrincipal,
     ``DEADLINE_EXCEEDED``, and a retry reuses what was cached."""
     check_batch(body.genomes, settings)
     scorer = request.app.state.scorer
-    name, ref = parse_model(body.model, settings)
-    loaded = scorer.models.current(name, resolve_version(name, ref, settings.model_name),
-                                   active=ref == "active")
+    loaded = loaded_model(scorer, body.model, settings)
     result = scorer.score(body.genomes, loaded, body.rank_by, body.direction, body.top_k)
     metrics = request.app.state.metrics
     metrics.batch_size.observe(len(body.genomes))

@@ -13,14 +13,10 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import PredictPrincipal, SettingsDep
 from app.api.routes import errors
-from app.api.routes.jobs import (
-    IdempotencyKey,
-    job_public,
-    queue_job,
-    require_broker,
-)
-from app.api.routes.predict import parse_model, resolve_version
+from app.api.submission import IdempotencyKey, queue_job, require_broker
 from app.schemas import JobPublic, ProposeRequest, ProposeResponse
+from app.services.jobs import job_public
+from app.services.models import loaded_model
 from service.config import Settings
 from service.db import session_scope
 from service.errors import ServiceError
@@ -88,13 +84,12 @@ def propose(body: ProposeRequest, request: Request, response: Response,
     ``propose`` job (202; the same ``Idempotency-Key`` and body again: that job, 200; the same
     key with another body: 409 ``IDEMPOTENCY_KEY_REUSED``)."""
     from app.scoring import RequestBudget
-    from ml.search.strategies import ProposeSpec, SearchError, planned_candidates, validate_spec
+    from ml.search.spec import ProposeSpec, planned_candidates
+    from ml.search.strategies import SearchError, validate_spec
 
     check_propose(body, settings)
     scorer = request.app.state.scorer
-    name, ref = parse_model(body.model, settings)
-    loaded = scorer.models.current(name, resolve_version(name, ref, settings.model_name),
-                                   active=ref == "active")
+    loaded = loaded_model(scorer, body.model, settings)
     spec = ProposeSpec.from_mapping(body.model_dump())
     try:
         validate_spec(spec, loaded.model.metrics)
