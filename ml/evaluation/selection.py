@@ -1,18 +1,18 @@
-"""The evolution's selection operators, reimplemented so the trust figure needs no DEAP.
+"""The evolution's selection operators on rows of objective values, as its trust figures use
+them: it selects with DEAP's ``tools.selNSGA2`` and scores a sub-surrogate by the overlap of
+``tools.selSPEA2(k = 0.3 n)`` on true and on predicted values. What matters for trust is *which*
+individuals get picked, DEAP's tie-breaking included.
 
-The evolution selects with DEAP's ``tools.selNSGA2`` and scores sub-surrogates with
-``tools.selSPEA2(k = 0.3 n)`` overlap (surrogate-usage.md §4). What matters for trust is *which*
-individuals get picked, so these functions follow DEAP 1.4 step by step, tie-breaking included:
+SPEA2 is DEAP's own function, called on the rows. NSGA-II is DEAP's algorithm with the
+dominance relation computed in numpy row blocks: the search selects parents from broods of
+thousands every round, where DEAP's pure-Python pairwise sort costs seconds; the fronts, their
+order and the crowding cut are DEAP's (``tests/test_selection_deap.py`` holds DEAP as the
+oracle):
 
 * dominance on weighted values (``value · weight``; weight -1 minimises, +1 maximises), with
   identical objective vectors grouped as one fitness (DEAP hashes fitnesses by ``wvalues``);
-* NSGA-II crowding distance on raw values, objectives sorted in turn on one stable, in-place list,
-  the last front cut by a stable descending sort on crowding distance;
-* SPEA2 raw fitness = sum of dominators' strengths; when the non-dominated archive is too small,
-  density ``1/(d_k + 2)`` with DEAP's quirk of only filling distances to *later* individuals (the
-  rest stay 0) and ``d_k`` = element ``floor(sqrt(N))`` of that list in ascending order (what
-  ``_randomizedSelect`` returns for a non-integer rank); when it is too large, DEAP's iterative
-  nearest-neighbour truncation, loop for loop.
+* crowding distance on raw values, objectives sorted in turn on one stable, in-place list, the
+  last front cut by a stable descending sort on crowding distance.
 
 Selections are returned as index lists into the input rows.
 """
@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
+from deap import base, tools
 
 from ml.datasets.labels import OBJECTIVES
 
@@ -31,17 +33,6 @@ OBJECTIVE_NAMES: tuple[str, ...] = tuple(OBJECTIVES)
 OBJECTIVE_WEIGHTS: tuple[float, ...] = tuple(float(v) for v in OBJECTIVES.values())
 #: The evolution's SPEA2 trust selects this fraction of the validation individuals.
 TRUST_FRACTION = 0.3
-
-
-def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    """DEAP ``Fitness.dominates`` on weighted values: no worse everywhere, better somewhere."""
-    not_equal = False
-    for x, y in zip(a, b):
-        if x > y:
-            not_equal = True
-        elif x < y:
-            return False
-    return not_equal
 
 
 def _weighted(values: np.ndarray, weights: Sequence[float]) -> np.ndarray:
@@ -136,82 +127,33 @@ def select_nsga2(values: np.ndarray, k: int,
     return chosen
 
 
-def _sq_dist(vals: np.ndarray, i: int, j: int) -> float:
-    d = vals[i] - vals[j]
-    return float(np.dot(d, d))
+@lru_cache(maxsize=None)
+def _fitness_class(weights: tuple[float, ...]) -> type[base.Fitness]:
+    """A DEAP fitness with these weights (one class per weight vector, as ``creator`` would
+    make, without registering a global name)."""
+    return type("TrustFitness", (base.Fitness,), {"weights": weights})
+
+
+class _Row:
+    """One objective row as DEAP's selections see an individual: its fitness, and its index."""
+
+    __slots__ = ("fitness", "index")
+
+    def __init__(self, index: int, fitness: base.Fitness) -> None:
+        self.index, self.fitness = index, fitness
 
 
 def select_spea2(values: np.ndarray, k: int,
                  weights: Sequence[float] = OBJECTIVE_WEIGHTS) -> list[int]:
-    """DEAP ``selSPEA2``: k row indices (non-dominated archive, then density fill or truncation)."""
+    """DEAP ``selSPEA2`` itself, as the evolution scores its sub-surrogates: k row indices
+    (the non-dominated archive, then the density fill or the truncation)."""
     vals = np.asarray(values, dtype=np.float64)
-    wv = _weighted(vals, weights)
-    n = len(vals)
-    if n == 0 or k <= 0:
+    _weighted(vals, weights)  # the shape check
+    if len(vals) == 0 or k <= 0:
         return []
-    strength = [0] * n
-    fits: list[float] = [0.0] * n
-    dominators: list[list[int]] = [[] for _ in range(n)]
-    for i in range(n):
-        for j in range(i + 1, n):
-            if _dominates(wv[i], wv[j]):
-                strength[i] += 1
-                dominators[j].append(i)
-            elif _dominates(wv[j], wv[i]):
-                strength[j] += 1
-                dominators[i].append(j)
-    for i in range(n):
-        fits[i] += sum(strength[j] for j in dominators[i])
-    chosen = [i for i in range(n) if fits[i] < 1]
-
-    if len(chosen) < k:
-        kth = min(int(math.floor(math.sqrt(n))), n - 1)
-        for i in range(n):
-            distances = [0.0] * (i + 1) + [_sq_dist(vals, i, j) for j in range(i + 1, n)]
-            fits[i] += 1.0 / (sorted(distances)[kth] + 2.0)
-        chosen_set = set(chosen)
-        rest = sorted((fits[i], i) for i in range(n) if i not in chosen_set)
-        chosen += [i for _, i in rest[:k - len(chosen)]]
-    elif len(chosen) > k:
-        chosen = _spea2_truncate(vals, chosen, k)
-    return chosen
-
-
-def _spea2_truncate(vals: np.ndarray, chosen: list[int], k: int) -> list[int]:
-    """DEAP's archive truncation: repeatedly drop the member closest to its nearest neighbours."""
-    m = len(chosen)
-    dist = [[0.0] * m for _ in range(m)]
-    for i in range(m):
-        for j in range(i + 1, m):
-            d = _sq_dist(vals, chosen[i], chosen[j])
-            dist[i][j] = d
-            dist[j][i] = d
-        dist[i][i] = -1.0
-    order = [list(np.argsort(np.asarray(dist[i]), kind="stable")) for i in range(m)]
-    size = m
-    removed: list[int] = []
-    while size > k:
-        min_pos = 0
-        for i in range(1, m):
-            for j in range(1, size):
-                di = dist[i][order[i][j]]
-                dmin = dist[min_pos][order[min_pos][j]]
-                if di < dmin:
-                    min_pos = i
-                    break
-                if di > dmin:
-                    break
-        for i in range(m):
-            dist[i][min_pos] = math.inf
-            dist[min_pos][i] = math.inf
-            for j in range(1, size - 1):
-                if order[i][j] == min_pos:
-                    order[i][j] = order[i][j + 1]
-                    order[i][j + 1] = min_pos
-        removed.append(min_pos)
-        size -= 1
-    drop = set(removed)
-    return [c for pos, c in enumerate(chosen) if pos not in drop]
+    fitness = _fitness_class(tuple(float(w) for w in weights))
+    rows = [_Row(i, fitness(tuple(row))) for i, row in enumerate(vals.tolist())]
+    return [row.index for row in tools.selSPEA2(rows, k)]
 
 
 def selection_overlap(true_values: np.ndarray, pred_values: np.ndarray, method: str = "spea2",
