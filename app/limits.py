@@ -2,7 +2,7 @@
 
 * :class:`BodySizeLimit`: 413 from ``Content-Length`` before reading, and 413 while streaming
   once the counted bytes pass the limit (chunked bodies have no length). Until Starlette's own
-  ``max_body_size`` is in the pinned versions (service-notes §3).
+  ``max_body_size`` is in the pinned versions.
 * :class:`ConcurrencyLimit`: the heavy routes share a few slots; a request waits for one in
   the event loop (no thread is taken while it waits) within a short queue, and past the queue or
   its timeout it is answered 503 ``SERVER_BUSY`` with ``Retry-After`` instead of piling up.

@@ -126,7 +126,7 @@ class GenomeEvaluationError(GenomeError):
 
 
 class GenomeValidationError(GenomeError):
-    """Evaluated values the original decoder would reject (spec §5)."""
+    """Evaluated values the original decoder would reject."""
 
     code = "VALIDATION_ERROR"
 

@@ -1,4 +1,4 @@
-"""Bounded, thread-safe memos of per-layer results (issue 14 §3: fast enough to search).
+"""Bounded, thread-safe memos of per-layer results (so that a search is fast enough).
 
 Used by the compiler (per layer, below) and by the path features (``ml.models.features``,
 per graph structure).

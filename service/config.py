@@ -164,7 +164,7 @@ class Settings(BaseSettings):
     train_hard_limit_s: int = 6 * 3600 + 600
     build_soft_limit_s: int = 4 * 3600
     build_hard_limit_s: int = 4 * 3600 + 600
-    #: Redis re-delivers an unacked task after this; 0 = hard limit + 2 h (service-notes §1.1).
+    #: Redis re-delivers an unacked task after this; 0 = hard limit + 2 h.
     visibility_timeout_s: int = 0
     dataset_workers: int = 1
     #: ``serve`` on SIGTERM: how long the running embedded job gets to stop and release itself

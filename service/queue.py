@@ -1,5 +1,5 @@
 """The job queue seen from the service: task names and queues, the Celery configuration
-(service-notes §1.1, every value read from the one Settings) and the client that publishes job
+(every value read from the one Settings) and the client that publishes job
 ids. Only job ids (JSON strings) cross the broker; state lives in SQL.
 
 The HTTP adapter publishes with :class:`CeleryDispatcher`; the job adapter (``worker``) builds

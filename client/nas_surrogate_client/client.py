@@ -1,6 +1,6 @@
 """A small Python client for the search loop (sync, httpx).
 
-The loop's calls (surrogate-usage.md §3-5):
+The loop's calls:
 
 * ``predict`` chunks any number of genomes into batches the server accepts, retries transient
   failures (connection errors, 502/503/504) with backoff, and returns the items in input order;

@@ -1,4 +1,4 @@
-"""The evolution pipeline's run directory read as it is (surrogate-usage §6), with the standard
+"""The evolution pipeline's run directory read as it is, with the standard
 library only: every individual becomes one record of ``POST /evaluations``.
 
 * individuals: ``eval_inputs/eval_input_gen{g}.csv`` (``gen, hash, genome``) and, when present,

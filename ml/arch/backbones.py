@@ -1,4 +1,4 @@
-"""torchvision backbones per gene, built once per process on the meta device (spec §2.3).
+"""torchvision backbones per gene, built once per process on the meta device.
 
 Building a variant (0.05-0.7 s), tracing it with FX (0.05-0.6 s) and compiling its shape program
 are per-*variant* costs; a genome only pays for a 1x1 adapter conv and a program evaluation. The
@@ -179,8 +179,8 @@ def warm_up(builders: list[str] | None = None, freeze_heap: bool = False) -> Non
     ``freeze_heap`` (for a long-lived process that is about to encode many genomes): collect,
     then move every object alive into the cyclic collector's permanent generation
     (``gc.freeze``). The backbones' modules, FX graphs and node tables never die, yet each full
-    collection walked them again: ~0.7 s of the ~6 s that 2,000 never-seen genomes took to
-    encode in one process (measured with ``gc.callbacks``). Frozen objects are still freed by
+    collection would walk them again, a sizeable share of encoding never-seen genomes
+    (docs/results.md, "Figures moved from docstrings"). Frozen objects are still freed by
     reference counting; only a cycle alive at this moment would stay."""
     names = all_builders()
     for builder in builders or list(names):

@@ -1,4 +1,4 @@
-"""Detection heads (spec §2.4): a descriptor per genome, and the real torchvision parts on meta.
+"""Detection heads: a descriptor per genome, and the real torchvision parts on meta.
 
 The head's size depends only on its type and the feature map's channel count (``shape[1]`` of the
 chain's output, Swin's NHWC quirk included), so parameter counts are cached per ``(head, C)``.

@@ -1,4 +1,4 @@
-"""Custom layer primitives -> materialised torch.nn modules on the meta device (spec §2.2).
+"""Custom layer primitives -> materialised torch.nn modules on the meta device.
 
 The original built ``nn.Lazy*`` modules and let one forward at 1x3x2048x2448 materialise them.
 Shapes are propagated analytically here, so each module is built directly as the class a lazy

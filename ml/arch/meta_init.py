@@ -2,10 +2,10 @@
 
 Every network here is built on the meta device, yet each module's ``reset_parameters`` still
 runs ``torch.nn.init``: on meta tensors that goes through torch's Python decompositions
-(``torch._refs``), which cost more than building the module itself. For never-seen genomes it
-was a quarter of encoding: building a torchvision detection head to count its parameters
-(``ml.arch.heads``) took ~20 ms, almost all of it ``normal_`` and ``uniform_`` on meta weights
-(profile of 1,000 sampled genomes: 2.45 of 9.7 s in head parameter counts).
+(``torch._refs``), which cost more than building the module itself: building a torchvision
+detection head to count its parameters (``ml.arch.heads``) is then mostly ``normal_`` and
+``uniform_`` on meta weights, a large share of encoding a never-seen genome (the profile is in
+docs/results.md, "Figures moved from docstrings").
 
 :func:`install` wraps each in-place initialiser of ``torch.nn.init`` so that it returns a meta
 tensor untouched and calls the original for any other tensor, so real weights (training, the

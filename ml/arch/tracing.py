@@ -1,7 +1,7 @@
 """FX trace of a backbone's kept part, flattened into the node table the graph encoders splice.
 
 The original traced the whole backbone chain with ``torch.fx`` and listed every node in graph order
-with an edge to each of its users (spec §3.1). Within one backbone that structure never changes,
+with an edge to each of its users. Within one backbone that structure never changes,
 so it is computed once per variant here: the table's local node 0 is the adapter conv (it takes
 the place of the part's placeholder), nodes 1..n are the part's nodes in graph order (without its
 placeholder and output), and edges into the part's output are marked :data:`EXIT_NODE` so that

@@ -1,4 +1,4 @@
-"""Label hygiene for evaluated-genome CSVs (spec §4.2).
+"""Label hygiene for evaluated-genome CSVs.
 
 A row is a *failed evaluation* when a selected metric is NaN/inf, carries the ±1e6
 failed-evaluation convention, or any loss column carries the 1e12 zero-prediction sentinel

@@ -1,6 +1,6 @@
 """Per-genome vectors: the seed's 34-d ``model_info`` and every training hyper-parameter.
 
-``model_info`` reproduces the seed's notes bit for bit (checked against the reference graphs):
+``model_info`` reproduces the seed's vector bit for bit (checked against the reference graphs):
 optimizer one-hot (11), head one-hot (4), scheduler one-hot (11), then
 ``log([lr, 7 normalised loss weights] + 1e-6)`` z-scored within the vector in float32 with the
 unbiased standard deviation. The seed ignored every other optimizer/scheduler gene; the

@@ -1,4 +1,4 @@
-"""The genome's backbone-chain graph, node for node as the original FX-traced it (spec §3.1).
+"""The genome's backbone-chain graph, node for node as the original FX-traced it.
 
 Nodes: a placeholder, then per layer its FX nodes (a custom layer is one ``call_module``; a
 backbone is its adapter conv followed by every node of its traced kept part in graph order), then
@@ -20,7 +20,6 @@ Deliberate difference from the reference graphs: the adapter node's module type 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from torch import nn
@@ -168,8 +167,3 @@ def build_graph(genome: EvaluatedGenome | CompiledNetwork) -> GenomeGraph:
     return GenomeGraph(ops, np.concatenate(codes), targets, types, modules,
                        np.concatenate(shapes), np.concatenate(edges), node_layer,
                        tuple(segments), net)
-
-
-def build_graphs(genomes: Sequence[EvaluatedGenome]) -> list[GenomeGraph]:
-    """Convenience batch form of :func:`build_graph`."""
-    return [build_graph(g) for g in genomes]

@@ -1,4 +1,4 @@
-"""The 43-key per-node hyper-parameter vector of the "combined" encoding (spec §3.3).
+"""The 43-key per-node hyper-parameter vector of the "combined" encoding.
 
 The seed parsed ``extra_repr()`` with ``eval`` and ``float()`` and lost positional fields and every
 tuple. Here values are read from the module's own attributes, with one rule per kind of value:
@@ -125,15 +125,4 @@ def _read(module: nn.Module | None) -> tuple[np.ndarray, np.ndarray]:
         mask[i] = 1.0
     values.flags.writeable = False  # shared through the memo
     mask.flags.writeable = False
-    return values, mask
-
-
-def modules_matrix(modules: list[nn.Module | None]) -> tuple[np.ndarray, np.ndarray]:
-    """Stack :func:`module_vector` over nodes: values [N, 86] and mask [N, 43]."""
-    n = len(modules)
-    values = np.zeros((n, NUM_COLUMNS), dtype=np.float32)
-    mask = np.zeros((n, len(HYPERPARAM_KEYS)), dtype=np.float32)
-    for i, module in enumerate(modules):
-        if module is not None:
-            values[i], mask[i] = module_vector(module)
     return values, mask

@@ -1,4 +1,4 @@
-"""Node-type vocabulary of the seed's encodings (spec §3.1): 27 leaf-module types + "other" at 0."""
+"""Node-type vocabulary of the seed's encodings: 27 leaf-module types + "other" at 0."""
 from __future__ import annotations
 
 #: The 27 leaf-module classes, sorted (identical to ``shared/data/module_types.json``).

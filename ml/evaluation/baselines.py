@@ -1,9 +1,9 @@
 """Reference predictors: the documented floors every learned predictor must beat.
 
-* ``rf_counts`` (issue 3's floor on the real genomes): random forests on the counts of each
+* ``rf_counts`` (the floor on the real genomes): random forests on the counts of each
   primitive / helper name in the genome string. Needs records with a ``genome`` attribute (the
   evaluation loader attaches it from the CSV).
-* ``ridge_onehot`` (predictors.md's floor on nas-bench-graph): closed-form ridge regression
+* ``ridge_onehot`` (the floor on nas-bench-graph): closed-form ridge regression
   (alpha 1, unpenalised intercept) on the record's ``op_onehot`` features (one-hot op per
   position; :mod:`ml.evaluation.nasbench_graph`).
 
@@ -48,7 +48,8 @@ def _genome_text(record: Data) -> str:
 
 
 class RandomForestCounts(Predictor):
-    """Issue 3's floor: per-metric RandomForestRegressor + a failure RandomForestClassifier."""
+    """The real genomes' floor: per-metric RandomForestRegressor + a failure
+    RandomForestClassifier on primitive counts."""
 
     name = "rf_counts"
 
@@ -114,7 +115,8 @@ class RandomForestCounts(Predictor):
 
 
 class RidgeOneHot(Predictor):
-    """predictors.md's floor: closed-form ridge on ``op_onehot``, per metric, no failure model."""
+    """nas-bench-graph's floor: closed-form ridge on ``op_onehot``, per metric, no failure
+    model."""
 
     name = "ridge_onehot"
 

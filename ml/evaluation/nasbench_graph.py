@@ -67,7 +67,7 @@ def graph_edges(link: Sequence[int]) -> list[tuple[int, int]]:
 
 
 def op_onehot(ops: Sequence[str]) -> np.ndarray:
-    """Position-wise one-hot ops (4 × 9): predictors.md's ridge-floor encoding."""
+    """Position-wise one-hot ops (4 × 9): the ridge floor's encoding."""
     features = np.zeros(len(ops) * len(NB_OPS), dtype=np.float32)
     for position, op in enumerate(ops):
         features[position * len(NB_OPS) + NB_OPS.index(op)] = 1.0

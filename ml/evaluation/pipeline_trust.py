@@ -1,4 +1,4 @@
-"""``cls_trust`` and ``reg_trust`` measured as the evolution measures them (surrogate-usage §3-4),
+"""``cls_trust`` and ``reg_trust`` measured as the evolution measures them,
 so the drop-in ``ServiceSurrogate`` hands the pipeline the figures its downselect expects.
 
 The evolution splits its data by generation each time it prepares its surrogate: with the

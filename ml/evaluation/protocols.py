@@ -4,7 +4,7 @@ disagree on what a figure means:
 
 * grouped k-fold cross-validation (:func:`grouped_cv_report`);
 * generation-forward (:func:`generation_forward`): train on the generations before g, score g,
-  as the evolution judges a surrogate (surrogate-usage §3-4), plus the evolution's own split.
+  as the evolution judges a surrogate, plus the evolution's own split.
 """
 from __future__ import annotations
 

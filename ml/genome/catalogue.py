@@ -1,4 +1,4 @@
-"""The primitive catalogue of the surrogate-evolution grammar, as data (spec §1.2-1.6).
+"""The primitive catalogue of the surrogate-evolution grammar, as data.
 
 Everything the parser, evaluator, validator, sampler and compiler need to know about a name lives
 here: its kind, its argument types in order, its return type and (for optimizers and schedulers)
@@ -258,7 +258,7 @@ CONVERSION_ARG: dict[str, str] = {name: ("float" if name in ("toPNorm", "toProbF
                                                             "toBoundedFloat") else "GenericInt")
                                   for name in CONVERSION_RETURN}
 
-#: Ephemeral constant generators: type -> (kind, lo, hi) (spec §1.3).
+#: Ephemeral constant generators: type -> (kind, lo, hi).
 EPHEMERALS: dict[str, tuple[str, float, float]] = {
     "ProbFloat": ("uniform", 0, 1), "BoundedFloat": ("uniform", 0, 100),
     "float": ("uniform", 0, 100), "GenericInt": ("randint", 0, 100), "bool": ("bool", 0, 1),
@@ -269,7 +269,7 @@ EPHEMERALS: dict[str, tuple[str, float, float]] = {
     **{enum: ("randint", 0, len(members) - 1) for enum, members in ENUMS.items()},
 }
 
-#: Weight-enum values available per torchvision builder (V2 exists only for these, spec §2.3).
+#: Weight-enum values available per torchvision builder (V2 exists only for these).
 V2_WEIGHT_BUILDERS = frozenset({
     "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
     "wide_resnet50_2", "wide_resnet101_2", "mobilenet_v3_large",
@@ -277,7 +277,7 @@ V2_WEIGHT_BUILDERS = frozenset({
                                                   "16gf", "32gf")),
 })
 
-#: Maximum number of generic layers (String2Vec's 13 columns, spec §5).
+#: Maximum number of generic layers (String2Vec's 13 columns).
 MAX_LAYERS = 13
 #: Number of loss-weight genes of a head (conf.toml [model] num_loss_components).
 NUM_LOSS_COMPONENTS = 7
@@ -285,7 +285,7 @@ LOSS_COMPONENTS = ("iou", "giou", "diou", "ciou", "center", "size", "obj")
 
 
 def backbone_builder(name: str, size_index: int | None) -> str:
-    """torchvision builder for a backbone gene (spec §2.3 name rule)."""
+    """torchvision builder for a backbone gene (the evolution's name rule)."""
     if name == "Inception_V3":
         return "inception_v3"
     enum = PRIMITIVES[name].fields[0].type

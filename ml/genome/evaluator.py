@@ -1,4 +1,4 @@
-"""Evaluate a parsed genome with the original codec's exact value semantics (spec §1.5-1.6, §2.1).
+"""Evaluate a parsed genome with the original codec's exact value semantics.
 
 The original evaluated helper calls with Python and pushed ``str(result)`` back on its stack, so a
 hyper-parameter keeps Python's int/float/bool distinction (``protectedDiv(7, 2)`` is ``3``), and a

@@ -1,5 +1,5 @@
 """One pass that reads and evaluates a well-formed genome string, beside the exact parser and
-evaluator (issue 14 §3).
+evaluator.
 
 Why: lexing into ``Token`` tuples, descending over them, then walking the tree again to evaluate
 it was most of the cost of loading a never-seen genome, in ``POST /predict`` and in the encoder

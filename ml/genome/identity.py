@@ -13,7 +13,7 @@ from ml.genome.model import EvaluatedGenome
 def individual_hash(genome: EvaluatedGenome) -> str:
     """``shake_256(str(layer_list)).hexdigest(5)`` exactly as the evolution computed it.
 
-    It depends on the platform's ``math.exp`` in the last ulp (spec §0: CosineAnnealingLR's
+    It depends on the platform's ``math.exp`` in the last ulp (CosineAnnealingLR's
     ``eta_min``), so a few genomes hash differently across libm implementations.
     """
     return hashlib.shake_256(str(genome.codec_layer_list).encode()).hexdigest(5)

@@ -1,4 +1,4 @@
-"""Tokenizer for genome strings (spec §1.1). Linear time, no regex backtracking on bad input."""
+"""Tokenizer for genome strings. Linear time, no regex backtracking on bad input."""
 from __future__ import annotations
 
 import re

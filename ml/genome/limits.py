@@ -1,6 +1,6 @@
 """Upper bounds on what a genome may ask for, far beyond anything the evolution can produce.
 
-The evolution's grammar keeps its genes small (spec §1.3, §1.6): channels come from
+The evolution's grammar keeps its genes small: channels come from
 ``randChannel``/``toChannel`` (1..64), kernels, strides, paddings and dilations stay at or below
 11, adaptive-pool outputs at or below 3006, groups are always 1. A hand-written or hostile
 string can ask for anything, and a value that no torch constructor can hold (``4294967296``

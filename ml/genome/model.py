@@ -1,7 +1,7 @@
 """Value objects shared by the genome language, the compiler and the encoders.
 
 An :class:`EvaluatedGenome` is what every downstream component consumes: features and networks are
-built from evaluated values, never from raw string tokens (spec §5).
+built from evaluated values, never from raw string tokens.
 """
 from __future__ import annotations
 

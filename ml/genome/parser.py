@@ -17,11 +17,6 @@ SCALAR = "scalar"
 _BOOLS = {"True": True, "False": False}
 
 
-def structural_class(node: Node) -> str:
-    """Which slot kind a node can fill: Tensor3D, FinalTensor, Optimizer, Scheduler or scalar."""
-    return node.klass
-
-
 def _slot_class(slot_type: str) -> str:
     return slot_type if slot_type in (cat.TENSOR3D, cat.FINAL_TENSOR, cat.OPTIMIZER,
                                       cat.SCHEDULER) else SCALAR

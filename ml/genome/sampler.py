@@ -18,7 +18,7 @@ _INT_CONVERSIONS = {ret: name for name, ret in cat.CONVERSION_RETURN.items()
                     if ret in cat.INT_WRAPPERS}
 _FLOAT_CONVERSIONS = {ret: name for name, ret in cat.CONVERSION_RETURN.items()
                       if ret in cat.FLOAT_WRAPPERS}
-#: dummyOp has an identity overload for these types (spec §1.6).
+#: dummyOp has an identity overload for these types.
 _DUMMY_TYPES = frozenset(cat.ENUMS) | {"bool"}
 _TENSOR_PRIMS = sorted(cat.LAYERS | cat.BACKBONES)
 

@@ -1,4 +1,4 @@
-"""Checks on evaluated values that the original decoder would have failed on (spec §5).
+"""Checks on evaluated values that the original decoder would have failed on.
 
 Typing stays lenient before this point (hand-written seeds put float helpers in ProbFloat slots);
 here each evaluated value is checked against what the module constructors and the codec accept,

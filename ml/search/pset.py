@@ -16,7 +16,7 @@ proposals stay faithful. Two details make that reproducible:
 Overloaded helpers (``add`` on ints and on floats, 20 ``dummyOp`` identities) are registered once
 per signature under the same name, as the evolution does; a string is turned into a tree by
 resolving each helper's overload from the slot it fills (the evolution's ``from_string`` resolves
-names only, so its types inside rebuilt individuals are unreliable: spec §1.6). Literals become
+names only, so its types inside rebuilt individuals are unreliable). Literals become
 terminals typed by their slot. The default Optimizer/Scheduler dict terminals are left out: they
 never occur in the data and print as dicts that the grammar cannot read back.
 """
@@ -115,7 +115,7 @@ def _draw_bool() -> bool:
 
 
 def _ephemeral(type_name: str) -> Callable[[], Any]:
-    """The generator of one ephemeral type (spec §1.3); a partial so DEAP can pickle trees."""
+    """The generator of one ephemeral type; a partial so DEAP can pickle trees."""
     kind, lo, hi = cat.EPHEMERALS[type_name]
     if kind == "uniform":
         return functools.partial(_draw_uniform, lo, hi)
@@ -134,7 +134,7 @@ def _placeholder(name: str) -> Callable[..., Any]:
 
 
 def helper_overloads(name: str) -> list[tuple[tuple[str, ...], str]]:
-    """The registered signatures ``(arg types, return type)`` of a helper (spec §1.6)."""
+    """The registered signatures ``(arg types, return type)`` of a helper."""
     if name in _ARITH:
         return [(("GenericInt", "GenericInt"), "GenericInt"), (("float", "float"), "float")]
     if name == "dummyOp":

@@ -1,12 +1,13 @@
-"""Proposals: the search loop's inner work done next to the model (issue: search inside the
-service). Three strategies, all seeded and deterministic for a given model:
+"""Proposals: the search loop's inner work done next to the model, so that a search scores
+thousands of candidates without a round trip each. The strategies (named in
+:mod:`ml.search.spec`), all seeded and deterministic for a given model:
 
-* ``neural_predictor`` (the research notes' Neural-Predictor recipe, predictors.md §1.2): draw
+* ``neural_predictor`` (the Neural-Predictor recipe: sample, predict, keep the best): draw
   ``pool_size`` compiling genomes as the evolution does (DEAP's ``genHalfAndHalf(min_=4,
   max_=8)`` on its typed set), predict, drop predicted failures, return the top ``k`` by NSGA-II
   + crowding on the acquired objectives (``population`` takes part in the ranking, never in the
   answer);
-* ``ssi`` (the evolution's simulated surrogate injection, surrogate-usage §5): from
+* ``ssi`` (the evolution's simulated surrogate injection): from
   ``population``, for each of ``inner_generations`` rounds take NSGA-II(``parents_k``) parents on
   predicted fitness and breed a brood of ``pool_size`` with the evolution's operators; the final
   NSGA-II picks ``k`` (default ⌈0.8·len(population)⌉) of the last brood for real training;
@@ -44,11 +45,13 @@ from ml.search.scoring import CandidateScorer, Scores
 from ml.search.spec import ACQUISITIONS, STRATEGIES, ProposeSpec, planned_candidates
 from ml.search.variation import MUTATIONS, Offspring, _mutation, overpopulate
 
+#: The evolution's fitness bound (its ``set_fitnesses``); the light client states it too, as it
+#: imports nothing of this library (``tests/test_search.py`` holds the two equal).
 FITNESS_CLAMP = 300.0
 UCB_BETA = 1.0
 #: Candidates scored per model call while breeding.
 SCORE_BATCH = 512
-#: ``gp.genHalfAndHalf(min_=4, max_=8)``: how the evolution draws new genomes (spec §1.6).
+#: ``gp.genHalfAndHalf(min_=4, max_=8)``: how the evolution draws new genomes.
 GEN_MIN, GEN_MAX = 4, 8
 
 

@@ -1,4 +1,4 @@
-"""The evolution's variation step on typed genome trees, with lineage (genome-language §1.6).
+"""The evolution's variation step on typed genome trees, with lineage.
 
 ``overpopulate`` mirrors the evolution's loop: the mating pool is shuffled into random pairs;
 each pair goes through the crossovers in order, each applied with its own probability to the

@@ -36,7 +36,7 @@ router = APIRouter(tags=["jobs"])
 
 def check_predictor(name: str, hyperparameters: dict[str, Any], settings: Any) -> None:
     """The predictor exists and every hyper-parameter has its type and bounds (422 naming the
-    field in ``details.field``; the code stays INVALID_REQUEST, as before these checks);
+    field in ``details.field``; the code is INVALID_REQUEST, as for every other body check);
     ``device: "cuda"`` is refused here when jobs run in this process and it has no CUDA
     (Celery workers check their own device when the job starts)."""
     from ml.models.hyperparameters import HyperparameterError, check_device
