@@ -48,6 +48,10 @@ def _as_utc(value: datetime) -> datetime:
 
 #: Every datetime an answer carries: stored as UTC, written with its offset.
 UTCDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+#: A model name (a directory name under the registry), and a reference to one of its versions:
+#: ``NAME``, ``NAME@VERSION`` or ``NAME@ALIAS``.
+MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+MODEL_REF = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_.-]+)?$"
 #: ``POST /jobs/pretrain``'s defaults are the library's (``ml.train.pretrain_config``).
 _PRETRAIN = PretrainConfig()
 
@@ -81,7 +85,7 @@ class PredictRequest(BaseModel):
         None, description="for a metric: defaults to the metric's known direction")
     top_k: int | None = Field(None, ge=1, description="truncate `ranking` to the best k")
     model: str | None = Field(None, max_length=260,
-                              pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_.-]+)?$",
+                              pattern=MODEL_REF,
                               description="NAME, NAME@VERSION or NAME@ALIAS (default: the "
                               "configured name's active version)")
 
@@ -145,7 +149,7 @@ class TrainRequest(BaseModel):
     predictor: str = Field("auto", max_length=64)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     model_name: str | None = Field(None, min_length=1, max_length=200,
-                                   pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                                   pattern=MODEL_NAME,
                                    description="registry name (a directory name: no '..'); "
                                    "another name than the configured one needs admin")
     activate: bool = Field(False, description="move the `active` alias to the new version "
@@ -315,7 +319,7 @@ class EvaluationsRequest(BaseModel):
                              "the same run again adds nothing; when nothing is new, the answer "
                              "is the parent with `job: null`")
     model: str | None = Field(None, min_length=1, max_length=200,
-                              pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                              pattern=MODEL_NAME,
                               description="the model name that retrain trains (default: the "
                               "configured one; another name needs admin)")
 
@@ -435,9 +439,6 @@ class Readiness(BaseModel):
     model_loaded: bool
     model: ModelServing | None = None
     encoder_pool: EncoderPoolStatus | None = None
-
-
-MODEL_REF = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_.-]+)?$"
 
 
 class ProposeRequest(BaseModel):

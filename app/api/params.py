@@ -1,4 +1,4 @@
-"""Path and query parameters more than one router takes (the API's and the dashboard's)."""
+"""Path parameters more than one router takes (the API's and the dashboard's)."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -10,5 +10,3 @@ from service.tables import INT32_MAX
 #: Versions are 32-bit INTEGER columns in SQL: a larger number is a client error (422), not a
 #: database DataError (a 500).
 VersionPath = Annotated[int, Path(ge=1, le=INT32_MAX)]
-#: A model name (a directory name under the registry).
-MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"

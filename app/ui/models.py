@@ -9,7 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
-from app.api.params import MODEL_NAME, VersionPath
+from app.api.params import VersionPath
+from app.schemas import MODEL_NAME
 from app.services.models import activate as activate_version
 from app.services.models import report_plot, version_public
 from app.ui import plots

@@ -25,7 +25,7 @@ from app.schemas import (
     TrainRequest,
     first_non_finite,
 )
-from app.services.jobs import cancel_job as cancel
+from app.services import jobs as job_service
 from app.services.jobs import job_public, visible_job
 from service.db import session_scope
 from service.errors import ServiceError
@@ -33,6 +33,7 @@ from service.store import datasets as dataset_store
 from service.store import jobs as job_store
 
 router = APIRouter(tags=["jobs"])
+
 
 def check_predictor(name: str, hyperparameters: dict[str, Any], settings: Any) -> None:
     """The predictor exists and every hyper-parameter has its type and bounds (422 naming the
@@ -178,6 +179,6 @@ def cancel_job(job_id: str, request: Request, principal: JobPrincipal) -> dict[s
     """Queued: cancelled at once. Running: ``cancelling`` until the worker stops between
     epochs (its checkpoint is kept). Finished: 409 ``JOB_NOT_CANCELLABLE``. Only the job's
     owner or an admin may cancel it."""
-    cancel(request.app.state.dispatcher, job_id, principal)
+    job_service.cancel_job(request.app.state.dispatcher, job_id, principal)
     with session_scope() as session:
         return job_public(job_store.get_job(session, job_id))

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
 from app.api.deps import AdminPrincipal, PredictPrincipal, SessionDep, SettingsDep
-from app.api.params import MODEL_NAME, VersionPath
+from app.api.params import VersionPath
 from app.api.routes import errors
-from app.schemas import ModelsPublic, ModelVersionPublic
+from app.schemas import MODEL_NAME, ModelsPublic, ModelVersionPublic
 from app.services.models import activate, report_plot, version_public
 from service.store import model_registry as registry
 from service.tables import INT32_MAX
