@@ -370,10 +370,10 @@ def test_the_fitness_clamp_is_the_clients() -> None:
     """The light client states the evolution's fitness bound on its own (it imports nothing of
     the service); the search's must be the same number and failure fitness."""
     import numpy as np
-    from nas_surrogate_client.client import CLAMP, FAILED_FITNESS, OBJECTIVES
 
     from ml.evaluation.selection import OBJECTIVE_NAMES, OBJECTIVE_WEIGHTS
     from ml.search.strategies import FITNESS_CLAMP
+    from nas_surrogate_client.client import CLAMP, FAILED_FITNESS, OBJECTIVES
 
     assert FITNESS_CLAMP == CLAMP and OBJECTIVE_NAMES == OBJECTIVES
     assert tuple(-np.asarray(OBJECTIVE_WEIGHTS) * FITNESS_CLAMP) == FAILED_FITNESS
