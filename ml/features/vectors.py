@@ -109,7 +109,8 @@ def hyperparam_summary_full(record: Data) -> np.ndarray:
 
 def hyperparam_summary(record: Data) -> np.ndarray:
     """Signed-log max and mean of each hyper-parameter column over the nodes that have it
-    (-1 when no node has it); 2 x 86. Lifted failure AUC from 0.91 to 0.98 in CV.
+    (-1 when no node has it); 2 x 86. It is there for the failure classifier (what it adds:
+    docs/results.md, "How `auto` was chosen").
 
     Read from the encoder's per-genome aggregates (``hyperparams_summary``, built from cached
     per-variant partials) when present, else reduced from the [N, 86] matrix.
@@ -163,9 +164,8 @@ def tabular_features(records: list[Data]) -> np.ndarray:
     block reads the encoder's aggregates. Equal to the per-record reference
     (``tests/feature_reference.py``; tests/test_models.py checks it on real genomes).
 
-    The path block (:mod:`ml.features.paths`) carries the structure the histograms lose: on
-    nas-bench-graph/arxiv it lifted ExtraTrees from tau 0.41 to 0.59 at N = 100 (v2); the
-    mean path's counts (v3) added ~0.01 on a validation split drawn apart from the test set.
+    The path block (:mod:`ml.features.paths`) carries the structure the histograms lose
+    (how much it adds: docs/results.md, "How `auto` was chosen").
     """
     if not records:
         return np.zeros((0, TABULAR_DIM))
