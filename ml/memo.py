@@ -1,6 +1,6 @@
 """Bounded, thread-safe memos of per-layer results (issue 14 §3: fast enough to search).
 
-Used by the compiler (per layer, below) and by the path features (``ml.features.vectors``,
+Used by the compiler (per layer, below) and by the path features (``ml.features.paths``,
 per graph structure).
 
 Why: a bred genome shares almost all of its layers with its parents, and building the
