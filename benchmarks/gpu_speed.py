@@ -57,7 +57,7 @@ def _fit_rows(models: list[str], devices: list[str], csv: str, config: dict,
 
     from ml.datasets.records import failed_flags, load_csv, targets
     from ml.metrics import kendall_per_metric
-    from ml.train.catalog import create
+    from ml.models.registry import create
 
     start = time.perf_counter()
     records, _ = load_csv(csv)

@@ -66,7 +66,7 @@ def model_and_config(label: str) -> tuple[str, dict[str, Any] | None]:
 
 
 def with_embedding_variants(models: list[str]) -> list[str]:
-    from ml.train.catalog import model_class
+    from ml.models.registry import model_class
 
     out = list(models)
     for name in models:
@@ -192,7 +192,7 @@ def _nb_fit_predict(name: str, train: list, val: list | None, test: list,
     """Fit ``name`` (a fresh one, ``seed``) and predict ``test``; validation architectures go
     only to the neural models, which early-stop on them (row models would train on them)."""
     from ml.evaluation import nasbench_graph as nb
-    from ml.train.neural import GNN_MODELS
+    from ml.models.registry import GNN_MODELS
 
     t0 = time.perf_counter()
     model = make_factory(name, nb.METRICS)(seed)
@@ -404,7 +404,7 @@ def real_bars(real: dict[str, Any]) -> list[str]:
 def auto_model() -> str:
     """What the models registry's ``auto`` meant for this run (it changes as models improve)."""
     try:
-        from ml.train.catalog import resolve_name
+        from ml.models.registry import resolve_name
     except ImportError:
         return "n/a (no models registry)"
     return resolve_name("auto")

@@ -39,7 +39,7 @@ def main() -> int:
     from sklearn.model_selection import GroupKFold
 
     from ml.datasets.records import load_csv
-    from ml.train.catalog import create
+    from ml.models.registry import create
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -66,7 +66,7 @@ def main() -> int:
         predict_seconds.append(time.perf_counter() - start)
     rows_seconds = []
     if args.model in ("auto", "stack", "trees", "gbt", "blend"):  # the design matrix alone
-        from ml.models.features import tabular_features
+        from ml.features.vectors import tabular_features
 
         for _ in range(args.repeats):
             start = time.perf_counter()

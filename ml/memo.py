@@ -1,6 +1,6 @@
 """Bounded, thread-safe memos of per-layer results (so that a search is fast enough).
 
-Used by the compiler (per layer, below) and by the path features (``ml.models.features``,
+Used by the compiler (per layer, below) and by the path features (``ml.features.paths``,
 per graph structure).
 
 Why: a bred genome shares almost all of its layers with its parents, and building the

@@ -79,7 +79,7 @@ def bootstrap_model(settings: Settings, send: Any) -> str:
     jobs in order, so the training starts after the build). The jobs' idempotency keys name
     the encoder and predictor versions: one build and one training per upgrade."""
     from ml.encoding.encoder import ENCODER_VERSION
-    from ml.train.catalog import model_class
+    from ml.models.registry import model_class
     from worker.jobs import reconcile
 
     reconcile(send, settings, redispatch_after_s=0, lease_s=0)

@@ -50,8 +50,8 @@ def trees_model():
 
 def test_workers_answer_as_the_api_process(pool):
     from ml.encoding.encoder import GenomeEncoder
+    from ml.features.vectors import tabular_features
     from ml.genome import canonical_hash, load
-    from ml.models.features import tabular_features
 
     texts = GENOMES[:60] + BAD + GENOMES[60:70]
     got = pool.encode(texts, KEY, task_size=8)
@@ -94,9 +94,9 @@ def test_a_new_spelling_of_an_encoded_genome_reuses_its_row(pool, monkeypatch):
     the same task, or in a later task) gets the row its first spelling got, which is the row
     the API process computes for it, without being compiled again."""
     from ml.encoding.encoder import GenomeEncoder
+    from ml.features.vectors import tabular_features
     from ml.genome import canonical_hash, load
     from ml.models import encoding_pool
-    from ml.models.features import tabular_features
 
     originals = GENOMES[100:106]
     twins = [_respelled(t) for t in originals]

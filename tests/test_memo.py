@@ -34,7 +34,7 @@ def _sample() -> list[str]:
 
 def _clear_memos() -> None:
     from ml.arch.compiler import BACKBONE_MEMO, LAYER_MEMO
-    from ml.models.paths import PATH_MEMO
+    from ml.features.paths import PATH_MEMO
 
     for memo in (LAYER_MEMO, BACKBONE_MEMO, PATH_MEMO):
         memo.clear()
@@ -112,8 +112,8 @@ def test_compile_memos_stay_within_their_bound(monkeypatch: pytest.MonkeyPatch) 
 
 def test_path_memo_rows_equal_the_plain_block() -> None:
     from ml.encoding.encoder import GenomeEncoder
-    from ml.models import features as F
-    from ml.models import paths
+    from ml.features import paths
+    from ml.features import vectors as F
 
     encoder = GenomeEncoder()
     records = []
@@ -141,7 +141,7 @@ def test_composed_path_rows_equal_the_sweep() -> None:
     with sources of their own (ConvNeXt, Swin), genomes without layers. A record whose
     segments do not match its graph is swept instead."""
     from ml.encoding.encoder import GenomeEncoder
-    from ml.models import paths
+    from ml.features import paths
 
     encoder = GenomeEncoder()
     records, builders = [], set()

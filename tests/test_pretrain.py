@@ -11,8 +11,8 @@ from test_cli import run
 from test_models import FAST, records, subset_csv  # noqa: F401 - fixtures
 
 from ml.models.pretrained import GraphEmbedder
+from ml.models.registry import create
 from ml.train.bundle import load_bundle, save_bundle
-from ml.train.catalog import create
 from ml.train.pretrain import PretrainConfig, corpus_chunk, pretrain
 
 SMALL = dict(genomes=24, chunk=8, processes=0, hidden=16, layers=2, batch_size=8, dims=4,

@@ -9,11 +9,11 @@ from test_models import FAST, records, subset_csv  # noqa: F401 - fixtures
 
 from ml.datasets.records import labels
 from ml.datasets.splits import groups as record_groups
-from ml.models.features import FEATURE_BLOCKS, TABULAR_DIM, tabular_features
+from ml.features.vectors import FEATURE_BLOCKS, TABULAR_DIM, tabular_features
 from ml.models.kernel import KernelSVR
+from ml.models.registry import create
 from ml.models.stack import blend_scores, pick_weight, spread_scale
 from ml.models.trees import TARGET_CLIP
-from ml.train.catalog import create
 
 
 def test_feature_blocks_tile_the_design_matrix():

@@ -8,9 +8,9 @@ from scipy.stats import norm
 from test_models import FAST, records, subset_csv  # noqa: F401 - fixtures
 
 from ml.datasets.records import labels
+from ml.models.registry import create
 from ml.models.targets import RANK, ROBUST, TargetScaler, normal_scores
 from ml.models.trees import TARGET_CLIP
-from ml.train.catalog import create
 
 METRICS = ("uw_val_epoch_loss", "average_precision")
 
@@ -113,7 +113,7 @@ def test_inner_score_is_kendall_tau_of_out_of_fold_predictions(records):  # noqa
 # ---------------------------------------------------------------- blend: weights from data
 
 def test_simplex_grid_and_best_index():
-    from ml.train.blend import _best, simplex_grid
+    from ml.models.blend import _best, simplex_grid
 
     grid = simplex_grid(2)
     assert grid.tolist() == [[1, 0], [0.75, 0.25], [0.5, 0.5], [0.25, 0.75], [0, 1]]
@@ -129,9 +129,8 @@ def test_blend_chooses_its_weights_on_validation_genomes_out_of_sample(records, 
     rows); they are kept in the bundle."""
     from ml.datasets.splits import grouped_split
     from ml.metrics import kendall_tau_b, validity_auc
-    from ml.train.blend import simplex_grid
+    from ml.models.blend import simplex_grid
     from ml.train.bundle import load_bundle, save_bundle
-    from ml.train.members import create_member
 
     train, val = grouped_split(records, 0.3, 1)
     config = {**FAST, "seed": 1, "members": ["trees", "gbt"]}
@@ -140,7 +139,7 @@ def test_blend_chooses_its_weights_on_validation_genomes_out_of_sample(records, 
     z_val = []
     fails = []
     for name, part in zip(("trees", "gbt"), model.parts):
-        copy = create_member(name, dict(part.config))
+        copy = create(name, dict(part.config))
         copy.fit(train, None)
         pred = copy.predict(val)
         z_val.append(model.targets.transform(np.asarray(pred.mean)))

@@ -11,8 +11,8 @@ from test_models import FAST, records, subset_csv, write_subset  # noqa: F401 - 
 
 from ml.cli import main
 from ml.models.base import TrainingCancelled
+from ml.models.registry import create
 from ml.train import load_bundle, save_bundle
-from ml.train.catalog import create
 
 RESUMABLE = {**FAST, "epochs": 4, "val_fraction": 0.25, "checkpoint_every": 2}
 

@@ -611,8 +611,8 @@ def resolved(hyperparameters: dict[str, Any] | None) -> dict[str, Any]:
 def _run_train(ctx: JobContext, params: dict[str, Any], settings: Settings) -> str:
     from ml.encoding.encoder import ENCODER_VERSION
     from ml.models.hyperparameters import DeviceUnavailable, check_device
+    from ml.models.registry import create, resolve_name
     from ml.train import fit_predictor, load_bundle, load_training_records, save_bundle
-    from ml.train.catalog import create, resolve_name
 
     try:
         check_device(params.get("hyperparameters") or {})

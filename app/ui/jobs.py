@@ -27,7 +27,7 @@ FINAL = frozenset({"succeeded", "failed", "cancelled"})
 #: Epoch rows drawn and listed on a job page (the newest; the API has them all).
 EPOCH_ROWS = 2000
 EVENT_ROWS = 200
-#: Epoch columns listed first (the neural trainer's row: ml.train.neural).
+#: Epoch columns listed first (the neural trainer's row: ml.models.neural.predictor).
 LEAD_COLUMNS = ("train_loss", "val_tau", "best_val_tau")
 #: Epoch charts kept drawn (one per job and epoch count).
 CHART_CACHE = 64

@@ -1,12 +1,13 @@
-"""What a predictor is: the one contract (:mod:`ml.models.base`), the graph networks
-(:mod:`ml.models.gnn`: networks only; their epoch loop is :mod:`ml.train.neural`), the feature
-rows, target scaling and the row-based models (trees, gbt, stack). Names map to classes in
-:mod:`ml.train.catalog`, which can see every predictor, neural ones included.
+"""Every predictor: the one contract (:mod:`ml.models.base`), the row-based models (trees, gbt,
+stack) and their target scaling, the graph predictors (:mod:`ml.models.neural`: the epoch loop
+and its subclasses; their networks are :mod:`ml.models.gnn`), the composite ``blend``
+(:mod:`ml.models.blend`), and the registry of them all by name (:mod:`ml.models.registry`).
+Feature rows are :mod:`ml.features`.
 
 Public API (stable; ``ml.evaluation`` and the CLI build on it)::
 
     from ml.models.base import Prediction, Predictor, TrainingCancelled
-    from ml.train.catalog import create, available_models     # every predictor by name
+    from ml.models.registry import create, available_models   # every predictor by name
     from ml.train import fit_predictor, save_bundle, load_bundle
     from ml.datasets.records import as_records
 
@@ -58,10 +59,10 @@ Models (see ``available_models()``):
   rows (``ml.models.kernel``), the trees' weight (0.5, 0.75 or 1) chosen by Kendall tau on
   inner grouped folds of the training rows (``ml.models.stack``); P(fail) from the trees.
 * ``trees``: extremely randomised trees on per-genome + op-histogram + hyper-parameter summary
-  + path features (``ml.models.features.tabular_features``), on winsorised targets.
+  + path features (``ml.features.vectors.tabular_features``), on winsorised targets.
 * ``gbt``: histogram gradient boosting on the same features.
 * ``blend``: trees + combined_gcn averaged in standardised target space; P(fail) from trees.
-* ``auto``: whichever of these measured best (``ml.train.catalog.AUTO_MODEL``).
+* ``auto``: whichever of these measured best (``ml.models.registry.AUTO_MODEL``).
 * ``simple_gcn``: the seed's SimpleGCN (2 GCNConv on the 28-d one-hot, mean pool).
 * ``combined_gcn``: type embedding + standardised hyper-parameters -> GCN (the seed's
   CombinedFeatureGCN, made stable).

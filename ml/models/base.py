@@ -74,7 +74,7 @@ class Predictor(abc.ABC):
     feature_key: str | None = None
     #: True for predictors that fit on their validation records too (they neither early-stop
     #: nor select on them): their predictions there are in-sample, so a composite choosing
-    #: weights on a validation set must fit a copy without it (``ml.train.blend``).
+    #: weights on a validation set must fit a copy without it (``ml.models.blend``).
     trains_on_validation: bool = False
 
     @classmethod

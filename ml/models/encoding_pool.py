@@ -37,17 +37,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ml.errors import GenomeError, internal_error
+from ml.features.featurizers import ROW_FEATURIZERS
 from ml.memo import Memo
-from ml.models.features import tabular_features
-from ml.models.trees import TreePredictor
 
 log = logging.getLogger(__name__)
-
-#: feature_key -> featuriser of a list of graph records (one row per record): the row models'
-#: ``featurize`` without the model.
-ROW_FEATURIZERS: dict[str, Callable[[list[Any]], np.ndarray]] = {
-    TreePredictor.feature_key: tabular_features,
-}
 
 #: The module the fork server imports before its first fork: it warms the server up.
 PRELOAD = "ml.models.encoding_preload"
@@ -99,9 +92,9 @@ def _init_worker(max_length: int, warm: bool, owner: int) -> None:
 def warm_process() -> None:
     """What a long-lived encoding process builds before its first genome (the API process's
     warm-up thread and every encoder worker): every backbone variant, the heap frozen for the
-    collector, then the variants' path tables (:func:`ml.models.paths.warm_layer_paths`)."""
+    collector, then the variants' path tables (:func:`ml.features.paths.warm_layer_paths`)."""
     from ml.arch.backbones import warm_up
-    from ml.models.paths import warm_layer_paths
+    from ml.features.paths import warm_layer_paths
 
     warm_up(freeze_heap=True)
     warm_layer_paths()

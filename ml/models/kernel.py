@@ -5,7 +5,7 @@ The ``stack`` predictor pairs it with extremely randomised trees: the two err di
 than either (``ml.models.stack``). Two choices make the kernel usable on these rows:
 
 * **Blocks weigh equally.** Columns are standardised on the training rows, then each feature
-  family of :data:`ml.models.features.FEATURE_BLOCKS` is divided by the square root of its
+  family of :data:`ml.features.vectors.FEATURE_BLOCKS` is divided by the square root of its
   number of non-constant columns, so every family adds about the same to a squared distance.
   Without it the 784 edge-type columns drown the 34 of ``model_info``. ``gamma`` is
   1 / (number of non-constant families): the analogue of scikit-learn's ``gamma="scale"``.
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from sklearn.svm import SVR
 
-from ml.models.features import FEATURE_BLOCKS
+from ml.features.vectors import FEATURE_BLOCKS
 
 #: Columns whose training standard deviation is below this are dropped (constant).
 _CONSTANT = 1e-9

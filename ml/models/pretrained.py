@@ -9,7 +9,7 @@ so a node's embedding summarises what feeds it and what it feeds.
 
 A genome's embedding is the mean and the max of its node embeddings, projected on the leading
 principal components of the pre-training corpus (``dims`` columns): a fixed-length row that a
-tree model can take beside :func:`ml.models.features.tabular_features`.
+tree model can take beside :func:`ml.features.vectors.tabular_features`.
 
 The whole state (network, node-input scaler, projection) is tensors plus a small JSON config,
 so it can live inside a model bundle.
@@ -29,7 +29,7 @@ from torch_geometric.nn import global_max_pool, global_mean_pool
 
 from ml.datasets.atomic import atomic_write_bytes
 from ml.encoding.vocab import NUM_NODE_TYPES
-from ml.models.features import NODE_INPUT_DIM, ColumnScaler, node_inputs
+from ml.features.vectors import NODE_INPUT_DIM, ColumnScaler, node_inputs
 from ml.models.gnn import BiGCNLayer
 
 #: The type index a masked node shows the encoder (one past the real types).

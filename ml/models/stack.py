@@ -1,6 +1,6 @@
 """``stack``: extremely randomised trees blended with a kernel SVR, per metric (the default).
 
-Both members see the same feature rows (:func:`ml.models.features.tabular_features`) and the
+Both members see the same feature rows (:func:`ml.features.vectors.tabular_features`) and the
 same targets per metric (standardised and winsorised, or normal scores of the ranks: the
 metric's *kind*, :mod:`ml.models.targets`); the blend is ``w * trees + (1 - w) * svr`` in that
 space, then inverted to original units. The trees cut on single columns, the SVR
@@ -58,8 +58,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ml.features.vectors import FEATURE_BLOCKS
 from ml.metrics import Z95, kendall_tau_b
-from ml.models.features import FEATURE_BLOCKS
 from ml.models.hyperparameters import COMMON, STACK
 from ml.models.kernel import KernelSVR
 from ml.models.trees import ExtraTreesPredictor, FlatTrees, inner_folds_of

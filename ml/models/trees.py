@@ -23,9 +23,9 @@ from threadpoolctl import threadpool_limits
 from ml.datasets.records import as_records, labels
 from ml.datasets.splits import grouped_fold_ids
 from ml.datasets.splits import groups as record_groups
+from ml.features.vectors import TABULAR_VERSION, tabular_features
 from ml.metrics import Z95, kendall_tau_b
 from ml.models.base import Prediction, Predictor, TrainingCancelled, notify, stop_requested
-from ml.models.features import TABULAR_VERSION, tabular_features
 from ml.models.hyperparameters import COMMON, GBT, TREES
 from ml.models.pretrained import GraphEmbedder
 from ml.models.targets import ROBUST, TARGET_KINDS, TargetScaler

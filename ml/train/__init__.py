@@ -1,6 +1,6 @@
-"""Training: the epoch loop and the neural predictors built on it (:mod:`ml.train.neural`), the
-predictor catalog (:mod:`ml.train.catalog`: every name -> class), composites
-(:mod:`ml.train.blend`), model bundles and the ``train``/``predict`` CLI.
+"""Training a registered predictor (:mod:`ml.models.registry`) on a dataset, model bundles,
+pre-training of the graph encoder and the ``train``/``predict`` CLI. The predictors themselves,
+the neural ones' epoch loop included, are :mod:`ml.models`.
 
 Entry points: :func:`fit_predictor`, :func:`save_bundle`, :func:`load_bundle`,
 :func:`load_training_records` (see :mod:`ml.models` for the predictor contract). They are

@@ -27,7 +27,7 @@ from ml.datasets.atomic import fsync_tree, publish_dir
 from ml.encoding.encoder import ENCODER_VERSION
 from ml.jsonsafe import json_safe
 from ml.models.base import Predictor
-from ml.train.catalog import create
+from ml.models.registry import create, model_class
 
 BUNDLE_FORMAT = 1
 WEIGHTS = "weights.pt"
@@ -77,8 +77,6 @@ def read_bundle_info(bundle_dir: str | Path) -> dict[str, Any]:
 def bundle_problem(bundle_dir: str | Path) -> str | None:
     """Why this code cannot load the bundle (format, encoder or predictor version, e.g. after an
     upgrade changed the features), or None when it can. Cheap: reads bundle.json only."""
-    from ml.train.catalog import model_class
-
     root = Path(bundle_dir)
     try:
         info = read_bundle_info(root)

@@ -25,16 +25,16 @@ import torch
 from torch import nn
 from torch_geometric.data import Batch, Data
 
-from ml.models.base import TrainingCancelled
-from ml.models.features import (
+from ml.features.vectors import (
     ColumnScaler,
     node_inputs_presence,
     node_inputs_raw,
     scaled_node_inputs,
 )
+from ml.models.base import TrainingCancelled
+from ml.models.neural.schedule import warmup_cosine
 from ml.models.pretrained import MASK_TYPE, GraphEmbedder, MaskedGraphEncoder
 from ml.train.pretrain_config import PretrainConfig
-from ml.train.schedule import warmup_cosine
 
 #: One corpus graph as it crosses the process boundary: node types, edges, raw node inputs and
 #: their presence (compact dtypes; ~30 KB for a typical genome).

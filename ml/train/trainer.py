@@ -11,7 +11,7 @@ from torch_geometric.data import Data
 
 from ml.datasets.records import as_records, mean_repeats
 from ml.models.base import Predictor
-from ml.train.catalog import create, resolve_name
+from ml.models.registry import create, resolve_name
 
 
 def load_training_records(dataset: str | Path | None = None, csv: str | Path | None = None,

@@ -135,7 +135,7 @@ def test_checkpoints_load_without_running_pickled_code(tmp_path):
 
     import torch
 
-    from ml.train.checkpoint import load_checkpoint, save_checkpoint
+    from ml.models.neural.checkpoint import load_checkpoint, save_checkpoint
 
     class Exploit:
         def __reduce__(self):  # type: ignore[no-untyped-def]

@@ -41,7 +41,7 @@ def check_predictor(name: str, hyperparameters: dict[str, Any], settings: Any) -
     ``device: "cuda"`` is refused here when jobs run in this process and it has no CUDA
     (Celery workers check their own device when the job starts)."""
     from ml.models.hyperparameters import HyperparameterError, check_device
-    from ml.train.catalog import available_models, model_class
+    from ml.models.registry import available_models, model_class
 
     if name not in available_models():
         raise ServiceError("UNKNOWN_PREDICTOR", f"unknown predictor {name!r}",

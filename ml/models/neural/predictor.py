@@ -1,7 +1,10 @@
-"""Neural (graph) predictors: data preparation, the epoch loop, checkpoints and prediction.
+"""The base of the graph predictors: data preparation, the epoch loop, checkpoints and prediction.
 
-One class, :class:`NeuralPredictor`, trains every graph network in :mod:`ml.models.gnn`; the
-subclasses only choose the network and optimiser recipe. Training:
+One class, :class:`NeuralPredictor`, trains every graph network in :mod:`ml.models.gnn`; its
+subclasses (:mod:`ml.models.neural.gcn`, :mod:`ml.models.neural.frnas`) only choose the network
+and the optimiser recipe. The loop lives with the predictors, below :mod:`ml.train`, because a
+predictor must fit itself wherever it is used (training jobs, evaluation folds, a blend).
+Training:
 
 * targets standardised by :class:`~ml.models.targets.TargetScaler`, per-genome vector and
   hyper-parameters standardised on the training split (signed log first);
@@ -25,6 +28,14 @@ from torch_geometric.data import Batch, Data
 
 from ml.datasets.records import as_records, labels
 from ml.datasets.splits import grouped_split
+from ml.features.vectors import (
+    NODE_INPUT_DIM,
+    ColumnScaler,
+    genome_vector,
+    node_inputs,
+    node_inputs_presence,
+    node_inputs_raw,
+)
 from ml.metrics import kendall_per_metric, objective_tau
 from ml.models.base import (
     Prediction,
@@ -34,21 +45,12 @@ from ml.models.base import (
     notify,
     stop_requested,
 )
-from ml.models.features import (
-    GENOME_VECTOR_DIM,
-    NODE_INPUT_DIM,
-    ColumnScaler,
-    genome_vector,
-    node_inputs,
-    node_inputs_presence,
-    node_inputs_raw,
-)
-from ml.models.gnn import BiGCNNet, FRNASNet, GCNNet, NodeInput, pairwise_distances
-from ml.models.hyperparameters import COMMON, NEURAL, Param
+from ml.models.gnn import NodeInput
+from ml.models.hyperparameters import COMMON, NEURAL
+from ml.models.neural.checkpoint import load_checkpoint, save_checkpoint
+from ml.models.neural.losses import masked_huber, pairwise_hinge, validity_bce
+from ml.models.neural.schedule import warmup_cosine
 from ml.models.targets import TargetScaler
-from ml.train.checkpoint import load_checkpoint, save_checkpoint
-from ml.train.losses import masked_huber, pairwise_hinge, validity_bce
-from ml.train.schedule import warmup_cosine
 
 
 class NeuralPredictor(Predictor):
@@ -302,78 +304,3 @@ class NeuralPredictor(Predictor):
                                   "std": self.genome_scaler.std.tolist()},
                 "hyperparams": {"mean": self.hp_scaler.mean.tolist(),
                                 "std": self.hp_scaler.std.tolist()}}
-
-
-class SimpleGCNPredictor(NeuralPredictor):
-    """The seed's SimpleGCN: 2 GCNConv on the 28-d one-hot, mean pooling, shared readout."""
-
-    name = "simple_gcn"
-    node_input = "onehot"
-
-    def build(self) -> nn.Module:
-        return GCNNet(self.make_input(), GENOME_VECTOR_DIM, len(self.metrics),
-                      int(self.config["hidden"]), layers=2)
-
-
-class CombinedGCNPredictor(NeuralPredictor):
-    """The seed's CombinedFeatureGCN, stabilised: standardised, clipped hyper-parameters,
-    LayerNorm between convolutions, Huber loss on standardised targets and gradient clipping."""
-
-    name = "combined_gcn"
-
-    def build(self) -> nn.Module:
-        return GCNNet(self.make_input(), GENOME_VECTOR_DIM, len(self.metrics),
-                      int(self.config["hidden"]), layers=3)
-
-
-class BiGCNPredictor(NeuralPredictor):
-    """Wen et al.'s Neural Predictor: 4 bidirectional GCN layers (A and A^T averaged)."""
-
-    name = "bigcn"
-
-    def build(self) -> nn.Module:
-        return BiGCNNet(self.make_input(), GENOME_VECTOR_DIM, len(self.metrics),
-                        int(self.config["hidden"]), layers=4)
-
-
-class FRNASPredictor(NeuralPredictor):
-    """FR-NAS as released: forward/reverse GIN agents, IRG distance matching (convex weight 0.8),
-    alternating updates, Adam betas (0, 0.9), lr 0.005 (bias 2x, no decay), cosine."""
-
-    name = "frnas"
-    node_input = "onehot"
-    defaults = {**NeuralPredictor.defaults, "lr": 0.005, "irg_weight": 0.8, "rank_weight": 0.0}
-    hyperparameters = {**NeuralPredictor.hyperparameters, "irg_weight": Param(float, 0.0, 100.0)}
-
-    def build(self) -> nn.Module:
-        return FRNASNet(self.make_input, GENOME_VECTOR_DIM, len(self.metrics))
-
-    def optimizers(self, net: nn.Module, steps: int) -> list[tuple[list[nn.Parameter], Any, Any]]:
-        c = self.config
-        out = []
-        for agent in net.agents():
-            bias = [p for n, p in agent.named_parameters() if n.endswith("bias")]
-            weights = [p for n, p in agent.named_parameters() if not n.endswith("bias")]
-            opt = torch.optim.Adam([{"params": weights, "weight_decay": float(c["weight_decay"])},
-                                    {"params": bias, "lr": 2 * float(c["lr"]),
-                                     "weight_decay": 0.0}], lr=float(c["lr"]), betas=(0.0, 0.9))
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
-            out.append((list(agent.parameters()), opt, sched))
-        return out
-
-    def group_loss(self, net: nn.Module, group: int, batch: Batch) -> torch.Tensor:
-        """Agent ``group``'s step: regression/validity loss and IRG matching to the other agent."""
-        z, fail, pooled = net.run_agent(group, batch)
-        with torch.no_grad():
-            _, _, other = net.run_agent(1 - group, batch)
-        w = float(self.config["irg_weight"])
-        irg = torch.stack([torch.nn.functional.mse_loss(pairwise_distances(a),
-                                                        pairwise_distances(b))
-                           for a, b in zip(pooled, other)]).mean()
-        return (1 - w) * self.standard_loss(z, fail, batch) + w * irg
-
-
-GNN_MODELS: dict[str, type[NeuralPredictor]] = {
-    cls.name: cls for cls in (SimpleGCNPredictor, CombinedGCNPredictor, BiGCNPredictor,
-                              FRNASPredictor)}
-__all__: list[str] = ["NeuralPredictor", "GNN_MODELS"]

@@ -9,14 +9,20 @@ The weights are chosen in ``fit`` from the training records alone (``weights`` /
 the training records), per metric the member weights on a simplex grid in quarters whose blend
 ranks the validation genomes best (Kendall tau-b), and the P(fail) weights with the best
 validity AUC. A member that trains on its validation records (the tree models) is scored by a
-copy fitted without them, so every member is judged out of sample. Explicit weights (a list,
-or ``{metric or "default": [w per member]}``) are still accepted. Before, the default was a
-table of per-metric weights read off the same real-genome folds that reported the results.
+copy fitted without them, so every member is judged out of sample (weights read off the
+folds that report the results would flatter the blend). Explicit weights (a list, or
+``{metric or "default": [w per member]}``) are accepted too.
+
+A blend does not look its members up by name itself: the registry gives it the predictors it
+may combine (:meth:`BlendPredictor.over`), so the registry (which names the blend) and the blend
+never import each other.
 """
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -28,7 +34,6 @@ from ml.metrics import kendall_tau_b, validity_auc
 from ml.models.base import Prediction, Predictor
 from ml.models.hyperparameters import COMMON, HyperparameterError, Param, validate
 from ml.models.targets import TargetScaler
-from ml.train.members import MEMBERS, create_member
 
 #: ``weights`` / ``fail_weights``: chosen in ``fit`` on validation genomes.
 AUTO = "auto"
@@ -54,7 +59,6 @@ def _best(scores: list[float], default: int | None = None) -> int:
 
 class BlendPredictor(Predictor):
     name = "blend"
-    version = 1
     #: 2: weights chosen in ``fit`` on validation genomes ("auto") and kept in the state
     version = 2
     defaults = {"members": ("trees", "combined_gcn"), "weights": AUTO, "fail_weights": AUTO,
@@ -62,6 +66,21 @@ class BlendPredictor(Predictor):
                 "member_configs": {"combined_gcn": {"epochs": 40, "patience": 15}}}
     hyperparameters = {**COMMON, "members": Param(str, sequence=True, max_len=4),
                        "val_fraction": Param(float, 0.05, 0.5)}
+    #: The single predictors a blend may combine, by name (set by :meth:`over`).
+    member_classes: Mapping[str, type[Predictor]] = MappingProxyType({})
+
+    @classmethod
+    def over(cls, members: Mapping[str, type[Predictor]]) -> type[BlendPredictor]:
+        """This blend over ``members`` (name -> class): the class the registry lists."""
+        return type(cls.__name__, (cls,), {"member_classes": MappingProxyType(dict(members))})
+
+    @classmethod
+    def create_member(cls, name: str, config: dict[str, Any] | None = None) -> Predictor:
+        """A fresh member predictor ``name`` with ``config``."""
+        if name not in cls.member_classes:
+            raise ValueError(f"{name!r} is not a predictor to blend; choose from "
+                             f"{list(cls.member_classes)}")
+        return cls.member_classes[name](config)
 
     @classmethod
     def validate_hyperparameters(cls, config: dict[str, Any]) -> None:
@@ -72,7 +91,7 @@ class BlendPredictor(Predictor):
         validate(cls.hyperparameters, flat)
         members = list(config.get("members") or cls.defaults["members"])
         for name in members:
-            if name not in MEMBERS:
+            if name not in cls.member_classes:
                 raise HyperparameterError("members", f"{name!r} is not a predictor to blend")
         per_member = Param(float, 0.0, 1.0, sequence=True, min_len=len(members),
                            max_len=len(members))
@@ -93,7 +112,7 @@ class BlendPredictor(Predictor):
         if not isinstance(configs, dict):
             raise HyperparameterError("member_configs", "must be an object {member: config}")
         for name, member_config in configs.items():
-            cls_ = MEMBERS.get(name)
+            cls_ = cls.member_classes.get(name)
             if name not in members or cls_ is None or not isinstance(member_config, dict):
                 raise HyperparameterError(f"member_configs.{name}", "must be a config object "
                                                                     "of one of the members")
@@ -116,7 +135,7 @@ class BlendPredictor(Predictor):
         shared = {k: v for k, v in self.config.items()
                   if k not in ("members", "weights", "fail_weights", "member_configs")}
         extra = self.config.get("member_configs") or {}
-        return [create_member(name, {**extra.get(name, {}), **shared})
+        return [self.create_member(name, {**extra.get(name, {}), **shared})
                 for name in self.config["members"]]
 
     def fit(self, train_records: Any, val_records: Any = None, config: dict[str, Any] | None = None,
@@ -155,7 +174,7 @@ class BlendPredictor(Predictor):
         for name, part in zip(self.config["members"], self.parts):
             if part.trains_on_validation:
                 shared = {k: v for k, v in part.config.items()}
-                part = create_member(name, shared)
+                part = self.create_member(name, shared)
                 part.fit(records, None)
             preds.append(part.predict(val))
         return preds

@@ -11,11 +11,10 @@ from ml.encoding.encoder import GLOBAL_FEATURES
 from ml.encoding.genome_vector import MODEL_INFO_DIM, TRAINING_KEYS
 from ml.encoding.hyperparams import HYPERPARAM_KEYS, NUM_COLUMNS
 from ml.encoding.vocab import NUM_NODE_TYPES
-from ml.models.paths import (
+from ml.features.paths import (
     _SUMMARY_DIM,
     PATH_FEATURE_DIM,
     path_block,
-    path_features_reference,
 )
 
 
@@ -110,7 +109,8 @@ def hyperparam_summary_full(record: Data) -> np.ndarray:
 
 def hyperparam_summary(record: Data) -> np.ndarray:
     """Signed-log max and mean of each hyper-parameter column over the nodes that have it
-    (-1 when no node has it); 2 x 86. Lifted failure AUC from 0.91 to 0.98 in CV.
+    (-1 when no node has it); 2 x 86. It is there for the failure classifier (what it adds:
+    docs/results.md, "How `auto` was chosen").
 
     Read from the encoder's per-genome aggregates (``hyperparams_summary``, built from cached
     per-variant partials) when present, else reduced from the [N, 86] matrix.
@@ -158,22 +158,14 @@ def _genome_vector_block(records: list[Data]) -> np.ndarray:
     return np.concatenate([info, signed_log(training), globals_], axis=1).astype(np.float64)
 
 
-def tabular_features_reference(records: list[Data]) -> np.ndarray:
-    """The straightforward per-record design matrix (what :func:`tabular_features` must equal)."""
-    return np.stack([np.concatenate([genome_vector(r), op_histogram(r), hyperparam_summary_full(r),
-                                     path_features_reference(r)])
-                     for r in records])
-
-
 def tabular_features(records: list[Data]) -> np.ndarray:
     """The tree models' design matrix [n, TABULAR_DIM], built per block over the whole batch
     (a few concatenations instead of ~10 small numpy calls per genome); the hyper-parameter
-    block reads the encoder's aggregates. Equal to :func:`tabular_features_reference`
-    (tests/test_models.py checks it on real genomes).
+    block reads the encoder's aggregates. Equal to the per-record reference
+    (``tests/feature_reference.py``; tests/test_models.py checks it on real genomes).
 
-    The path block (:mod:`ml.models.paths`) carries the structure the histograms lose: on
-    nas-bench-graph/arxiv it lifted ExtraTrees from tau 0.41 to 0.59 at N = 100 (v2); the
-    mean path's counts (v3) added ~0.01 on a validation split drawn apart from the test set.
+    The path block (:mod:`ml.features.paths`) carries the structure the histograms lose
+    (how much it adds: docs/results.md, "How `auto` was chosen").
     """
     if not records:
         return np.zeros((0, TABULAR_DIM))

@@ -2,11 +2,11 @@
 
 Over all source -> sink paths of a graph: the max and min per-type node counts, mixing-node
 counts and lengths, the path count, the mixing-free fraction and the mean path's counts; then
-the histogram of (source type, target type) edges (:func:`path_features_reference` says it
-plainly). Three ways to the same bits: the reference loop (tests), a batched Kahn sweep over
-any graphs (:func:`_path_block`), and, for genome graphs that carry their layer segments, a
-composition of per-layer tables (:func:`_composed_row`), with a memo by structure in front
-(:func:`path_block`).
+the histogram of (source type, target type) edges. Three ways to the same bits: a plain
+topological-order loop (the tests' oracle, ``tests/feature_reference.py``), a batched Kahn
+sweep over any graphs (:func:`_path_block`), and, for genome graphs that carry their layer
+segments, a composition of per-layer tables (:func:`_composed_row`), with a memo by structure
+in front (:func:`path_block`).
 """
 from __future__ import annotations
 
@@ -82,59 +82,6 @@ def _mean_path(through: np.ndarray) -> np.ndarray:
                            through.sum(axis=-1, keepdims=True)], axis=-1)
 
 
-def path_features_reference(record: Data) -> np.ndarray:
-    """One record's :func:`_path_block` row by a plain topological-order loop (tests compare).
-
-    Over all source -> sink paths: max and min per-type node counts, mixing-node counts and
-    lengths (log1p), log path count, fraction of paths without a mixing node, the mean path's
-    counts (log1p); then the log1p histogram of (source type, target type) edges. A cyclic
-    graph gets zeros for the path part.
-    """
-    types = record.node_type.numpy()
-    n = len(types)
-    src, dst = (record.edge_index.numpy() if record.edge_index.numel()
-                else np.zeros((2, 0), dtype=np.int64))
-    pairs = np.zeros(NUM_NODE_TYPES * NUM_NODE_TYPES)
-    for s, d in zip(src, dst):
-        pairs[types[s] * NUM_NODE_TYPES + types[d]] += 1
-    mixing = node_mixing(record)
-    weights = _weight_table(n)[_weight_codes(types, mixing)]
-    preds: list[list[int]] = [[] for _ in range(n)]
-    for s, d in zip(src, dst):
-        preds[d].append(int(s))
-    waiting = np.bincount(dst, minlength=n)
-    ready = [v for v in range(n) if waiting[v] == 0]
-    top, low = weights.copy(), weights.copy()
-    count, plain, done, order = np.zeros(n), np.zeros(n), 0, []
-    while ready:
-        v = ready.pop()
-        done += 1
-        if preds[v]:
-            top[v] += np.max(top[preds[v]], axis=0)
-            low[v] += np.min(low[preds[v]], axis=0)
-            count[v] = min(sum(count[p] for p in preds[v]), _PATH_COUNT_CAP)
-            plain[v] = 0.0 if mixing[v] else min(sum(plain[p] for p in preds[v]), _PATH_COUNT_CAP)
-        else:
-            count[v], plain[v] = 1.0, float(not mixing[v])
-        order.append(v)
-        for d in dst[src == v]:
-            waiting[d] -= 1
-            if waiting[d] == 0:
-                ready.append(int(d))
-    if n == 0 or done < n:  # no paths to summarise; the edge histogram still holds
-        return np.concatenate([np.zeros(_SUMMARY_DIM), np.log1p(pairs)])
-    onward = np.zeros(n)  # paths from each node to a sink
-    for v in reversed(order):
-        succs = dst[src == v]
-        onward[v] = min(sum(onward[d] for d in succs), _PATH_COUNT_CAP) if succs.size else 1.0
-    through = np.bincount(_weight_codes(types, mixing), weights=count * onward,
-                          minlength=2 * NUM_NODE_TYPES)
-    sinks = np.flatnonzero(np.bincount(src, minlength=n) == 0)
-    summary = _path_summary(top[sinks].max(axis=0), low[sinks].min(axis=0),
-                            float(count[sinks].sum()), float(plain[sinks].sum()), through)
-    return np.concatenate([summary, np.log1p(pairs)])
-
-
 def _out_edges(frontier: np.ndarray, start: np.ndarray, degree: np.ndarray) -> np.ndarray:
     """Indices (into the src-sorted edge list) of every edge leaving ``frontier``."""
     lengths = degree[frontier]
@@ -194,7 +141,7 @@ def _paths_to_sinks(src: np.ndarray, dst: np.ndarray, nodes: int) -> np.ndarray:
 
 
 def _path_block(records: list[Data]) -> np.ndarray:
-    """[n, PATH_FEATURE_DIM] :func:`path_features_reference` of every record at once.
+    """[n, PATH_FEATURE_DIM] the tests' per-record reference row of every record at once.
 
     All graphs are stacked into one, single-input runs are merged (:func:`_contract_chains`)
     and the runs are swept in Kahn order: each step takes the runs whose predecessors are all
