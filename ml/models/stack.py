@@ -61,7 +61,7 @@ import torch
 from ml.metrics import Z95, kendall_tau_b
 from ml.models.features import FEATURE_BLOCKS
 from ml.models.hyperparameters import COMMON, STACK
-from ml.models.kernel import KernelSVR
+from ml.models.kernel import KernelSet, KernelSVR
 from ml.models.trees import ExtraTreesPredictor, FlatTrees, inner_folds_of
 
 #: Coverage the spread scale aims for, and the largest scale it may take (a finite bound when
@@ -214,12 +214,23 @@ class StackedPredictor(ExtraTreesPredictor):
             for m in self.metrics}
         return history
 
-    def _metric_z(self, member: int, j: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        tree, each = super()._metric_z(member, j, x)
+    def _member_context(self, member: int, x: np.ndarray) -> np.ndarray:
+        """The member's SVR predictions [n, M], every metric's in one kernel sum
+        (:class:`ml.models.kernel.KernelSet`), built on first use like its compiled forests."""
+        kernels = tuple(self.blends[member][m].kernel for m in self.metrics)
+        cache: dict[int, tuple[tuple[KernelSVR, ...], KernelSet]] = \
+            self.__dict__.setdefault("_kernel_sets", {})
+        hit = cache.get(member)
+        if hit is None or any(a is not b for a, b in zip(hit[0], kernels)):
+            hit = cache[member] = (kernels, KernelSet(kernels))
+        return hit[1].predict(x)
+
+    def _metric_z(self, member: int, j: int, leaves: np.ndarray,
+                  context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tree, each = super()._metric_z(member, j, leaves, context)
         blend = self.blends[member][self.metrics[j]]
         w = blend.tree_weight
-        kernel = blend.kernel.predict(x)
-        mean = w * tree + (1.0 - w) * kernel
+        mean = w * tree + (1.0 - w) * context[:, j]
         spread = w * (each - tree[:, None])  # each tree, blended, minus the blended mean
         return mean, mean[:, None] + blend.spread_scale * spread
 
