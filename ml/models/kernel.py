@@ -7,14 +7,15 @@ than either (``ml.models.stack``). Two choices make the kernel usable on these r
 * **Blocks weigh equally.** Columns are standardised on the training rows, then each feature
   family of :data:`ml.models.features.FEATURE_BLOCKS` is divided by the square root of its
   number of non-constant columns, so every family adds about the same to a squared distance.
-  Without it the 784 edge-type columns drown the 34 of ``model_info``. ``gamma`` is
+  Without it the hundreds of edge-type columns drown the few of ``model_info``. ``gamma`` is
   1 / (number of non-constant families): the analogue of scikit-learn's ``gamma="scale"``.
-* **epsilon-insensitive loss** (an SVR, not kernel ridge or a GP): on the real genomes the
-  targets' tails still hurt squared-loss kernels (CV Kendall tau on ciou_loss .39-.41 for
-  kernel ridge and a GP against .50 for the SVR).
+* **epsilon-insensitive loss** (an SVR, not kernel ridge or a GP): the targets' tails still
+  hurt squared-loss kernels, which ranked worse on the real genomes (docs/results.md, "Where
+  the stack's choices came from").
 
-Fitting is scikit-learn's libsvm; prediction is a numpy kernel sum over the support vectors,
-so a bundle holds tensors only (no pickle). Non-finite inputs count as the training mean.
+Fitting is scikit-learn's libsvm; prediction is a compiled kernel sum over the support vectors
+(:class:`KernelSet`), so a bundle holds tensors only (no pickle). Non-finite inputs count as
+the training mean.
 """
 from __future__ import annotations
 

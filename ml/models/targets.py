@@ -3,9 +3,9 @@
 Rule (fitted on the non-failed training rows of each metric):
 
 * metrics whose training values are all >= 0 and heavy-tailed (lower-is-better losses, or
-  max/median > 20 with a positive median) get ``log1p`` first: uw_val_epoch_loss reaches
-  25,382 with median 8.4, so a
-  raw scale would let a handful of rows dominate an L2/Huber loss;
+  max/median > 20 with a positive median) get ``log1p`` first: a loss whose maximum is
+  thousands of times its median would, on a raw scale, let a handful of rows dominate an
+  L2/Huber loss;
 * then robust centring/scaling: ``(t - median) / (IQR / 1.349)`` (the IQR of a normal is
   1.349 sigma), falling back to the standard deviation, then 1, when the IQR is zero.
 
@@ -15,10 +15,11 @@ A metric may instead be modelled as **normal scores** (``kind`` "rank"): ``z = P
 with ``F`` the training rows' mid-rank empirical CDF (ties share one score), linear between
 training values and clamped at their ends; the inverse interpolates back onto the training
 values. It keeps the whole order, the top included, where the robust scale needs a
-winsorising constant (``ml.models.trees.TARGET_CLIP``) that flattens it: average_precision is
-0 for a fifth of the real genomes and spans 0-0.16 over a middle half of 0-4e-5, so every AP
-above ~2e-4 sat on the clip and the trees could not tell 0.001 from 0.16. The tree models
-choose the kind per metric on inner folds of their training rows (``ml.models.trees``).
+winsorising constant (``ml.models.trees.TARGET_CLIP``) that flattens it: a metric that is 0
+for many genomes and spans orders of magnitude above its middle half puts all its best values
+on the clip, where the trees cannot tell them apart. The tree models choose the kind per
+metric on inner folds of their training rows (``ml.models.trees``); the figures behind the rule
+are in docs/results.md ("Where the stack's choices came from").
 """
 from __future__ import annotations
 

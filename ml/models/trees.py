@@ -1,9 +1,12 @@
 """Tree ensembles on per-genome + op-histogram features (White et al.'s strong baseline).
 
-``trees`` (extremely randomised trees, the measured best) and ``gbt`` (histogram gradient
-boosting) are fitted with scikit-learn and then flattened into plain arrays
-(feature, threshold, children, leaf value, NaN direction) so the state is a flat dict of tensors
-(no pickle) and prediction is a short vectorised traversal in numpy.
+``trees`` (extremely randomised trees) and ``gbt`` (histogram gradient boosting) are fitted
+with scikit-learn and then flattened into plain arrays (feature, threshold, children, leaf value,
+NaN direction), so the state is a flat dict of tensors (no pickle) and a bundle needs no
+scikit-learn objects. Prediction walks every tree of a member (all metrics and the failure
+head) in one compiled pass (:class:`CompiledForests`, :mod:`ml.models.compiled`), derived from
+those arrays on first use: the service predicts thousands of cached rows per request, where a
+per-tree or per-level Python loop would dominate its time.
 """
 from __future__ import annotations
 
@@ -30,13 +33,11 @@ from ml.models.hyperparameters import COMMON, GBT, TREES
 from ml.models.pretrained import GraphEmbedder
 from ml.models.targets import ROBUST, TARGET_KINDS, TargetScaler
 
-#: Standardised training targets are winsorised to +-this many robust sigmas before fitting.
-#: A squared-error split criterion lets a few extreme rows dictate the tree: iou_loss sits in
-#: 0.9997-0.9999 with outliers hundreds of sigmas out. Grouped 5-fold x 5 seeds CV on the real
-#: genomes: tau-b average_precision .421 -> .450, iou_loss .416 -> .492, the rest within .006;
-#: nas-bench-graph/arxiv (N = 100, validation split) .574 -> .581. (Chosen on the reporting
-#: folds, before the nested protocol; it only applies to metrics whose kind is "robust", and
-#: "auto" weighs that kind against the constant-free "rank" on inner folds.)
+#: Standardised training targets are winsorised to +-this many robust sigmas before fitting:
+#: a squared-error split criterion lets a few extreme rows dictate the tree, and a loss whose
+#: bulk sits in a narrow band can have outliers hundreds of sigmas out. It applies to metrics of
+#: kind "robust" only ("auto" weighs that kind against the constant-free "rank" on inner
+#: folds). The measurements: docs/results.md, "Where the stack's choices came from".
 TARGET_CLIP = 5.0
 #: ``target_transform``: one kind for every metric, or "auto" (chosen per metric, below).
 AUTO = "auto"
@@ -97,9 +98,12 @@ class FlatTrees:
 
     @classmethod
     def from_sklearn(cls, model: Any) -> "FlatTrees":
+        """A fitted HistGradientBoosting model (one tree per iteration: regression / binary)."""
+        # Private attributes (_predictors, _baseline_prediction): scikit-learn has no public
+        # view of a boosting model's trees, so pyproject.toml pins the version that has them.
         parts: dict[str, list[np.ndarray]] = {f: [] for f in cls.FIELDS}
         roots, offset = [], 0
-        for (tree,) in model._predictors:  # one tree per iteration (regression / binary)
+        for (tree,) in model._predictors:
             nodes = tree.nodes
             roots.append(offset)
             parts["feature"].append(nodes["feature_idx"].astype(np.int64))
@@ -490,8 +494,9 @@ class ExtraTreesPredictor(TreePredictor):
     ``stack`` (the default), which blends them with a kernel SVR."""
 
     name = "trees"
-    #: 2: tabular_features gained the path block; 3: the mean path's counts; 4: winsorised
-    #: training targets (TARGET_CLIP); 5: the target kind per metric (``target_transform``)
+    #: Raised whenever what a fitted model expects (features, targets) changes: a bundle of
+    #: another version is refused (``ml.train.bundle.bundle_problem``), never misread
+    #: (history: docs/results.md).
     version = 5
     defaults = {"n_estimators": 200, "min_samples_leaf": 3, "max_features": 0.5,
                 "target_transform": AUTO, "inner_folds": 4, "inner_estimators": 100,
@@ -525,8 +530,8 @@ class GBTPredictor(TreePredictor):
     """Histogram gradient boosting (leaves hold additive logits / standardised targets)."""
 
     name = "gbt"
-    #: 5: ``target_transform`` (default "robust", as v4: "auto" refits the boosting
-    #: 2 kinds x ``inner_folds`` times per metric, ~110 s on the 238 genomes against ~10 s)
+    #: As ``trees``. ``target_transform`` defaults to "robust": "auto" refits the boosting for
+    #: each kind and inner fold of every metric, an order of magnitude slower to fit.
     version = 5
     defaults = {"max_iter": 300, "learning_rate": 0.04, "max_depth": 3, "min_samples_leaf": 8,
                 "l2_regularization": 1.0, "max_features": 0.5, "target_transform": ROBUST,
