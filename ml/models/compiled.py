@@ -34,7 +34,7 @@ def walk(x: np.ndarray, feature: np.ndarray, threshold: np.ndarray, children: np
     unless ``x <= threshold`` (NaN goes right) or, with ``nan_aware``, by ``nan_right``."""
     n, d = x.shape
     trees = roots.shape[0]
-    node = np.empty(ROW_BLOCK, np.int64)
+    node = np.empty(ROW_BLOCK, np.int32)
     xt = np.empty((d, ROW_BLOCK))
     for start in range(0, n, ROW_BLOCK):
         m = min(ROW_BLOCK, n - start)
@@ -100,3 +100,56 @@ def rbf_sums(x: np.ndarray, columns: np.ndarray, mean: np.ndarray, scale: np.nda
                 k = np.exp(-gamma * max(d2, 0.0))
                 for o in range(outputs):
                     out[start + r, o] += dual[s, o] * k
+
+
+@numba.njit(cache=True, nogil=True)
+def interp(x: np.ndarray, xp: np.ndarray, fp: np.ndarray, start: np.ndarray, low: float,
+           step: float, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``np.interp(x, xp, fp)`` for 1-d ``x``, the same value bit for bit: numpy's bracket ``j``
+    (the last knot <= x) and its arithmetic (``slope * (x - xp[j]) + fp[j]``, the slope from
+    ``j`` to ``j + 1``, the fallbacks for a NaN result), where numpy finds ``j`` by binary
+    search per value. Here ``start[b]`` is the bracket at the left edge of bucket ``b`` of an
+    even grid from ``low`` in steps of ``step`` (:func:`interp_grid`), so finding ``j`` is a
+    step or two from there, whichever way a rounding points."""
+    last = xp.shape[0] - 1
+    buckets = start.shape[0]
+    for i in range(x.shape[0]):
+        v = x[i]
+        if v != v:
+            out[i] = v
+            continue
+        if v < xp[0]:
+            out[i] = fp[0]
+            continue
+        if v > xp[last]:
+            out[i] = fp[last]
+            continue
+        b = int((v - low) / step)
+        b = min(max(b, 0), buckets - 1)
+        j = start[b]
+        while j > 0 and xp[j] > v:
+            j -= 1
+        while j < last and xp[j + 1] <= v:
+            j += 1
+        if j == last or xp[j] == v:
+            out[i] = fp[j]
+            continue
+        slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j])
+        r = slope * (v - xp[j]) + fp[j]
+        if r != r:
+            r = slope * (v - xp[j + 1]) + fp[j + 1]
+            if r != r and fp[j] == fp[j + 1]:
+                r = fp[j]
+        out[i] = r
+
+
+def interp_grid(xp: np.ndarray, per_knot: int = 8) -> tuple[np.ndarray, float, float]:
+    """``(start, low, step)`` for :func:`interp` on knots ``xp`` (ascending, at least two):
+    ``per_knot`` buckets per knot over ``[xp[0], xp[-1]]``."""
+    buckets = max(1, per_knot * len(xp))
+    low, step = float(xp[0]), float(xp[-1] - xp[0]) / buckets
+    if not step > 0:
+        return np.zeros(1, np.int64), low, 1.0
+    edges = low + step * np.arange(buckets)
+    start = np.clip(np.searchsorted(xp, edges, side="right") - 1, 0, len(xp) - 1)
+    return start.astype(np.int64), low, step

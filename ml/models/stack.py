@@ -212,8 +212,13 @@ class StackedPredictor(ExtraTreesPredictor):
         blend = self.blends[member][self.metrics[j]]
         w = blend.tree_weight
         mean = w * tree + (1.0 - w) * context[:, j]
-        spread = w * (each - tree[:, None])  # each tree, blended, minus the blended mean
-        return mean, mean[:, None] + blend.spread_scale * spread
+        # mean + scale * (w * (each - tree)): each tree, blended, minus the blended mean,
+        # spread-scaled around the mean (in place: the same operations, one array)
+        scaled = np.subtract(each, tree[:, None])
+        scaled *= w
+        scaled *= blend.spread_scale
+        scaled += mean[:, None]
+        return mean, scaled
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = super().state_dict()

@@ -110,11 +110,34 @@ class TargetScaler:
         if j in self.knots:
             knots, scores = self.knots[j]
             t = (np.full(np.shape(z), knots[0]) if len(knots) < 2
-                 else np.interp(z, scores, knots))
+                 else self._interp(np.asarray(z, dtype=np.float64), j, scores, knots))
         else:
-            t = z * self.scale[j] + self.center[j]
+            t = z * self.scale[j]
+            t += self.center[j]
+        if not self.use_log[j]:
+            return t
         # expm1 of an extrapolated log value can overflow; 700 keeps it finite in float64.
-        return np.expm1(np.minimum(t, 700.0)) if self.use_log[j] else t
+        t = np.minimum(t, 700.0)
+        return np.expm1(t, out=t) if isinstance(t, np.ndarray) else np.expm1(t)
+
+    #: From this many values on, :meth:`inverse_column` interpolates with the compiled
+    #: :func:`ml.models.compiled.interp` (numpy's values, without a binary search per value:
+    #: a forest's per-tree predictions are hundreds of thousands of them).
+    COMPILED_INTERP = 4096
+
+    def _interp(self, z: np.ndarray, j: int, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+        """``np.interp(z, xp, fp)``, any shape."""
+        if z.size < self.COMPILED_INTERP:
+            return np.interp(z, xp, fp)
+        from ml.models import compiled  # numba: imported on the first large batch only
+        grids = self.__dict__.setdefault("_grids", {})
+        if j not in grids or grids[j][0] is not xp:
+            grids[j] = (xp, compiled.interp_grid(xp))
+        start, low, step = grids[j][1]
+        flat = np.ascontiguousarray(z).reshape(-1)
+        out = np.empty_like(flat)
+        compiled.interp(flat, xp, fp, start, low, step, out)
+        return out.reshape(z.shape)
 
     def state(self, prefix: str = "target.") -> dict[str, torch.Tensor]:
         state = {prefix + "use_log": torch.from_numpy(self.use_log.astype(np.float64)),

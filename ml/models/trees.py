@@ -185,13 +185,16 @@ class CompiledForests:
             self.spans.append(slice(column, column + len(tree_roots)))
             offset += nodes
             column += len(tree_roots)
-        self.feature = np.concatenate(feature) if feature else np.zeros(0, np.int64)
-        self.threshold = np.concatenate(threshold) if threshold else np.zeros(0)
-        self.children = np.concatenate(children) if children else np.zeros(0, np.int64)
-        self.nan_right = np.concatenate(nan_right) if nan_right else np.zeros(0, bool)
-        self.value = np.concatenate(value) if value else np.zeros(0)
-        self.roots = np.concatenate(roots) if roots else np.zeros(0, np.int64)
-        self.depths = np.concatenate(depths) if depths else np.zeros(0, np.int64)
+        if offset >= 2 ** 30:
+            raise ValueError(f"{offset} tree nodes: more than the compiled walk indexes")
+        # int32 node and feature indices: half the memory traffic of int64 in the walk
+        self.feature = _joined(feature, np.int32)
+        self.threshold = _joined(threshold, np.float64)
+        self.children = _joined(children, np.int32)
+        self.nan_right = _joined(nan_right, np.bool_)
+        self.value = _joined(value, np.float64)
+        self.roots = _joined(roots, np.int32)
+        self.depths = _joined(depths, np.int32)
         self.has_nan_left = not bool(self.nan_right.all())
 
     def leaves(self, x: np.ndarray) -> np.ndarray:
@@ -204,6 +207,10 @@ class CompiledForests:
             compiled.walk(x, self.feature, self.threshold, self.children, self.nan_right,
                           self.value, self.roots, self.depths, nan_aware, out)
         return out
+
+
+def _joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(0), dtype=dtype)
 
 
 def _pooled_std(parts: list[np.ndarray]) -> np.ndarray:
