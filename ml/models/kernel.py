@@ -122,6 +122,13 @@ class KernelSet:
         for i, kernel in enumerate(kernels):
             if kernel.arrays["support"].size:
                 a = kernel.arrays
+                # The sum is compiled without bounds checks: inconsistent arrays (a damaged
+                # bundle) are refused here, not read out of bounds there.
+                dims = len(a["columns"])
+                if (a["support"].ndim != 2 or a["support"].shape[1] != dims
+                        or len(a["mean"]) != dims or len(a["scale"]) != dims
+                        or len(a["dual"]) != len(a["support"]) or a["columns"].min() < 0):
+                    raise ValueError("kernel arrays of inconsistent shapes")
                 key = b"".join(np.ascontiguousarray(a[f]).tobytes()
                                for f in ("columns", "mean", "scale", "gamma"))
                 groups.setdefault(key, []).append(i)
@@ -146,6 +153,9 @@ class KernelSet:
         for kernel, outputs, support_t, dual in self.groups:
             if len(x) == 0:
                 break
+            if np.ndim(x) != 2 or np.shape(x)[1] <= int(kernel.arrays["columns"].max()):
+                raise ValueError(f"rows of shape {np.shape(x)}: the kernel reads column "
+                                 f"{int(kernel.arrays['columns'].max())}")
             from ml.models import compiled  # numba: imported on the first prediction only
             a = kernel.arrays
             part = np.zeros((len(x), len(outputs)))

@@ -175,6 +175,11 @@ class CompiledForests:
             pair[:, 0] = np.where(leaf, idx, a["left"])
             pair[:, 1] = np.where(leaf, idx, a["right"])
             tree_roots = np.asarray(flat.roots, dtype=np.int64)
+            # The walk is compiled without bounds checks: arrays that point outside their own
+            # forest (a damaged bundle) are refused here, not read out of bounds there.
+            if nodes and (pair.min() < 0 or pair.max() >= nodes or tree_roots.min() < 0
+                          or tree_roots.max() >= nodes):
+                raise ValueError("tree arrays point outside their forest")
             children.append(pair.reshape(-1) + offset)
             feature.append(np.where(leaf, 0, a["feature"]).astype(np.int64))
             threshold.append(np.asarray(a["threshold"], dtype=np.float64))
@@ -196,10 +201,13 @@ class CompiledForests:
         self.roots = _joined(roots, np.int32)
         self.depths = _joined(depths, np.int32)
         self.has_nan_left = not bool(self.nan_right.all())
+        self.columns = int(self.feature.max()) + 1 if len(self.feature) else 0
 
     def leaves(self, x: np.ndarray) -> np.ndarray:
         """[n, all trees] leaf value of every row in every tree, forests side by side."""
         x = np.ascontiguousarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] < self.columns:
+            raise ValueError(f"rows of shape {x.shape}: the trees split on {self.columns} columns")
         out = np.empty((len(x), len(self.roots)))
         if len(self.roots) and len(x):
             from ml.models import compiled  # numba: imported on the first prediction only
@@ -227,6 +235,8 @@ def _tree_depths(children: np.ndarray, leaf: np.ndarray, roots: np.ndarray) -> n
     inner = ~leaf[frontier]
     frontier, tree = frontier[inner], tree[inner]
     while frontier.size:  # breadth-first over internal nodes: one step per level
+        if depths.max() >= len(leaf):
+            raise ValueError("tree arrays hold a cycle")
         depths[tree] += 1
         frontier = children[frontier].reshape(-1)
         tree = np.repeat(tree, 2)
