@@ -243,3 +243,36 @@ def test_gbt_fast_raw_outputs_equal_scikit_learns(records, monkeypatch, tmp_path
     for fast in (model.predict_features(x), loaded.predict_features(x)):
         np.testing.assert_allclose(fast.mean, model.targets.inverse(z), rtol=RTOL, atol=ATOL)
         np.testing.assert_allclose(fast.p_fail, p_fail, rtol=RTOL, atol=ATOL)
+
+
+def test_damaged_arrays_are_refused_before_the_compiled_loops():
+    """The walk and the kernel sum read without bounds checks: arrays pointing outside their
+    forest, a cycle, inconsistent kernel arrays and too narrow rows raise ValueError first."""
+    from sklearn.ensemble import ExtraTreesRegressor
+
+    from ml.models.kernel import KernelSet
+    from ml.models.trees import CompiledForests, FlatTrees
+
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((60, 5)), rng.standard_normal(60)
+    flat = FlatTrees.from_forest(ExtraTreesRegressor(3, random_state=0).fit(x, y))
+    assert CompiledForests((flat,)).leaves(x).shape == (60, 3)
+    with pytest.raises(ValueError):
+        CompiledForests((flat,)).leaves(x[:, :2])
+    outside = {**flat.arrays, "left": flat.arrays["left"].copy()}
+    outside["left"][0] = len(outside["left"]) + 5
+    with pytest.raises(ValueError):
+        CompiledForests((FlatTrees(outside, flat.roots, 0.0),))
+    cycle = {**flat.arrays, "left": flat.arrays["left"].copy()}
+    cycle["left"][flat.arrays["left"][0]] = 0  # the root's left child leads back to the root
+    cycle["is_leaf"] = flat.arrays["is_leaf"].copy()
+    cycle["is_leaf"][flat.arrays["left"][0]] = False
+    with pytest.raises(ValueError):
+        CompiledForests((FlatTrees(cycle, flat.roots, 0.0),))
+    kernel = KernelSVR.fit(x, y, blocks=(("all", slice(0, 5)),))
+    assert KernelSet((kernel,)).predict(x).shape == (60, 1)
+    with pytest.raises(ValueError):
+        KernelSet((kernel,)).predict(x[:, :2])
+    damaged = KernelSVR({**kernel.arrays, "mean": kernel.arrays["mean"][:-1]})
+    with pytest.raises(ValueError):
+        KernelSet((damaged,))
