@@ -4,17 +4,30 @@ Why compiled: a forest walk is a data-dependent gather per (row, tree, level), m
 for a batch, and numpy pays a full pass over memory per level; the kernel sum must give a row
 the same bits whatever batch it came in (the service scores in chunks and caches rows), which a
 BLAS matrix product does not promise (its blocking follows the batch). numba compiles both loops
-once per machine (``cache=True``: the machine code is kept beside this file, or in numba's
-user cache when that is read-only). This module imports numba, so callers import it lazily: the
-first prediction of a process pays the import and, on a cold cache, the compilation.
+once per machine (the machine code is kept beside this file, or in numba's user cache when
+that is read-only; without either, once per process). This module imports numba, so callers
+import it lazily: the first prediction of a process pays the import and, on a cold cache, the
+compilation.
 
 Arithmetic is plain IEEE (no fast-math, so no reassociation or fused multiply-add): every
 output is the same sequence of operations whatever the batch size or the row's position.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numba
 import numpy as np
+
+
+def _jit(func: Callable[..., None]) -> Callable[..., None]:
+    """``numba.njit`` with the machine code cached on disk where numba finds a writable place
+    (beside this file or its user cache); compiled once per process where it finds none."""
+    try:
+        return numba.njit(cache=True, nogil=True)(func)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True)(func)
+
 
 #: Rows walked together: their features are copied feature-major (one row's path then reads
 #: a column, and rows sharing a node share its cache line); 64 x ~1,200 features fits L2.
@@ -23,7 +36,7 @@ ROW_BLOCK = 64
 KERNEL_BLOCK = 4
 
 
-@numba.njit(cache=True, nogil=True)
+@_jit
 def walk(x: np.ndarray, feature: np.ndarray, threshold: np.ndarray, children: np.ndarray,
          nan_right: np.ndarray, value: np.ndarray, roots: np.ndarray, depths: np.ndarray,
          nan_aware: bool, out: np.ndarray) -> None:  # pragma: no cover - compiled
@@ -62,7 +75,7 @@ def walk(x: np.ndarray, feature: np.ndarray, threshold: np.ndarray, children: np
                 out[start + i, t] = value[node[i]]
 
 
-@numba.njit(cache=True, nogil=True)
+@_jit
 def rbf_sums(x: np.ndarray, columns: np.ndarray, mean: np.ndarray, scale: np.ndarray,
              support_t: np.ndarray, dual: np.ndarray, gamma: float,
              out: np.ndarray) -> None:  # pragma: no cover - compiled
@@ -102,7 +115,7 @@ def rbf_sums(x: np.ndarray, columns: np.ndarray, mean: np.ndarray, scale: np.nda
                     out[start + r, o] += dual[s, o] * k
 
 
-@numba.njit(cache=True, nogil=True)
+@_jit
 def interp(x: np.ndarray, xp: np.ndarray, fp: np.ndarray, start: np.ndarray, low: float,
            step: float, out: np.ndarray) -> None:  # pragma: no cover - compiled
     """``np.interp(x, xp, fp)`` for 1-d ``x``, the same value bit for bit: numpy's bracket ``j``
