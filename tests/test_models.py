@@ -162,7 +162,9 @@ def test_path_features_count_paths_and_match_the_reference(real_records):
 
 @pytest.mark.parametrize("name", ["trees", "gbt"])
 def test_tree_traversal_matches_the_reference(name, records):
-    """The level-wise, tree-major traversal returns exactly the per-sample one (NaNs included)."""
+    """The compiled walk returns exactly the per-sample one (NaNs included)."""
+    from tree_reference import raw_reference
+
     from ml.features.vectors import tabular_features
 
     model = create(name, {**FAST, "seed": 1})
@@ -173,7 +175,7 @@ def test_tree_traversal_matches_the_reference(name, records):
     for trees in model.members:
         for flat in trees.values():
             for data in (x, with_nan, x[:1]):
-                np.testing.assert_array_equal(flat.raw(data), flat.raw_reference(data))
+                np.testing.assert_array_equal(flat.raw(data), raw_reference(flat, data))
 
 
 def test_trees_train_on_the_validation_records_too(records):
@@ -193,6 +195,8 @@ def test_forest_std_is_the_spread_of_its_trees(records):
     """trees (one member) report the spread of their trees' predictions in original units,
     each tree's value checked by the per-sample reference traversal; gbt (additive trees,
     one member) has no spread."""
+    from tree_reference import raw_reference
+
     from ml.models.trees import FlatTrees
 
     model = create("trees", {**FAST, "seed": 2})
@@ -203,7 +207,7 @@ def test_forest_std_is_the_spread_of_its_trees(records):
     assert np.isfinite(pred.std).all() and (pred.std > 0).any()
     for j, metric in enumerate(model.metrics):
         flat = model.members[0][metric]
-        per_tree = np.stack([FlatTrees(flat.arrays, flat.roots[k:k + 1], 0.0).raw_reference(x)
+        per_tree = np.stack([raw_reference(FlatTrees(flat.arrays, flat.roots[k:k + 1], 0.0), x)
                              for k in range(len(flat.roots))], axis=1)
         np.testing.assert_array_equal(flat.leaves(x), per_tree)
         np.testing.assert_allclose(pred.std[:, j],

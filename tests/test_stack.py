@@ -175,3 +175,104 @@ def test_stack_interval_scale_covers_the_unclipped_outliers(records):  # noqa: F
     assert inside.mean() >= 0.9   # the scale of the clipped targets missed the tail
     assert blend.spread_scale == spread_scale(raw, mean, spread)
     assert blend.spread_scale > spread_scale(clipped, mean, spread)
+
+
+def _between_rows(x: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Real rows and points between pairs of them (off the training values, so every split's
+    threshold is met from both sides)."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(0, len(x), count), rng.integers(0, len(x), count)
+    t = rng.uniform(0.0, 1.0, (count, 1))
+    return np.concatenate([x, (1 - t) * x[a] + t * x[b]])
+
+
+#: Fast path against scikit-learn's own predictions: the same leaves (compared exactly), the
+#: SVRs' sums in another order (|difference| <= 1e-9 relative + 1e-12), so every field of the
+#: prediction within that. Zero-spread rows' std is rounding noise (~1e-21): absolute 1e-12.
+RTOL, ATOL = 1e-9, 1e-12
+
+
+@pytest.mark.parametrize("name", ["stack", "trees"])
+def test_fast_predictions_equal_scikit_learns_fitted_and_reloaded(name, records, monkeypatch,
+                                                                   tmp_path):  # noqa: F811
+    from tree_reference import keeping_sklearn, sklearn_prediction
+
+    from ml.train.bundle import load_bundle, save_bundle
+
+    with keeping_sklearn(monkeypatch):
+        model = create(name, {**FAST, "seed": 7, "ensemble": 2})
+        model.fit(records)
+    x = _between_rows(model.featurize(records), 400, 7)
+    expected = sklearn_prediction(model, x, monkeypatch)
+    loaded = load_bundle(save_bundle(model, tmp_path / "bundle"))
+    for fast in (model.predict_features(x), loaded.predict_features(x)):
+        for field in ("mean", "std", "p_fail", "interval"):
+            np.testing.assert_allclose(getattr(fast, field), getattr(expected, field),
+                                       rtol=RTOL, atol=ATOL, err_msg=field)
+    # every tree's leaf, each metric's and the failure head's, exactly scikit-learn's
+    for member, trees in enumerate(model.members):
+        for key, flat in trees.items():
+            if len(flat.roots):
+                each = np.stack([t.predict_proba(x)[:, -1] if key == "__fail__" else t.predict(x)
+                                 for t in flat.sklearn.estimators_], axis=1)
+                np.testing.assert_allclose(flat.leaves(x), each, rtol=1e-15, atol=0)
+                np.testing.assert_array_equal(loaded.members[member][key].leaves(x),
+                                              flat.leaves(x))
+    # a row's prediction does not depend on its batch (bit for bit)
+    whole = loaded.predict_features(x)
+    parts = [loaded.predict_features(x[i:i + 1]) for i in (0, 5, 150)]
+    for i, part in zip((0, 5, 150), parts):
+        np.testing.assert_array_equal(part.mean[0], whole.mean[i])
+        np.testing.assert_array_equal(part.std[0], whole.std[i])
+        np.testing.assert_array_equal(part.interval[0], whole.interval[i])
+
+
+def test_gbt_fast_raw_outputs_equal_scikit_learns(records, monkeypatch, tmp_path):  # noqa: F811
+    from tree_reference import keeping_sklearn
+
+    from ml.train.bundle import load_bundle, save_bundle
+
+    with keeping_sklearn(monkeypatch):
+        model = create("gbt", {**FAST, "seed": 8})
+        model.fit(records)
+    x = _between_rows(model.featurize(records), 400, 8)
+    loaded = load_bundle(save_bundle(model, tmp_path / "bundle"))
+    trees = model.members[0]
+    z = np.stack([trees[m].sklearn.predict(x) for m in model.metrics], axis=1)
+    p_fail = trees["__fail__"].sklearn.predict_proba(x)[:, 1]
+    for fast in (model.predict_features(x), loaded.predict_features(x)):
+        np.testing.assert_allclose(fast.mean, model.targets.inverse(z), rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(fast.p_fail, p_fail, rtol=RTOL, atol=ATOL)
+
+
+def test_damaged_arrays_are_refused_before_the_compiled_loops():
+    """The walk and the kernel sum read without bounds checks: arrays pointing outside their
+    forest, a cycle, inconsistent kernel arrays and too narrow rows raise ValueError first."""
+    from sklearn.ensemble import ExtraTreesRegressor
+
+    from ml.models.kernel import KernelSet
+    from ml.models.trees import CompiledForests, FlatTrees
+
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((60, 5)), rng.standard_normal(60)
+    flat = FlatTrees.from_forest(ExtraTreesRegressor(3, random_state=0).fit(x, y))
+    assert CompiledForests((flat,)).leaves(x).shape == (60, 3)
+    with pytest.raises(ValueError):
+        CompiledForests((flat,)).leaves(x[:, :2])
+    outside = {**flat.arrays, "left": flat.arrays["left"].copy()}
+    outside["left"][0] = len(outside["left"]) + 5
+    with pytest.raises(ValueError):
+        CompiledForests((FlatTrees(outside, flat.roots, 0.0),))
+    cycle = {**flat.arrays, "left": flat.arrays["left"].copy()}
+    cycle["left"][flat.arrays["left"][0]] = 0  # the root's left child leads back to the root
+    cycle["is_leaf"] = flat.arrays["is_leaf"].copy()
+    cycle["is_leaf"][flat.arrays["left"][0]] = False
+    with pytest.raises(ValueError):
+        CompiledForests((FlatTrees(cycle, flat.roots, 0.0),))
+    kernel = KernelSVR.fit(x, y, blocks=(("all", slice(0, 5)),))
+    assert KernelSet((kernel,)).predict(x).shape == (60, 1)
+    with pytest.raises(ValueError):
+        KernelSet((kernel,)).predict(x[:, :2])
+    damaged = KernelSVR({**kernel.arrays, "mean": kernel.arrays["mean"][:-1]})
+    with pytest.raises(ValueError):
+        KernelSet((damaged,))

@@ -164,3 +164,28 @@ def test_blend_chooses_its_weights_on_validation_genomes_out_of_sample(records, 
     fixed = create("blend", {**config, "weights": [0.5, 0.5], "fail_weights": [1.0, 0.0]})
     fixed.fit(train, val)
     assert fixed.weights.tolist() == [[0.5] * 5, [0.5] * 5]
+
+
+def test_compiled_interp_is_numpys_bit_for_bit():
+    """The rank kind's inverse on large batches (compiled) gives np.interp's values exactly:
+    knots hit exactly, just beside them, outside, flat stretches, NaN and infinities."""
+    from ml.models import compiled
+
+    rng = np.random.default_rng(11)
+    for trial in range(12):
+        xp = np.unique(rng.standard_normal(int(rng.integers(2, 300))) * rng.uniform(0.1, 10))
+        fp = np.cumsum(rng.exponential(size=len(xp))) * rng.choice([1e-6, 1.0, 1e4])
+        if trial % 3 == 0:
+            fp[len(fp) // 2:] = fp[len(fp) // 2]
+        x = np.concatenate([rng.standard_normal(20000) * 3, xp, [np.nan, np.inf, -np.inf],
+                            np.nextafter(xp, np.inf), np.nextafter(xp, -np.inf)])
+        start, low, step = compiled.interp_grid(xp)
+        out = np.empty_like(x)
+        compiled.interp(x, xp, fp, start, low, step, out)
+        np.testing.assert_array_equal(out, np.interp(x, xp, fp))
+    y = np.exp(rng.normal(2, 2, (300, 1)))
+    scaler = TargetScaler(("uw_val_epoch_loss",), ("rank",)).fit(y)
+    z = rng.standard_normal((100, TargetScaler.COMPILED_INTERP // 50))  # the compiled path
+    knots, scores = scaler.knots[0]
+    np.testing.assert_array_equal(scaler.inverse_column(z, 0),
+                                  np.expm1(np.minimum(np.interp(z, scores, knots), 700.0)))

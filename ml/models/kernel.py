@@ -7,14 +7,15 @@ than either (``ml.models.stack``). Two choices make the kernel usable on these r
 * **Blocks weigh equally.** Columns are standardised on the training rows, then each feature
   family of :data:`ml.features.vectors.FEATURE_BLOCKS` is divided by the square root of its
   number of non-constant columns, so every family adds about the same to a squared distance.
-  Without it the 784 edge-type columns drown the 34 of ``model_info``. ``gamma`` is
+  Without it the hundreds of edge-type columns drown the few of ``model_info``. ``gamma`` is
   1 / (number of non-constant families): the analogue of scikit-learn's ``gamma="scale"``.
-* **epsilon-insensitive loss** (an SVR, not kernel ridge or a GP): on the real genomes the
-  targets' tails still hurt squared-loss kernels (CV Kendall tau on ciou_loss .39-.41 for
-  kernel ridge and a GP against .50 for the SVR).
+* **epsilon-insensitive loss** (an SVR, not kernel ridge or a GP): the targets' tails still
+  hurt squared-loss kernels, which ranked worse on the real genomes (docs/results.md, "Where
+  the stack's choices came from").
 
-Fitting is scikit-learn's libsvm; prediction is a numpy kernel sum over the support vectors,
-so a bundle holds tensors only (no pickle). Non-finite inputs count as the training mean.
+Fitting is scikit-learn's libsvm; prediction is a compiled kernel sum over the support vectors
+(:class:`KernelSet`), so a bundle holds tensors only (no pickle). Non-finite inputs count as
+the training mean.
 """
 from __future__ import annotations
 
@@ -86,24 +87,11 @@ class KernelSVR:
         return np.where(np.isfinite(out), out, 0.0)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """A genome's value never depends on the batch it came in (the service scores in
-        chunks and caches rows): the products with the support vectors are one matrix-vector
-        product per row, since a matrix product's blocking changes the last bits with the
-        batch; the rest is element-wise or a sum along each row, the same arithmetic whatever
-        the batch (tests compare every row alone and in batches, bit for bit). 2,000 rows x
-        ~160 support vectors x ~480 columns: ~22 ms (all of it row by row: ~40 ms)."""
-        a = self.arrays
-        if a["support"].size == 0:
-            return np.full(len(x), self.intercept)
-        # Row-major: a sum along a row of a column-major array is not the row's own sum.
-        xs = np.ascontiguousarray(self.transform(x))
-        sv, dual = a["support"], a["dual"]
-        sv_sq = (sv * sv).sum(axis=1)
-        dots = np.empty((len(xs), len(sv)))
-        for i, row in enumerate(xs):
-            np.matmul(sv, row, out=dots[i])
-        d2 = (xs * xs).sum(axis=1)[:, None] + sv_sq - 2.0 * dots
-        return (np.exp(-self.gamma * np.maximum(d2, 0.0)) * dual).sum(axis=1) + self.intercept
+        """``f(x)`` per row (:class:`KernelSet` of this one kernel, kept for the next call)."""
+        cached = self.__dict__.get("_set")
+        if cached is None:
+            cached = self._set = KernelSet((self,))
+        return cached.predict(x)[:, 0]
 
     def state(self, prefix: str) -> dict[str, torch.Tensor]:
         return {prefix + f: torch.from_numpy(np.ascontiguousarray(self.arrays[f]))
@@ -112,3 +100,69 @@ class KernelSVR:
     @classmethod
     def load(cls, state: dict[str, torch.Tensor], prefix: str) -> "KernelSVR":
         return cls({f: state[prefix + f].numpy() for f in cls.FIELDS})
+
+
+class KernelSet:
+    """Several :class:`KernelSVR` predicted together (a stack member's, one per metric).
+
+    Kernels fitted on the same rows share their transform (columns, centre, scale, gamma), so
+    their support vectors are rows of one space: one transform of the batch and one kernel sum
+    over the union of their support vectors (each kernel's dual coefficients, zero where a
+    vector is not its own) serve them all. Kernels of different transforms form separate groups.
+
+    A genome's value never depends on the batch it came in (the service scores in chunks and
+    caches rows): the sum is :func:`ml.models.compiled.rbf_sums`, the same operations per row
+    whatever the batch (tests compare every row alone and in batches, bit for bit), where a
+    BLAS matrix product's blocking would change the last bits with the batch."""
+
+    def __init__(self, kernels: Sequence[KernelSVR]) -> None:
+        self.size = len(kernels)
+        self.intercept = np.array([k.intercept for k in kernels], dtype=np.float64)
+        groups: dict[bytes, list[int]] = {}
+        for i, kernel in enumerate(kernels):
+            if kernel.arrays["support"].size:
+                a = kernel.arrays
+                # The sum is compiled without bounds checks: inconsistent arrays (a damaged
+                # bundle) are refused here, not read out of bounds there.
+                dims = len(a["columns"])
+                if (a["support"].ndim != 2 or a["support"].shape[1] != dims
+                        or len(a["mean"]) != dims or len(a["scale"]) != dims
+                        or len(a["dual"]) != len(a["support"]) or a["columns"].min() < 0):
+                    raise ValueError("kernel arrays of inconsistent shapes")
+                key = b"".join(np.ascontiguousarray(a[f]).tobytes()
+                               for f in ("columns", "mean", "scale", "gamma"))
+                groups.setdefault(key, []).append(i)
+        #: per group: (a kernel of it, for the transform; its outputs; support vectors [D, S]
+        #: feature-major; dual coefficients [S, outputs])
+        self.groups: list[tuple[KernelSVR, np.ndarray, np.ndarray, np.ndarray]] = []
+        for members in groups.values():
+            supports = [kernels[i].arrays["support"] for i in members]
+            union, where = np.unique(np.concatenate(supports), axis=0, return_inverse=True)
+            dual = np.zeros((len(union), len(members)))
+            start = 0
+            for k, (i, support) in enumerate(zip(members, supports)):
+                np.add.at(dual[:, k], where.reshape(-1)[start:start + len(support)],
+                          kernels[i].arrays["dual"])
+                start += len(support)
+            self.groups.append((kernels[members[0]], np.asarray(members, dtype=np.int64),
+                                np.ascontiguousarray(union.T), dual))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """[n, kernels]: each kernel's ``f(x)`` per row."""
+        out = np.zeros((len(x), self.size))
+        for kernel, outputs, support_t, dual in self.groups:
+            if len(x) == 0:
+                break
+            if np.ndim(x) != 2 or np.shape(x)[1] <= int(kernel.arrays["columns"].max()):
+                raise ValueError(f"rows of shape {np.shape(x)}: the kernel reads column "
+                                 f"{int(kernel.arrays['columns'].max())}")
+            from ml.models import compiled  # numba: imported on the first prediction only
+            a = kernel.arrays
+            part = np.zeros((len(x), len(outputs)))
+            compiled.rbf_sums(np.ascontiguousarray(x, dtype=np.float64),
+                              np.asarray(a["columns"], dtype=np.int64),
+                              np.asarray(a["mean"], dtype=np.float64),
+                              np.asarray(a["scale"], dtype=np.float64), support_t, dual,
+                              kernel.gamma, part)
+            out[:, outputs] = part
+        return out + self.intercept

@@ -9,45 +9,27 @@ better than either, most where data are fewest (White et al.'s OMNI point: combi
 predictors).
 
 Every choice from data is made on ``inner_folds`` grouped folds of the training rows (nested
-under any outer evaluation): per metric, the target kind and ``w`` (``tree_weights``, default
-0.25 to 1 in quarters) that give the out-of-fold blend the best Kendall tau-b, on one set of
-out-of-fold predictions per kind (``target_transform`` "robust" or "rank" fixes the kind). The
-trees always keep some weight because their spread is the stack's uncertainty: at ``w`` = 0
-the interval would shrink to a point.
-
-v2 (kinds chosen on inner folds, the wider weight grid). Before, the kind was always "robust"
-and the grid 0.5 / 0.75 / 1, a restriction picked on the same real-genome folds that reported
-the results. Measured on those outer folds only (grouped 5-fold x 5 seeds; tau-b uw_val / ciou
-/ AP / iou / giou; SPEA2 / NSGA-II top-30 % overlap):
-
-* v1 .573 / .507 / .469 / .502 / .526, trust .446 / .440;
-* "rank" for every metric, v1 grid: .594 / .500 / .558 / .482 / .529, trust .457 / .444;
-* kinds on inner folds, grid 0 to 1: .588 / .503 / .550 / .483 / .522, trust .443 / .454;
-* v2 (grid 0.25 to 1): ``docs/results.md``, with generation-forward and nas-bench-graph.
-
-"rank" alone lost on nas-bench-graph/arxiv at N = 50 (.511 against .541, 10 seeds), where the
-inner choice keeps "robust" (.536); the grid 0 to 1 against v1's cost nothing measurable there
-(.595 / .602 at N = 100). The rest (the SVR as the partner, ``min_samples_leaf`` 2) was chosen
-on nas-bench-graph, on a validation split of 5,000 pool architectures apart from its test set.
+under any outer evaluation, so no choice sees the rows it is scored on): per metric, the target
+kind and ``w`` (``tree_weights``, default 0.25 to 1 in quarters) that give the out-of-fold blend
+the best Kendall tau-b, on one set of out-of-fold predictions per kind (``target_transform``
+"robust" or "rank" fixes the kind). The trees always keep some weight because their spread is
+the stack's uncertainty: at ``w`` = 0 the interval would shrink to a point.
 
 Uncertainty: each tree's prediction is blended with the SVR's (``w * tree + (1 - w) * svr``)
 and the spread of those around the mean is scaled by ``spread_scale`` before going back to
-original units; ``std`` is the spread there. The scale is split-conformal, from the same inner
-folds: the 95th percentile of |out-of-fold residual| / out-of-fold spread, over 1.96, so that
-mean +- 1.96 std covers about 95 % of held-out rows. The raw spread is epistemic only and
-narrower once blended: grouped CV coverage of that interval was .74 / .55 / .46 / .42 / .54
-(uw_val / ciou / AP / iou / giou) before the scale.
+original units; ``std`` is the spread there. The raw spread is epistemic only, and narrower once
+blended, so it under-covers; the scale is split-conformal, from the same inner folds: the 95th
+percentile of |out-of-fold residual| / out-of-fold spread, over 1.96, so that mean +- 1.96 std
+covers about 95 % of held-out rows.
 
 The residuals are taken against the *unclipped* standardised targets (``raw`` in
 ``_fit_metric``), the values coverage is scored on, while the trees, the SVR and the weight choice
-keep the winsorised ones (the mean is unchanged). Against the clipped targets a row beyond
-``TARGET_CLIP`` looked like a residual of a few sigmas, so the scale could never cover it:
-13.5 % of the real genomes' iou_loss values (up to 1.35; the middle half lies in 0.99966-0.99995)
-lie beyond the clip, and its coverage was .842 = 1 - that share. Grouped 5-fold x 5 seeds,
-interval coverage uw_val / ciou / AP / iou / giou .951 / .955 / .946 / .842 / .946 ->
-.951 / .955 / .963 / .942 / .952; iou_loss's median width 0.00097 -> 0.011 (covering 95 % means
-reaching into its tail: its 95th percentile is 1.011), AP's 0.00019 -> 0.00034, the rest
-within 5 % (``docs/results.md``).
+keep the winsorised ones (the mean is unchanged): against the clipped targets a row beyond
+``TARGET_CLIP`` looks like a residual of a few sigmas, so the scale could never cover it, and a
+heavy-tailed metric's coverage would stop at the share of rows inside the clip.
+
+The measurements behind these choices (grid, kinds, coverage before and after the scale):
+docs/results.md, "Where the stack's choices came from".
 """
 from __future__ import annotations
 
@@ -61,7 +43,7 @@ import torch
 from ml.features.vectors import FEATURE_BLOCKS
 from ml.metrics import Z95, kendall_tau_b
 from ml.models.hyperparameters import COMMON, STACK
-from ml.models.kernel import KernelSVR
+from ml.models.kernel import KernelSet, KernelSVR
 from ml.models.trees import ExtraTreesPredictor, FlatTrees, inner_folds_of
 
 #: Coverage the spread scale aims for, and the largest scale it may take (a finite bound when
@@ -92,11 +74,10 @@ def spread_scale(z: np.ndarray, mean: np.ndarray, spread: np.ndarray,
     no row has a positive spread.
 
     ``z`` must be what the interval is scored against: the *unclipped* standardised targets,
-    not the winsorised ones the trees are fitted on (a row beyond ``TARGET_CLIP`` looked like
+    not the winsorised ones the trees are fitted on (a row beyond ``TARGET_CLIP`` looks like
     a small residual there, so the scale could never cover it). Rows with zero spread (all
-    inner trees agree; 0.3-0.6 % of inner rows, iou_loss and average_precision only) are left
-    out: counting them as never covered widened those intervals by 16-58 % for +.003 coverage
-    on half-splits of the inner rows."""
+    inner trees agree; a few per mille of inner rows) are left out: counting them as never
+    covered widens every interval of the metric for almost no coverage (docs/results.md)."""
     usable = spread > 0
     if not usable.any():
         return 1.0
@@ -118,7 +99,7 @@ class StackedPredictor(ExtraTreesPredictor):
     """Per metric: an ExtraTrees forest (``members``) and a :class:`MetricBlend` (``blends``)."""
 
     name = "stack"
-    #: 2: the target kind per metric (``target_transform``, chosen with the blend weight)
+    #: Raised whenever what a fitted model expects changes (see ``ExtraTreesPredictor.version``).
     version = 2
     defaults = {**ExtraTreesPredictor.defaults, "min_samples_leaf": 2, "svr_c": 1.0,
                 "svr_epsilon": 0.1, "tree_weights": (0.25, 0.5, 0.75, 1.0)}
@@ -214,14 +195,30 @@ class StackedPredictor(ExtraTreesPredictor):
             for m in self.metrics}
         return history
 
-    def _metric_z(self, member: int, j: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        tree, each = super()._metric_z(member, j, x)
+    def _member_context(self, member: int, x: np.ndarray) -> np.ndarray:
+        """The member's SVR predictions [n, M], every metric's in one kernel sum
+        (:class:`ml.models.kernel.KernelSet`), built on first use like its compiled forests."""
+        kernels = tuple(self.blends[member][m].kernel for m in self.metrics)
+        cache: dict[int, tuple[tuple[KernelSVR, ...], KernelSet]] = \
+            self.__dict__.setdefault("_kernel_sets", {})
+        hit = cache.get(member)
+        if hit is None or any(a is not b for a, b in zip(hit[0], kernels)):
+            hit = cache[member] = (kernels, KernelSet(kernels))
+        return hit[1].predict(x)
+
+    def _metric_z(self, member: int, j: int, leaves: np.ndarray,
+                  context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tree, each = super()._metric_z(member, j, leaves, context)
         blend = self.blends[member][self.metrics[j]]
         w = blend.tree_weight
-        kernel = blend.kernel.predict(x)
-        mean = w * tree + (1.0 - w) * kernel
-        spread = w * (each - tree[:, None])  # each tree, blended, minus the blended mean
-        return mean, mean[:, None] + blend.spread_scale * spread
+        mean = w * tree + (1.0 - w) * context[:, j]
+        # mean + scale * (w * (each - tree)): each tree, blended, minus the blended mean,
+        # spread-scaled around the mean (in place: the same operations, one array)
+        scaled = np.subtract(each, tree[:, None])
+        scaled *= w
+        scaled *= blend.spread_scale
+        scaled += mean[:, None]
+        return mean, scaled
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = super().state_dict()

@@ -3,9 +3,9 @@
 Rule (fitted on the non-failed training rows of each metric):
 
 * metrics whose training values are all >= 0 and heavy-tailed (lower-is-better losses, or
-  max/median > 20 with a positive median) get ``log1p`` first: uw_val_epoch_loss reaches
-  25,382 with median 8.4, so a
-  raw scale would let a handful of rows dominate an L2/Huber loss;
+  max/median > 20 with a positive median) get ``log1p`` first: a loss whose maximum is
+  thousands of times its median would, on a raw scale, let a handful of rows dominate an
+  L2/Huber loss;
 * then robust centring/scaling: ``(t - median) / (IQR / 1.349)`` (the IQR of a normal is
   1.349 sigma), falling back to the standard deviation, then 1, when the IQR is zero.
 
@@ -15,10 +15,11 @@ A metric may instead be modelled as **normal scores** (``kind`` "rank"): ``z = P
 with ``F`` the training rows' mid-rank empirical CDF (ties share one score), linear between
 training values and clamped at their ends; the inverse interpolates back onto the training
 values. It keeps the whole order, the top included, where the robust scale needs a
-winsorising constant (``ml.models.trees.TARGET_CLIP``) that flattens it: average_precision is
-0 for a fifth of the real genomes and spans 0-0.16 over a middle half of 0-4e-5, so every AP
-above ~2e-4 sat on the clip and the trees could not tell 0.001 from 0.16. The tree models
-choose the kind per metric on inner folds of their training rows (``ml.models.trees``).
+winsorising constant (``ml.models.trees.TARGET_CLIP``) that flattens it: a metric that is 0
+for many genomes and spans orders of magnitude above its middle half puts all its best values
+on the clip, where the trees cannot tell them apart. The tree models choose the kind per
+metric on inner folds of their training rows (``ml.models.trees``); the figures behind the rule
+are in docs/results.md ("Where the stack's choices came from").
 """
 from __future__ import annotations
 
@@ -109,11 +110,34 @@ class TargetScaler:
         if j in self.knots:
             knots, scores = self.knots[j]
             t = (np.full(np.shape(z), knots[0]) if len(knots) < 2
-                 else np.interp(z, scores, knots))
+                 else self._interp(np.asarray(z, dtype=np.float64), j, scores, knots))
         else:
-            t = z * self.scale[j] + self.center[j]
+            t = z * self.scale[j]
+            t += self.center[j]
+        if not self.use_log[j]:
+            return t
         # expm1 of an extrapolated log value can overflow; 700 keeps it finite in float64.
-        return np.expm1(np.minimum(t, 700.0)) if self.use_log[j] else t
+        t = np.minimum(t, 700.0)
+        return np.expm1(t, out=t) if isinstance(t, np.ndarray) else np.expm1(t)
+
+    #: From this many values on, :meth:`inverse_column` interpolates with the compiled
+    #: :func:`ml.models.compiled.interp` (numpy's values, without a binary search per value:
+    #: a forest's per-tree predictions are hundreds of thousands of them).
+    COMPILED_INTERP = 4096
+
+    def _interp(self, z: np.ndarray, j: int, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+        """``np.interp(z, xp, fp)``, any shape."""
+        if z.size < self.COMPILED_INTERP:
+            return np.interp(z, xp, fp)
+        from ml.models import compiled  # numba: imported on the first large batch only
+        grids = self.__dict__.setdefault("_grids", {})
+        if j not in grids or grids[j][0] is not xp:
+            grids[j] = (xp, compiled.interp_grid(xp))
+        start, low, step = grids[j][1]
+        flat = np.ascontiguousarray(z).reshape(-1)
+        out = np.empty_like(flat)
+        compiled.interp(flat, xp, fp, start, low, step, out)
+        return out.reshape(z.shape)
 
     def state(self, prefix: str = "target.") -> dict[str, torch.Tensor]:
         state = {prefix + "use_log": torch.from_numpy(self.use_log.astype(np.float64)),

@@ -1,9 +1,12 @@
 """Tree ensembles on per-genome + op-histogram features (White et al.'s strong baseline).
 
-``trees`` (extremely randomised trees, the measured best) and ``gbt`` (histogram gradient
-boosting) are fitted with scikit-learn and then flattened into plain arrays
-(feature, threshold, children, leaf value, NaN direction) so the state is a flat dict of tensors
-(no pickle) and prediction is a short vectorised traversal in numpy.
+``trees`` (extremely randomised trees) and ``gbt`` (histogram gradient boosting) are fitted
+with scikit-learn and then flattened into plain arrays (feature, threshold, children, leaf value,
+NaN direction), so the state is a flat dict of tensors (no pickle) and a bundle needs no
+scikit-learn objects. Prediction walks every tree of a member (all metrics and the failure
+head) in one compiled pass (:class:`CompiledForests`, :mod:`ml.models.compiled`), derived from
+those arrays on first use: the service predicts thousands of cached rows per request, where a
+per-tree or per-level Python loop would dominate its time.
 """
 from __future__ import annotations
 
@@ -30,17 +33,17 @@ from ml.models.hyperparameters import COMMON, GBT, TREES
 from ml.models.pretrained import GraphEmbedder
 from ml.models.targets import ROBUST, TARGET_KINDS, TargetScaler
 
-#: Standardised training targets are winsorised to +-this many robust sigmas before fitting.
-#: A squared-error split criterion lets a few extreme rows dictate the tree: iou_loss sits in
-#: 0.9997-0.9999 with outliers hundreds of sigmas out. Grouped 5-fold x 5 seeds CV on the real
-#: genomes: tau-b average_precision .421 -> .450, iou_loss .416 -> .492, the rest within .006;
-#: nas-bench-graph/arxiv (N = 100, validation split) .574 -> .581. (Chosen on the reporting
-#: folds, before the nested protocol; it only applies to metrics whose kind is "robust", and
-#: "auto" weighs that kind against the constant-free "rank" on inner folds.)
+#: Standardised training targets are winsorised to +-this many robust sigmas before fitting:
+#: a squared-error split criterion lets a few extreme rows dictate the tree, and a loss whose
+#: bulk sits in a narrow band can have outliers hundreds of sigmas out. It applies to metrics of
+#: kind "robust" only ("auto" weighs that kind against the constant-free "rank" on inner
+#: folds). The measurements: docs/results.md, "Where the stack's choices came from".
 TARGET_CLIP = 5.0
 #: ``target_transform``: one kind for every metric, or "auto" (chosen per metric, below).
 AUTO = "auto"
 TARGET_TRANSFORMS: tuple[str, ...] = (AUTO, *TARGET_KINDS)
+#: A member's failure head, beside its metrics' forests (also its key in a bundle's state).
+FAIL = "__fail__"
 #: Where a tree model's state keeps its pre-trained embedder (``embedding``), if it has one.
 EMBEDDING_PREFIX = "embedding."
 
@@ -95,9 +98,12 @@ class FlatTrees:
 
     @classmethod
     def from_sklearn(cls, model: Any) -> "FlatTrees":
+        """A fitted HistGradientBoosting model (one tree per iteration: regression / binary)."""
+        # Private attributes (_predictors, _baseline_prediction): scikit-learn has no public
+        # view of a boosting model's trees, so pyproject.toml pins the version that has them.
         parts: dict[str, list[np.ndarray]] = {f: [] for f in cls.FIELDS}
         roots, offset = [], 0
-        for (tree,) in model._predictors:  # one tree per iteration (regression / binary)
+        for (tree,) in model._predictors:
             nodes = tree.nodes
             roots.append(offset)
             parts["feature"].append(nodes["feature_idx"].astype(np.int64))
@@ -112,28 +118,11 @@ class FlatTrees:
         baseline = float(np.asarray(model._baseline_prediction).reshape(-1)[0])
         return cls(arrays, np.asarray(roots, dtype=np.int64), baseline)
 
-    #: Levels between compactions of the (tree, sample) pairs that have reached a leaf.
-    COMPACT_EVERY = 6
-
-    def _prepared(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """Derived traversal arrays (cached, never stored): ``children`` [2 * nodes] with leaves
-        looping onto themselves (so a pair can step past its leaf), and the deepest leaf's level."""
-        cached = getattr(self, "_prep", None)
+    def compiled(self) -> "CompiledForests":
+        """This ensemble as a :class:`CompiledForests` (built on first use, never stored)."""
+        cached = getattr(self, "_compiled", None)
         if cached is None:
-            a = self.arrays
-            leaf = a["is_leaf"].astype(bool)
-            idx = np.arange(len(leaf), dtype=np.int64)
-            children = np.empty((len(leaf), 2), dtype=np.int64)
-            children[:, 0] = np.where(leaf, idx, a["left"])
-            children[:, 1] = np.where(leaf, idx, a["right"])
-            depth, frontier = 0, np.asarray(self.roots, dtype=np.int64)
-            frontier = frontier[~leaf[frontier]]
-            while frontier.size:  # breadth-first over internal nodes: one step per level
-                depth += 1
-                frontier = children[frontier].reshape(-1)
-                frontier = frontier[~leaf[frontier]]
-            cached = self._prep = (children.reshape(-1), a["feature"].astype(np.int64),
-                                   a["threshold"].astype(np.float64), depth)
+            cached = self._compiled = CompiledForests((self,))
         return cached
 
     def raw(self, x: np.ndarray) -> np.ndarray:
@@ -147,64 +136,8 @@ class FlatTrees:
 
     def leaves(self, x: np.ndarray) -> np.ndarray:
         """[n, trees] leaf value of every row in every tree (zero columns for an empty
-        ensemble). Traverses all trees for all rows at once, level by level.
-
-        Pairs are ordered tree-major and ``x`` is read transposed, so at the top levels (where
-        a tree's samples share a node) the gathers walk one feature column contiguously; pairs
-        at a leaf are dropped every :attr:`COMPACT_EVERY` levels. Leaf values are summed in the
-        same [sample, tree] order as the original per-sample traversal (bit-identical output).
-        """
-        a = self.arrays
-        if len(self.roots) == 0:
-            return np.zeros((len(x), 0))
-        children, feature, threshold, depth = self._prepared()
-        n, t = len(x), len(self.roots)
-        xt = np.ascontiguousarray(np.asarray(x, dtype=np.float64).T).reshape(-1)  # [d * n]
-        offset = feature * n
-        nan_aware = bool(a["nan_left"].any()) and bool(np.isnan(xt).any())
-        nan_right = ~a["nan_left"].astype(bool)
-        leaf = a["is_leaf"]
-        cur = np.repeat(np.asarray(self.roots, dtype=np.int64), n)   # [t * n], tree-major
-        sample = np.tile(np.arange(n, dtype=np.int64), t)
-        node, active = cur, None
-        for level in range(depth):
-            value = xt[offset[cur] + sample]
-            go_right = ~(value <= threshold[cur])  # NaN goes right unless nan_left says so
-            if nan_aware:
-                go_right = np.where(np.isnan(value), nan_right[cur], go_right)
-            cur = children[2 * cur + go_right]
-            if (level + 1) % self.COMPACT_EVERY == 0 and level + 1 < depth:
-                keep = ~leaf[cur]
-                if active is None:
-                    node, active = cur.copy(), np.flatnonzero(keep)
-                else:
-                    node[active] = cur
-                    active = active[keep]
-                cur, sample = cur[keep], sample[keep]
-        if active is None:
-            node = cur
-        else:
-            node[active] = cur
-        return np.ascontiguousarray(a["value"][node].reshape(t, n).T)  # [n, t]
-
-    def raw_reference(self, x: np.ndarray) -> np.ndarray:
-        """The straightforward per-sample traversal :meth:`raw` must match (tests)."""
-        a = self.arrays
-        if len(self.roots) == 0:
-            return np.full(len(x), self.baseline)
-        n, t = len(x), len(self.roots)
-        node = np.tile(self.roots, n)                 # [n * t], row-major by sample
-        row = np.repeat(np.arange(n), t)
-        active = np.flatnonzero(~a["is_leaf"][node])
-        while active.size:
-            cur = node[active]
-            value = x[row[active], a["feature"][cur]]
-            go_left = np.where(np.isnan(value), a["nan_left"][cur], value <= a["threshold"][cur])
-            nxt = np.where(go_left, a["left"][cur], a["right"][cur])
-            node[active] = nxt
-            active = active[~a["is_leaf"][nxt]]
-        leaves = a["value"][node].reshape(n, t)
-        return self.baseline + self.weight * leaves.sum(axis=1)
+        ensemble)."""
+        return self.compiled().leaves(x)
 
     def state(self, prefix: str) -> dict[str, torch.Tensor]:
         out = {prefix + f: torch.from_numpy(np.ascontiguousarray(v))
@@ -219,6 +152,97 @@ class FlatTrees:
         arrays = {f: state[prefix + f].numpy() for f in cls.FIELDS}
         return cls(arrays, state[prefix + "roots"].numpy(), float(state[prefix + "baseline"]),
                    float(state[prefix + "weight"]))
+
+
+class CompiledForests:
+    """Every tree of several :class:`FlatTrees` as one node table, walked in one compiled pass
+    (:func:`ml.models.compiled.walk`): a row's features are read once for all the model's
+    metrics and its failure head. Derived from the flat arrays (never stored), so bundles keep
+    their format; leaf values are the flat arrays' own, so the walk equals a per-row one.
+
+    ``spans[k]`` is forest ``k``'s block of columns in :meth:`leaves`."""
+
+    def __init__(self, forests: tuple[FlatTrees, ...]) -> None:
+        feature, threshold, children, nan_right, value, roots, depths = [], [], [], [], [], [], []
+        self.spans: list[slice] = []
+        offset = column = 0
+        for flat in forests:
+            a = flat.arrays
+            leaf = np.asarray(a["is_leaf"], dtype=bool)
+            nodes = len(leaf)
+            idx = np.arange(nodes, dtype=np.int64)
+            pair = np.empty((nodes, 2), dtype=np.int64)  # a leaf points to itself
+            pair[:, 0] = np.where(leaf, idx, a["left"])
+            pair[:, 1] = np.where(leaf, idx, a["right"])
+            tree_roots = np.asarray(flat.roots, dtype=np.int64)
+            # The walk is compiled without bounds checks: arrays that point outside their own
+            # forest (a damaged bundle) are refused here, not read out of bounds there.
+            if nodes and (pair.min() < 0 or pair.max() >= nodes or tree_roots.min() < 0
+                          or tree_roots.max() >= nodes):
+                raise ValueError("tree arrays point outside their forest")
+            children.append(pair.reshape(-1) + offset)
+            feature.append(np.where(leaf, 0, a["feature"]).astype(np.int64))
+            threshold.append(np.asarray(a["threshold"], dtype=np.float64))
+            nan_right.append(~np.asarray(a["nan_left"], dtype=bool))
+            value.append(np.asarray(a["value"], dtype=np.float64))
+            roots.append(tree_roots + offset)
+            depths.append(_tree_depths(pair, leaf, tree_roots))
+            self.spans.append(slice(column, column + len(tree_roots)))
+            offset += nodes
+            column += len(tree_roots)
+        if offset >= 2 ** 30:
+            raise ValueError(f"{offset} tree nodes: more than the compiled walk indexes")
+        # int32 node and feature indices: half the memory traffic of int64 in the walk
+        self.feature = _joined(feature, np.int32)
+        self.threshold = _joined(threshold, np.float64)
+        self.children = _joined(children, np.int32)
+        self.nan_right = _joined(nan_right, np.bool_)
+        self.value = _joined(value, np.float64)
+        self.roots = _joined(roots, np.int32)
+        self.depths = _joined(depths, np.int32)
+        self.has_nan_left = not bool(self.nan_right.all())
+        self.columns = int(self.feature.max()) + 1 if len(self.feature) else 0
+
+    def leaves(self, x: np.ndarray) -> np.ndarray:
+        """[n, all trees] leaf value of every row in every tree, forests side by side."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] < self.columns:
+            raise ValueError(f"rows of shape {x.shape}: the trees split on {self.columns} columns")
+        out = np.empty((len(x), len(self.roots)))
+        if len(self.roots) and len(x):
+            from ml.models import compiled  # numba: imported on the first prediction only
+            nan_aware = self.has_nan_left and bool(np.isnan(x).any())
+            compiled.walk(x, self.feature, self.threshold, self.children, self.nan_right,
+                          self.value, self.roots, self.depths, nan_aware, out)
+        return out
+
+
+def _joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(0), dtype=dtype)
+
+
+def _pooled_std(parts: list[np.ndarray]) -> np.ndarray:
+    """Per row, the std over every member's trees (one member: its trees alone, no copy)."""
+    return (parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)).std(axis=1)
+
+
+def _tree_depths(children: np.ndarray, leaf: np.ndarray, roots: np.ndarray) -> np.ndarray:
+    """Each tree's number of levels to its deepest leaf (``children`` [nodes, 2], leaves
+    pointing to themselves): every row then takes exactly that many steps."""
+    depths = np.zeros(len(roots), dtype=np.int64)
+    tree = np.arange(len(roots), dtype=np.int64)
+    frontier = roots
+    inner = ~leaf[frontier]
+    frontier, tree = frontier[inner], tree[inner]
+    while frontier.size:  # breadth-first over internal nodes: one step per level
+        if depths.max() >= len(leaf):
+            raise ValueError("tree arrays hold a cycle")
+        depths[tree] += 1
+        frontier = children[frontier].reshape(-1)
+        tree = np.repeat(tree, 2)
+        inner = ~leaf[frontier]
+        frontier, tree = frontier[inner], tree[inner]
+    return depths
 
 
 class TreePredictor(Predictor):
@@ -356,16 +380,17 @@ class TreePredictor(Predictor):
                                              seed)
         if failed[idx].any() and not failed[idx].all():
             clf = self._classifier(seed).fit(x[idx], failed[idx].astype(int))
-            trees["__fail__"] = self._flatten(clf, True)
+            trees[FAIL] = self._flatten(clf, True)
         else:
             rate = float(np.clip(failed[idx].mean(), 1e-4, 1 - 1e-4))
             constant = rate if self.fail_is_probability else float(np.log(rate / (1 - rate)))
-            trees["__fail__"] = FlatTrees({f: np.zeros(0) for f in FlatTrees.FIELDS},
+            trees[FAIL] = FlatTrees({f: np.zeros(0) for f in FlatTrees.FIELDS},
                                           np.zeros(0, dtype=np.int64), constant)
         return trees
 
-    def _p_fail(self, flat: FlatTrees, x: np.ndarray) -> np.ndarray:
-        raw = flat.raw(x)
+    def _p_fail(self, flat: FlatTrees, leaves: np.ndarray) -> np.ndarray:
+        """P(failure) from the failure head's [n, trees] leaves."""
+        raw = flat.output(leaves)
         if self.fail_is_probability:  # forests average leaf probabilities
             return np.clip(raw, 0.0, 1.0)
         return 1.0 / (1.0 + np.exp(-raw))  # boosting sums logits
@@ -385,34 +410,56 @@ class TreePredictor(Predictor):
     #: there only ensemble members (``ensemble`` > 1) give a spread.
     tree_spread = False
 
-    def _metric_z(self, member: int, j: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _compiled(self, member: int) -> CompiledForests:
+        """Member ``member``'s forests (each metric's, then the failure head's) walked together,
+        built on the first prediction after a fit or a load and kept while the member's
+        :class:`FlatTrees` are the same objects."""
+        trees = self.members[member]
+        forests = tuple(trees[key] for key in (*self.metrics, FAIL))
+        cache: dict[int, tuple[tuple[FlatTrees, ...], CompiledForests]] = \
+            self.__dict__.setdefault("_compiled_members", {})
+        hit = cache.get(member)
+        if hit is None or len(hit[0]) != len(forests) or \
+                any(a is not b for a, b in zip(hit[0], forests)):
+            hit = cache[member] = (forests, CompiledForests(forests))
+        return hit[1]
+
+    def _member_context(self, member: int, x: np.ndarray) -> Any:
+        """What a member's metrics need besides their trees' leaves (none here)."""
+        return None
+
+    def _metric_z(self, member: int, j: int, leaves: np.ndarray,
+                  context: Any) -> tuple[np.ndarray, np.ndarray]:
         """Member ``member``'s standardised prediction of metric ``j`` [n] and each of its
-        trees' predictions [n, trees] (a forest's leaf value is that tree's prediction)."""
-        flat = self.members[member][self.metrics[j]]
-        leaves = flat.leaves(x)
-        return flat.output(leaves), leaves
+        trees' predictions [n, trees] (a forest's leaf value is that tree's prediction), from
+        the forest's [n, trees] ``leaves``."""
+        return self.members[member][self.metrics[j]].output(leaves), leaves
 
     def predict_features(self, x: np.ndarray) -> Prediction:
         """Predict from :meth:`featurize` rows (the service passes cached rows)."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
         means, fails, centres = [], [], []
         per_tree: list[list[np.ndarray]] = [[] for _ in self.metrics]
         per_tree_z: list[list[np.ndarray]] = [[] for _ in self.metrics]
         for member, trees in enumerate(self.members):
+            forests = self._compiled(member)
+            leaves = forests.leaves(x)
+            context = self._member_context(member, x)
             columns = []
             for j in range(len(self.metrics)):
-                z, each = self._metric_z(member, j, x)
+                z, each = self._metric_z(member, j, leaves[:, forests.spans[j]], context)
                 columns.append(z)
                 if self.tree_spread:
                     per_tree[j].append(self.targets.inverse_column(each, j))
                     per_tree_z[j].append(each)
             centres.append(np.stack(columns, axis=1))
             means.append(self.targets.inverse(centres[-1]))
-            fails.append(self._p_fail(trees["__fail__"], x))
+            fails.append(self._p_fail(trees[FAIL], leaves[:, forests.spans[-1]]))
         stack = np.stack(means)
         interval = None
         if self.tree_spread and self.members:
-            std = np.stack([np.concatenate(p, axis=1).std(axis=1) for p in per_tree], axis=1)
-            z_std = np.stack([np.concatenate(p, axis=1).std(axis=1) for p in per_tree_z], axis=1)
+            std = np.stack([_pooled_std(p) for p in per_tree], axis=1)
+            z_std = np.stack([_pooled_std(p) for p in per_tree_z], axis=1)
             interval = self.z_interval(np.mean(centres, axis=0), z_std)
         else:
             std = stack.std(axis=0) if len(means) > 1 else None
@@ -447,7 +494,7 @@ class TreePredictor(Predictor):
         self.targets = TargetScaler(self.metrics)
         self.targets.load(state)
         self.members = [{key: FlatTrees.load(state, f"m{i}.{key}.")
-                         for key in (*self.metrics, "__fail__")}
+                         for key in (*self.metrics, FAIL)}
                         for i in range(int(state["members"]))]
         self._use_embedder(GraphEmbedder.from_state(state, EMBEDDING_PREFIX)
                            if EMBEDDING_PREFIX + "meta" in state else None)
@@ -464,8 +511,9 @@ class ExtraTreesPredictor(TreePredictor):
     ``stack`` (the default), which blends them with a kernel SVR."""
 
     name = "trees"
-    #: 2: tabular_features gained the path block; 3: the mean path's counts; 4: winsorised
-    #: training targets (TARGET_CLIP); 5: the target kind per metric (``target_transform``)
+    #: Raised whenever what a fitted model expects (features, targets) changes: a bundle of
+    #: another version is refused (``ml.train.bundle.bundle_problem``), never misread
+    #: (history: docs/results.md).
     version = 5
     defaults = {"n_estimators": 200, "min_samples_leaf": 3, "max_features": 0.5,
                 "target_transform": AUTO, "inner_folds": 4, "inner_estimators": 100,
@@ -499,8 +547,8 @@ class GBTPredictor(TreePredictor):
     """Histogram gradient boosting (leaves hold additive logits / standardised targets)."""
 
     name = "gbt"
-    #: 5: ``target_transform`` (default "robust", as v4: "auto" refits the boosting
-    #: 2 kinds x ``inner_folds`` times per metric, ~110 s on the 238 genomes against ~10 s)
+    #: As ``trees``. ``target_transform`` defaults to "robust": "auto" refits the boosting for
+    #: each kind and inner fold of every metric, an order of magnitude slower to fit.
     version = 5
     defaults = {"max_iter": 300, "learning_rate": 0.04, "max_depth": 3, "min_samples_leaf": 8,
                 "l2_regularization": 1.0, "max_features": 0.5, "target_transform": ROBUST,
