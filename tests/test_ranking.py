@@ -1,23 +1,41 @@
-"""The vectorised ranking against the DEAP-faithful selection code."""
+"""The vectorised ranking of ``/predict`` against DEAP itself (the evolution's library) as the
+oracle: its ``sortNondominated`` fronts and ``assignCrowdingDist`` distances."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from deap import base, tools
 
-from ml.evaluation.selection import OBJECTIVE_WEIGHTS, crowding_distance, sort_nondominated
+from ml.evaluation.selection import OBJECTIVE_WEIGHTS
 from ml.ranking import crowding, nondominated_fronts, rank_candidates
 
 METRICS = ("uw_val_epoch_loss", "ciou_loss", "average_precision", "iou_loss")
+
+
+class _Fitness(base.Fitness):
+    weights = OBJECTIVE_WEIGHTS
+
+
+class _Individual(list):
+    """A row as DEAP sees an individual: ``[index]`` with its fitness."""
+
+    def __init__(self, index: int, values: np.ndarray) -> None:
+        super().__init__([index])
+        self.fitness = _Fitness(tuple(float(v) for v in values))
+
+
+def _population(values: np.ndarray) -> list[_Individual]:
+    return [_Individual(i, row) for i, row in enumerate(values)]
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_fronts_match_deap_sort(seed):
     rng = np.random.default_rng(seed)
     values = rng.integers(0, 6, size=(120, 3)).astype(float)  # many ties and duplicates
-    fronts = sort_nondominated(values, len(values), OBJECTIVE_WEIGHTS)
+    fronts = tools.sortNondominated(_population(values), len(values))
     expected = np.empty(len(values), dtype=int)
     for level, front in enumerate(fronts):
-        expected[front] = level
+        expected[[ind[0] for ind in front]] = level
     assert np.array_equal(nondominated_fronts(values, OBJECTIVE_WEIGHTS), expected)
 
 
@@ -26,7 +44,9 @@ def test_crowding_matches_deap():
     values = rng.normal(size=(40, 3))
     members = np.arange(40)
     ours = crowding(values, members)
-    theirs = np.array(crowding_distance(values, list(members)))
+    population = _population(values)
+    tools.emo.assignCrowdingDist(population)
+    theirs = np.array([ind.fitness.crowding_dist for ind in population])
     assert np.allclose(ours, theirs)
 
 
