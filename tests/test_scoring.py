@@ -6,21 +6,26 @@ import numpy as np
 import pytest
 from conftest import train_rows
 
-from app.scoring import LRU, LoadedModel, Scorer
+from app.scoring import LoadedModel, Scorer
+from ml.inference.caches import ByteLRU
 from service.config import Settings
 
 GENOMES = [r["genome"] for r in train_rows()]
 
 
 def test_lru_is_bounded_in_bytes():
-    lru = LRU(100, lambda _k, v: len(v))
+    lru = ByteLRU(100, lambda _k, v: len(v))
     for i in range(10):
         lru.put(i, "x" * 30)
     assert lru.bytes <= 100 and len(lru) == 3 and lru.get(9) and lru.get(0) is None
     lru.put(9, "y" * 10)                        # replacing frees the old entry's bytes
     assert lru.bytes == 70 and lru.get(9) == "y" * 10
-    lru.put("big", "z" * 500)                   # one oversized entry is kept alone
-    assert len(lru) == 1 and lru.get("big")
+    lru.put("big", "z" * 500)                   # larger than the whole cache: not kept
+    assert "big" not in lru and lru.bytes == 70
+    keyed = ByteLRU(100, lambda k, _v: len(k))  # a text's size is its key's
+    keyed.put("a" * 60, 1)
+    keyed.put("b" * 60, 2)
+    assert len(keyed) == 1 and keyed.get("b" * 60) == 2
 
 
 @pytest.fixture(scope="module")
