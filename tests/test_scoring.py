@@ -64,3 +64,33 @@ def test_cached_scores_equal_uncached_predictions(trees_model, budget_mb):
                     for i in first["items"][:120]])
     assert np.array_equal(got, direct.mean)
     assert [i["p_fail"] for i in first["items"][:120]] == direct.p_fail.tolist()
+
+
+def test_the_predict_answer_is_the_response_models_serialisation(trees_model):
+    """/predict writes its answer without pydantic validating each item: it must be byte for
+    byte what PredictResponse would have written (fields, order, errors, nulls)."""
+    from app.schemas import PredictResponse
+    from app.scoring import predict_json
+
+    scorer = Scorer(Settings(database_url="sqlite://", warm_up=False, encoder_processes=0))
+    result = scorer.score(GENOMES[:40] + ["Broken(", ""] + GENOMES[:5], trees_model)
+    assert any(not item["ok"] for item in result["items"])
+    assert predict_json(result) == PredictResponse.model_validate(result).model_dump_json().encode()
+
+
+def test_batch_items_equal_the_item_by_item_shape():
+    from ml.inference.items import batch_items, error_item, ok_item
+
+    metrics = ["a", "b"]
+    mean = np.array([[1.0, np.nan], [np.inf, 2.0], [np.nan, np.nan]])
+    std = np.array([[0.1, 0.2], [0.3, np.nan], [np.nan, np.nan]])
+    p_fail = np.array([0.1, 0.2, np.nan])
+    interval = np.arange(12, dtype=float).reshape(3, 2, 2)
+    interval[0, 1, 0] = np.nan
+    errors = [None, None, {"code": "SYNTAX_ERROR", "offset": 0, "message": "m"}]
+    assert batch_items(["h0", "h1", None], errors, metrics, mean, std, p_fail, interval) == [
+        ok_item(0, "h0", metrics, mean[0], std[0], p_fail[0], interval[0]),
+        ok_item(1, "h1", metrics, mean[1], std[1], p_fail[1], interval[1]),
+        error_item(2, errors[2])]
+    assert batch_items(["h0"], [None], metrics, mean[:1], None, p_fail[:1]) == [
+        ok_item(0, "h0", metrics, mean[0], None, p_fail[0])]

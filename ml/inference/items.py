@@ -42,10 +42,12 @@ def _plain(values: np.ndarray) -> list[Any]:
     """``values`` as nested Python lists of floats, non-finite ones None: one ``tolist`` for
     the whole array, and a per-value check only when something is not finite."""
     array = np.asarray(values, dtype=np.float64)
-    out = array.tolist()
-    if np.isfinite(array).all():
-        return out
-    return json_safe(out)
+    finite = np.isfinite(array)
+    if finite.all():
+        return array.tolist()
+    boxed = array.astype(object)
+    boxed[~finite] = None
+    return boxed.tolist()
 
 
 def batch_items(hashes: Sequence[str | None], errors: Sequence[dict[str, Any] | None],
