@@ -52,21 +52,22 @@ class RequestBudget(engine_budget.RequestBudget):
     other service error)."""
 
     def spend(self, nodes: int, index: int) -> None:
-        with service_errors():
+        try:
             super().spend(nodes, index)
+        except BudgetExceeded as exc:
+            raise service_error(exc) from None
 
     def check_time(self, index: int) -> None:
-        with service_errors():
+        try:
             super().check_time(index)
+        except BudgetExceeded as exc:
+            raise service_error(exc) from None
 
 
 def engine_config(settings: Settings) -> EngineConfig:
     """The engine's bounds: the settings of the same names."""
     return EngineConfig(**{f.name: getattr(settings, f.name) for f in fields(EngineConfig)})
 
-
-#: The search's view of the served model: the /predict engine, chunks and budget.
-SearchScorer = EngineScorer
 
 #: The top-level fields of ``POST /predict``'s answer (``app.schemas.PredictResponse``).
 ANSWER_FIELDS = ("items", "ranking", "model_name", "model_version", "encoder_version", "rank_by")
@@ -378,3 +379,15 @@ class Scorer:
         return {"items": items, "ranking": ranking, "model_version": loaded.version,
                 "model_name": loaded.name, "encoder_version": self.cache.version,
                 "rank_by": rank_by, "cache_hits": scored.hits}
+
+
+class SearchScorer(EngineScorer):
+    """The search's view of the served model: candidates go through ``/predict``'s engine,
+    caches and chunks under the proposal's ``budget``, its errors as service errors."""
+
+    def __init__(self, scorer: Scorer, loaded: LoadedModel, budget: RequestBudget) -> None:
+        super().__init__(scorer.engine, loaded.model, budget)
+
+    def score(self, genomes: Sequence[str], trees: Sequence[Any] | None = None) -> Any:
+        with service_errors():
+            return super().score(genomes, trees)

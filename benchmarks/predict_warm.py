@@ -8,13 +8,14 @@ given twice) on a data directory that already holds a model, wait until ``/ready
 the encoder processes are ready (as ``benchmarks/first_contact.py --wait-pool``), then send
 
 * the batch once: 2,000 genomes the fresh process has never seen (the real genomes plus
-  compiling ones sampled with ``--seed``, made once and kept in ``DIR/bench_unseen_2000.txt``);
+  compiling ones sampled with ``--seed``, made once and kept in ``DIR/bench_unseen_2000_SEED.txt``);
 * the same batch ``--seen`` more times: every genome already seen (the warm path).
 
 Model time: this process loads the served bundle, computes the batch's feature rows once, and
-times ``predict_features`` on them (``--model-repeats``, median): what the predictor alone
-costs for the batch; "rest" = the request's median minus that (HTTP, JSON, caches, ranking,
-the answer). Prints the medians per repo and, with two repos, the ratios.
+after each start's requests times ``predict_features`` on them (``--model-repeats``): what the
+predictor alone costs for the batch, measured in the same minutes as the requests; "rest" = the
+seen request's median minus the model's (HTTP, JSON, caches, ranking, the answer). Prints
+the medians per repo and, with two repos, the ratios.
 
     python benchmarks/predict_warm.py --data-dir DIR [--repo PATH [--repo PATH]] [--starts 3]
         [--seen 5] [--port 8767] [--json]
@@ -56,34 +57,39 @@ def batch(data_dir: Path, seed: int) -> list[str]:
     return genomes
 
 
-def model_seconds(data_dir: Path, genomes: list[str], repeats: int) -> dict[str, Any]:
-    """The served bundle's ``predict_features`` on the batch's rows (median of ``repeats``)."""
-    import sqlite3
+class ModelTimer:
+    """The served bundle's ``predict_features`` on the batch's rows."""
 
-    import numpy as np
+    def __init__(self, data_dir: Path, genomes: list[str]) -> None:
+        import sqlite3
 
-    from ml.inference import Engine
-    from ml.train import load_bundle
+        import numpy as np
 
-    with sqlite3.connect(data_dir / "surrogate.db") as db:
-        path = db.execute("SELECT source_path FROM model_versions ORDER BY version DESC LIMIT 1"
-                          ).fetchone()[0]
-    model = load_bundle(path)
-    key = getattr(model, "feature_key", None)
-    if key is None:
-        return {"predictor": type(model).__name__, "model_s": None}
-    engine = Engine()
-    scored = engine.evaluate(genomes, model)
-    rows = [engine.cache.rows.get(engine.cache.row_key(o.canonical_hash, key))
-            for o in scored.outcomes if o.error is None]
-    features = np.stack(rows)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        model.predict_features(features)
-        times.append(time.perf_counter() - started)
-    return {"predictor": type(model).__name__, "rows": len(rows),
-            "model_s": statistics.median(times)}
+        from ml.inference import Engine
+        from ml.train import load_bundle
+
+        with sqlite3.connect(data_dir / "surrogate.db") as db:
+            path = db.execute("SELECT source_path FROM model_versions ORDER BY version DESC "
+                              "LIMIT 1").fetchone()[0]
+        self.model = load_bundle(path)
+        self.predictor = type(self.model).__name__
+        self.features = None
+        key = getattr(self.model, "feature_key", None)
+        if key is not None:
+            engine = Engine()
+            scored = engine.evaluate(genomes, self.model)
+            self.features = np.stack([
+                engine.cache.rows.get(engine.cache.row_key(o.canonical_hash, key))
+                for o in scored.outcomes if o.error is None])
+
+    def seconds(self, repeats: int) -> list[float]:
+        """``repeats`` timings (none when the model reads graphs, not rows)."""
+        times = []
+        for _ in range(repeats if self.features is not None else 0):
+            started = time.perf_counter()
+            self.model.predict_features(self.features)
+            times.append(time.perf_counter() - started)
+        return times
 
 
 def one_start(repo: Path, data_dir: Path, port: int, genomes: list[str], seen: int
@@ -141,25 +147,30 @@ def main() -> None:
     repos = [r.resolve() for r in (args.repo or [REPO])]
     data_dir = args.data_dir.resolve()
     genomes = batch(data_dir, args.seed)
-    model = model_seconds(data_dir, genomes, args.model_repeats)
-    print(f"model alone ({model['predictor']}, {model.get('rows')} rows): "
-          f"{model['model_s']:.3f} s" if model["model_s"] is not None else
-          f"model {model['predictor']} reads graphs: no row timing")
+    timer = ModelTimer(data_dir, genomes)
     runs: dict[str, list[dict[str, Any]]] = {str(r): [] for r in repos}
+    model_times: list[float] = []
     for start in range(args.starts):
         for repo in repos:  # interleaved: the machine's speed drifts
             run = one_start(repo, data_dir, args.port, genomes, args.seen)
+            run["model_s"] = timer.seconds(args.model_repeats)
+            model_times += run["model_s"]
             runs[str(repo)].append(run)
             print(f"start {start + 1} {repo}: ready {run['ready_s']:.1f} s, never-seen "
                   f"{run['never_seen_s']:.3f} s, seen "
-                  + " ".join(f"{s:.3f}" for s in run["seen_s"]) + f" ({run['ok']} ok)")
+                  + " ".join(f"{s:.3f}" for s in run["seen_s"]) + f" ({run['ok']} ok); "
+                  f"model alone " + " ".join(f"{s:.3f}" for s in run["model_s"]))
+    model_s = statistics.median(model_times) if model_times else None
+    print(f"model alone ({timer.predictor}): "
+          + ("reads graphs, not timed" if model_s is None else f"median {model_s:.3f} s"))
     summary = {}
     for repo, done in runs.items():
         never = statistics.median(r["never_seen_s"] for r in done)
         seen = statistics.median(s for r in done for s in r["seen_s"])
-        summary[repo] = {"never_seen_s": never, "seen_s": seen}
-        rest = "" if model["model_s"] is None else \
-            f" (model {model['model_s']:.3f} + rest {seen - model['model_s']:.3f})"
+        mine = [s for r in done for s in r["model_s"]]
+        model = statistics.median(mine) if mine else None
+        summary[repo] = {"never_seen_s": never, "seen_s": seen, "model_s": model}
+        rest = "" if model is None else f" (model {model:.3f} + rest {seen - model:.3f})"
         print(f"{repo}: median never-seen {never:.3f} s (bar 1.5), seen {seen:.3f} s "
               f"(bar 0.25){rest}")
     if len(repos) == 2:
@@ -167,7 +178,7 @@ def main() -> None:
         print(f"ratios new/old: never-seen {new['never_seen_s'] / old['never_seen_s']:.2f}, "
               f"seen {new['seen_s'] / old['seen_s']:.2f}")
     if args.json:
-        print(json.dumps({"model": model, "runs": runs, "summary": summary}))
+        print(json.dumps({"predictor": timer.predictor, "runs": runs, "summary": summary}))
 
 
 if __name__ == "__main__":
