@@ -10,6 +10,7 @@ response schema's shape). Encoding, caching, chunking and prediction are the eng
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -268,36 +269,22 @@ class ModelCache:
         return LoadedModel(name, version, predictor, encoder, model, path=str(path))
 
 
-_POOLS: dict[tuple[int, int, bool], Any] = {}
-_POOLS_LOCK = threading.Lock()
-
-
 def shared_pool(settings: Settings) -> Any:
-    """This process's encoder pool for ``settings`` (not started; None when
-    ``encoder_processes`` is 0). One per process, shared by every scorer in it: workers cost
-    memory and seconds to start, and a second app in the process (tests) needs no more. Its
-    workers build every backbone first when ``warm_up`` is set."""
+    """This process's encoder pool for ``settings`` (:func:`ml.inference.pool.shared_pool`;
+    None when ``encoder_processes`` is 0). Its workers build every backbone first when
+    ``warm_up`` is set."""
     if settings.encoder_processes <= 0:
         return None
-    from ml.inference.pool import EncodingPool
+    from ml.inference.pool import shared_pool as pool_for
 
-    key = (settings.encoder_processes, settings.max_genome_length, settings.warm_up)
-    with _POOLS_LOCK:
-        pool = _POOLS.get(key)
-        if pool is None:
-            pool = _POOLS[key] = EncodingPool(*key)
-        return pool
+    return pool_for(settings.encoder_processes, settings.max_genome_length, settings.warm_up)
 
 
 def close_pools() -> None:
-    """Stop this process's encoder pools now (their workers are terminated; the fork server
-    then exits, its last client gone): a stopping service leaves no process behind. A later
-    :func:`shared_pool` makes a fresh pool."""
-    with _POOLS_LOCK:
-        pools = list(_POOLS.values())
-        _POOLS.clear()
-    for pool in pools:
-        pool.close(wait=False)
+    """Stop this process's encoder pools now: a stopping service leaves no process behind."""
+    pool = sys.modules.get("ml.inference.pool")  # never imported here: no pool was made
+    if pool is not None:
+        pool.close_pools()
 
 
 class Scorer:

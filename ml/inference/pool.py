@@ -327,3 +327,29 @@ class EncodingPool:
                 future.cancel()
             raise
         return broken
+
+
+_POOLS: dict[tuple[int, int, bool], EncodingPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def shared_pool(processes: int, max_length: int, warm: bool = True) -> EncodingPool:
+    """This process's encoder pool of these parameters (not started). One per process, shared
+    by every engine in it: workers cost memory and seconds to start, and a second service app
+    in the process (tests) needs no more."""
+    key = (processes, max_length, warm)
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            pool = _POOLS[key] = EncodingPool(*key)
+        return pool
+
+
+def close_pools() -> None:
+    """Stop this process's shared pools now (their workers are terminated; the fork server
+    then exits, its last client gone). A later :func:`shared_pool` makes a fresh pool."""
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for pool in pools:
+        pool.close(wait=False)
