@@ -3,8 +3,8 @@
 The search never encodes or predicts itself; it asks a :class:`CandidateScorer`. Both scorers
 here go through the one engine (:mod:`ml.inference`): the service passes an
 :class:`EngineScorer` over its shared engine and the served model; the CLI and the ``propose``
-job use :class:`BundleScorer` over a model bundle. Either way a genome that does not parse, validate
-or compile comes back with its error and no prediction: it fails alone.
+job use :class:`BundleScorer` over a model bundle. Either way a genome that does not parse,
+validate or compile comes back with its error and no prediction: it fails alone.
 """
 from __future__ import annotations
 
