@@ -164,7 +164,7 @@ def create_app(settings: Settings | None = None, dispatcher: Any = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.warm_up:
-            from ml.models.encoding_pool import warm_process
+            from ml.inference.pool import warm_process
             threading.Thread(target=warm_process, daemon=True, name="warm-up").start()
             app.state.scorer.start_pool()
         start = getattr(app.state.dispatcher, "start_reconciler", None)

@@ -1,5 +1,5 @@
 """The encoder processes started from a warmed fork server against spawned ones that each build
-their own backbones (``ml.models.encoding_pool``): seconds until the pool is ready (with the API
+their own backbones (``ml.inference.pool``): seconds until the pool is ready (with the API
 process's own warm-up thread beside it, as ``nas-surrogate serve`` starts them, and without),
 300 never-seen genomes encoded, the same again right after a worker was killed (the pool is
 replaced), and the proportional memory (PSS) of the workers and the fork server. Rounds
@@ -38,7 +38,7 @@ def children_pss_mb() -> float:
 def one_round(way: str, processes: int, api_warm_up: bool, seed: int) -> dict[str, float]:
     """One fresh pool (run in its own process: the fork server is one per process)."""
     from ml.genome.sampler import GenomeSampler
-    from ml.models.encoding_pool import EncodingPool, warm_process
+    from ml.inference.pool import EncodingPool, warm_process
     from ml.models.trees import TreePredictor
 
     key = TreePredictor.feature_key

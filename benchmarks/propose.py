@@ -50,8 +50,8 @@ def timed(stage: str) -> Iterator[None]:
 def instrument() -> None:
     """Wrap the stage functions with timers (a stage nested in another is subtracted)."""
     import ml.genome as genome_pkg
-    from app import scoring
     from ml.encoding import encoder as enc
+    from ml.inference.engine import Engine
     from ml.search import strategies, variation
 
     def wrap(owner: Any, name: str, stage: str) -> None:
@@ -65,7 +65,7 @@ def instrument() -> None:
     wrap(variation, "_breed_pair", "breeding")
     wrap(genome_pkg, "load", "parse/evaluate/validate")
     wrap(enc.GenomeEncoder, "encode_genome", "compile+encode")
-    wrap(scoring.Scorer, "_predict", "featurise+predict")
+    wrap(Engine, "_predict", "featurise+predict")
     wrap(strategies, "select_nsga2", "selection")
 
 

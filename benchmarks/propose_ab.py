@@ -45,7 +45,7 @@ if __name__ == "__main__":
     records, _ = load_training_records(csv=train_csv)
     model, _ = fit_predictor(records, model_name, {})
     try:  # as the service warms up
-        from ml.models.encoding_pool import warm_process
+        from ml.inference.pool import warm_process
         warm_process()
     except ImportError:  # a checkout from before warm_process
         try:

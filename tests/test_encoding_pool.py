@@ -10,7 +10,7 @@ import pytest
 from conftest import train_rows
 
 from app.scoring import LoadedModel, RequestBudget, Scorer
-from ml.models.encoding_pool import EncodingPool, encode_rows, supports
+from ml.inference.pool import EncodingPool, encode_rows, supports
 from ml.models.trees import TreePredictor
 from service.config import Settings
 from service.errors import ServiceError
@@ -96,7 +96,7 @@ def test_a_new_spelling_of_an_encoded_genome_reuses_its_row(pool, monkeypatch):
     from ml.encoding.encoder import GenomeEncoder
     from ml.features.vectors import tabular_features
     from ml.genome import canonical_hash, load
-    from ml.models import encoding_pool
+    from ml.inference import pool as encoding_pool
 
     originals = GENOMES[100:106]
     twins = [_respelled(t) for t in originals]
@@ -181,7 +181,7 @@ def test_chunks_are_predicted_while_workers_encode(pool, trees_model):
     pooled = Scorer(Settings(**settings, encoder_processes=2, encoder_pool_min_misses=16))
     pooled.pool = pool
     kept, seen_at_predict = [], []
-    keep_pooled, predict = pooled.cache.keep_pooled, pooled._predict
+    keep_pooled, predict = pooled.cache.keep_pooled, pooled.engine._predict
 
     def counting_keep(*args):
         kept.append(1)
@@ -191,7 +191,7 @@ def test_chunks_are_predicted_while_workers_encode(pool, trees_model):
         seen_at_predict.append(len(kept))
         return predict(*args)
 
-    pooled.cache.keep_pooled, pooled._predict = counting_keep, noting_predict
+    pooled.cache.keep_pooled, pooled.engine._predict = counting_keep, noting_predict
     reference = plain.score(batch, trees_model)
     assert {**pooled.score(batch, trees_model), "cache_hits": None} == {
         **reference, "cache_hits": None}

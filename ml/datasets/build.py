@@ -1,8 +1,9 @@
 """``dataset build``: stream a CSV (or a genome pool) into sharded on-disk graphs, in parallel.
 
 The parent process reads rows, labels them (pure Python), and feeds chunks to worker processes
-(``spawn``: each worker imports torch and holds one encoder; the parent never imports torch, so
-it stays a few tens of MB). At most ``2 x workers`` chunks are in flight, so memory does not grow
+(:func:`ml.processes.process_pool`, ``spawn``: each worker imports torch and holds one encoder,
+and ends with the build's process; the parent never imports torch, so it stays a few tens of
+MB). At most ``2 x workers`` chunks are in flight, so memory does not grow
 with the input size. Each finished chunk leaves ``shards/shard_NNNNNN.pt`` plus a JSON sidecar
 (written last, atomically): on restart, chunks whose sidecar matches the build key (source
 sha256 + encoder version + metrics + chunking) are skipped. The index and manifest are then
@@ -13,12 +14,12 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import multiprocessing as mp
 import os
 import signal
 import sys
 import threading
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -36,6 +37,7 @@ from ml.datasets.source import (
     iter_labelled_rows,
     iter_pool_rows,
 )
+from ml.processes import process_pool, terminate
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -119,16 +121,19 @@ class _Dispatcher:
         if self.errors:
             self.slots.release()
             raise RuntimeError(f"a worker failed: {self.errors[0]!r}") from self.errors[0]
-        self.pool.apply_async(worker.encode_chunk, (chunk, str(shards_dir), meta),
-                              callback=self._done, error_callback=self._failed)
+        future = self.pool.submit(worker.encode_chunk, chunk, str(shards_dir), meta)
+        future.add_done_callback(self._finished)
 
-    def _done(self, sidecar: dict[str, Any]) -> None:
-        self.built += 1
-        self.advance(sidecar["rows"])
-        self.slots.release()
-
-    def _failed(self, exc: BaseException) -> None:
-        self.errors.append(exc)
+    def _finished(self, future: Future) -> None:
+        if future.cancelled():
+            self.slots.release()
+            return
+        exc = future.exception()
+        if exc is not None:
+            self.errors.append(exc)
+        else:
+            self.built += 1
+            self.advance(future.result()["rows"])
         self.slots.release()
 
     def advance(self, rows: int) -> None:
@@ -164,7 +169,7 @@ def build_dataset(opts: BuildOptions) -> dict[str, Any]:
     with PeakMemory() as memory, _terminate_as_interrupt():
         pool = _start_pool(opts.workers)
         try:
-            vocab = pool.apply(worker.describe)
+            vocab = pool.submit(worker.describe).result()
             key = build_key(sha, vocab["encoder_version"], metrics, opts.chunk_size, mode)
             meta = {"key": key, "encoder_version": vocab["encoder_version"],
                     "metrics": list(metrics)}
@@ -182,12 +187,11 @@ def build_dataset(opts: BuildOptions) -> dict[str, Any]:
                         dispatch.advance(len(chunk.rows))
                         continue
                     dispatch.submit(chunk, shards_dir, meta)
-                pool.close()
-                pool.join()
+                pool.shutdown(wait=True)
                 if dispatch.errors:
                     raise RuntimeError(f"a worker failed: {dispatch.errors[0]!r}")
         finally:
-            pool.terminate()
+            terminate(pool)
         encoded = time.perf_counter()
         counts = _merge(opts.out, chunks)
     _remove_stale(shards_dir, chunks)
@@ -234,19 +238,11 @@ class _terminate_as_interrupt:
             signal.signal(signal.SIGTERM, self.previous)
 
 
-def _start_pool(workers: int) -> Any:
+def _start_pool(workers: int) -> ProcessPoolExecutor:
     """Spawned workers (no inherited torch state) with few malloc arenas: encoding allocates
     and frees whole networks, and glibc's per-thread arenas otherwise hold on to that memory."""
-    previous = os.environ.get("MALLOC_ARENA_MAX")
-    os.environ["MALLOC_ARENA_MAX"] = "2"
-    try:
-        return mp.get_context("spawn").Pool(workers, initializer=worker.init_worker,
-                                             initargs=(os.getpid(),))
-    finally:
-        if previous is None:
-            del os.environ["MALLOC_ARENA_MAX"]
-        else:
-            os.environ["MALLOC_ARENA_MAX"] = previous
+    return process_pool(workers, start_method="spawn", initializer=worker.init_worker,
+                        malloc_arenas=2)
 
 
 def _merge(out: Path, chunks: int) -> BuildReport:

@@ -26,17 +26,13 @@ def sidecar_name(index: int) -> str:
     return f"shard_{index:06d}.json"
 
 
-def init_worker(owner: int | None = None) -> None:
-    """Pool initializer: build the process's encoder once (imports torch here). A pool
-    worker ends with the ``owner`` process that started the build (:mod:`ml.lifeline`)."""
+def init_worker() -> None:
+    """Pool initializer: build the process's encoder once (imports torch here). The pool
+    (:func:`ml.processes.process_pool`) has tied the worker's life to the build's process."""
     global _ENCODER
     import torch
 
     from ml.encoding.encoder import GenomeEncoder
-    from ml.lifeline import exit_with
-
-    if owner is not None:
-        exit_with(owner)
 
     torch.set_num_threads(1)  # the build's parallelism is across processes, not inside one
     _ENCODER = GenomeEncoder()

@@ -205,6 +205,18 @@ class GenomeEncoder:
         except GenomeError as exc:
             raise exc.with_text(text) from None
 
+    def record(self, genome: EvaluatedGenome, text: str = "", digest: str | None = None
+               ) -> Data:
+        """The graph record every predictor reads: ``to_data("combined")`` with the layer
+        segments that row featurisation composes path rows from. One place for what the
+        scoring engine, its encoder processes and the bundle scorer each need; a
+        :class:`GenomeError` carries ``text``'s excerpt."""
+        try:
+            encoded = self.encode_genome(genome, text, digest)
+        except GenomeError as exc:
+            raise exc.with_text(text) from None
+        return encoded.to_data("combined", layer_segments=encoded.layer_segments)
+
     @isolated("encoding")
     def encode_genome(self, genome: EvaluatedGenome, text: str = "",
                       digest: str | None = None) -> EncodedGenome:

@@ -1,9 +1,10 @@
 """What a search needs from a model: scores for a batch of genome strings.
 
-The search never encodes or predicts itself; it asks a :class:`CandidateScorer`. The service
-passes one backed by its encoding cache and the served model; the CLI and the ``propose`` job
-use :class:`BundleScorer` over a model bundle. Either way a genome that does not parse, validate
-or compile comes back with its error and no prediction: it fails alone.
+The search never encodes or predicts itself; it asks a :class:`CandidateScorer`. Both scorers
+here go through the one engine (:mod:`ml.inference`): the service passes an
+:class:`EngineScorer` over its shared engine and the served model; the CLI and the ``propose``
+job use :class:`BundleScorer` over a model bundle. Either way a genome that does not parse,
+validate or compile comes back with its error and no prediction: it fails alone.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from ml.errors import GenomeError
 from ml.genome.tree import Call
 
 
@@ -39,68 +39,72 @@ class CandidateScorer(Protocol):
               trees: Sequence[Call | None] | None = None) -> Scores: ...
 
 
-class BundleScorer:
-    """Encode with :class:`ml.encoding.encoder.GenomeEncoder` and predict with a loaded model,
-    item by item safe (a prediction that raises fails its genome only). Predictions are kept
-    by canonical hash, so a genome met again under another spelling is not encoded twice."""
+class EngineScorer:
+    """The search's view of a model behind an :class:`ml.inference.Engine`: candidates go
+    through the engine's caches, chunking and ``budget`` (one for the whole search) as any
+    other batch. The service's scorer is one over its shared engine."""
+
+    def __init__(self, engine: Any, model: Any, budget: Any = None) -> None:
+        self.engine, self.model = engine, model
+        self.budget = budget if budget is not None else engine.budget()
+        self.metrics = list(model.metrics)
+
+    def score(self, genomes: Sequence[str],
+              trees: Sequence[Call | None] | None = None) -> Scores:
+        scored = self.engine.evaluate(list(genomes), self.model, self.budget, trees)
+        return Scores(scored.hashes, scored.errors, scored.mean,
+                      scored.std if scored.has_std else None, scored.p_fail)
+
+
+class BundleScorer(EngineScorer):
+    """A model loaded from a bundle, scored through a private engine (no encoder processes,
+    no budget). Predictions are also kept by canonical hash, so a genome met again in any
+    spelling is not predicted twice (a search meets the same genomes generation after
+    generation)."""
 
     def __init__(self, model: Any, max_length: int | None = None) -> None:
-        from ml.encoding.encoder import GenomeEncoder
+        from ml.inference import Engine, EngineConfig
 
-        self.model = model
-        self.metrics = list(model.metrics)
-        self.encoder = GenomeEncoder(max_length=max_length) if max_length else GenomeEncoder()
+        super().__init__(Engine(EngineConfig(max_genome_length=max_length)), model)
         self._known: dict[str, tuple[np.ndarray, np.ndarray | None, float]] = {}
 
     def score(self, genomes: Sequence[str],
               trees: Sequence[Call | None] | None = None) -> Scores:
-        from ml.genome import canonical_hash, load
-        from ml.inference import predict_chunk
-
         n, m = len(genomes), len(self.metrics)
         hashes: list[str | None] = [None] * n
         errors: list[dict[str, Any] | None] = [None] * n
         mean, p_fail = np.full((n, m), np.nan), np.ones(n)
         std = np.full((n, m), np.nan)
         has_std = True
-        records, positions, digests = [], [], []
+        todo: list[int] = []
         for i, text in enumerate(genomes):
-            try:
-                genome = load(text, max_length=self.encoder.max_length,
-                              tree=trees[i] if trees is not None else None)
-                digest = canonical_hash(genome)
-                known = self._known.get(digest)
-                if known is not None:
-                    hashes[i] = digest
-                    mean[i], p_fail[i] = known[0], known[2]
-                    if known[1] is None:
-                        has_std = False
-                    else:
-                        std[i] = known[1]
+            seen = self.engine.cache.identify(text)
+            known = None if seen is None or seen.error is not None else \
+                self._known.get(seen.canonical_hash)
+            if seen is not None and seen.error is not None:
+                errors[i] = seen.error
+            elif known is not None:
+                hashes[i] = seen.canonical_hash
+                mean[i], p_fail[i] = known[0], known[2]
+                if known[1] is None:
+                    has_std = False
+                else:
+                    std[i] = known[1]
+            else:
+                todo.append(i)
+        if todo:
+            scored = super().score([genomes[i] for i in todo],
+                                   None if trees is None else [trees[i] for i in todo])
+            for r, i in enumerate(todo):
+                hashes[i], errors[i] = scored.hashes[r], scored.errors[r]
+                if errors[i] is not None:
                     continue
-                try:
-                    encoded = self.encoder.encode_genome(genome, text)
-                    data = encoded.to_data("combined", layer_segments=encoded.layer_segments)
-                except GenomeError as exc:
-                    raise exc.with_text(text) from None
-            except GenomeError as exc:
-                errors[i] = exc.to_dict()
-                continue
-            records.append(data)
-            positions.append(i)
-            digests.append(digest)
-        if records:
-            result = predict_chunk(self.model, records, rows=False)
-            for j, error in result.failed.items():
-                errors[positions[j]] = error
-            has_std &= result.std is not None or not result.kept
-            for r, j in enumerate(result.kept):
-                i = positions[j]
-                hashes[i] = digests[j]
-                mean[i], p_fail[i] = result.mean[r], result.p_fail[r]
-                row_std = None if result.std is None else result.std[r]
-                if row_std is not None:
+                mean[i], p_fail[i] = scored.mean[r], scored.p_fail[r]
+                row_std = None if scored.std is None else scored.std[r]
+                if row_std is None:
+                    has_std = False
+                else:
                     std[i] = row_std
-                self._known[digests[j]] = (mean[i].copy(), None if row_std is None
-                                           else std[i].copy(), float(p_fail[i]))
+                self._known.setdefault(hashes[i], (mean[i].copy(), None if row_std is None
+                                                   else std[i].copy(), float(p_fail[i])))
         return Scores(hashes, errors, mean, std if has_std else None, p_fail)

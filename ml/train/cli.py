@@ -7,7 +7,8 @@ ml.evaluation).
      "std": {metric: value} | null}
 
 A genome that does not parse/compile fails only its own line (``error`` = {code, offset,
-message}, the rest null). Genomes are encoded one by one and the model runs on chunks.
+message}, the rest null). Genomes go through the scoring engine (:mod:`ml.inference`) a
+batch at a time, as the service's do.
 """
 from __future__ import annotations
 
@@ -57,51 +58,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _flush(model: Any, pending: list[tuple[int, Any]]) -> bool:
-    """Predict and print the queued genomes in order; False when one of them failed."""
-    from ml.inference import error_item, ok_item, predict_chunk
-
-    result = predict_chunk(model, [data for _, data in pending], rows=False)
-    row_of = {position: r for r, position in enumerate(result.kept)}
-    for position, (index, data) in enumerate(pending):
-        if position in result.failed:
-            emit(error_item(index, result.failed[position]))
-            continue
-        r = row_of[position]
-        emit(ok_item(index, data.canonical_hash, model.metrics, result.mean[r],
-                      None if result.std is None else result.std[r], result.p_fail[r],
-                      None if result.interval is None else result.interval[r]))
-    return not result.failed
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ml.encoding.encoder import GenomeEncoder
-    from ml.errors import GenomeError
-    from ml.inference import error_item
+    from ml.inference import Engine, batch_items
     from ml.sources import iter_genomes
     from ml.train.bundle import load_bundle
 
     model = load_bundle(args.model)
-    encoder = GenomeEncoder()
+    engine = Engine()
     all_ok = True
-    pending: list[tuple[int, Any]] = []
+    batch: list[tuple[int, str]] = []
+
+    def flush() -> bool:
+        """Score and print the batch in input order; False when one of its genomes failed."""
+        scored = engine.evaluate([text for _, text in batch], model)
+        items = batch_items(scored.hashes, scored.errors, model.metrics, scored.mean,
+                            scored.std if scored.has_std else None, scored.p_fail,
+                            scored.interval)
+        for (index, _), item in zip(batch, items):
+            item["index"] = index
+            emit(item)
+        return all(error is None for error in scored.errors)
+
     for index, text in iter_genomes(args.file):
-        try:
-            data = encoder.encode(text).to_data("combined")
-        except GenomeError as exc:
-            all_ok = False
-            # Keep output in input order: predict what is queued before the bad line.
-            if pending:
-                all_ok &= _flush(model, pending)
-                pending = []
-            emit(error_item(index, exc.to_dict()))
-            continue
-        pending.append((index, data))
-        if len(pending) >= PREDICT_CHUNK:
-            all_ok &= _flush(model, pending)
-            pending = []
-    if pending:
-        all_ok &= _flush(model, pending)
+        batch.append((index, text))
+        if len(batch) >= PREDICT_CHUNK:
+            all_ok &= flush()
+            batch = []
+    if batch:
+        all_ok &= flush()
     return 0 if all_ok else 1
 
 

@@ -12,11 +12,9 @@ last ``projection_genomes`` graphs.
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
 import random
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import asdict
 from typing import Any, Callable, Iterator
 
@@ -46,14 +44,12 @@ RawGraph = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 _ENCODER: Any = None
 
 
-def _init_corpus_worker(owner: int) -> None:
-    """A corpus worker: one encoder, every backbone built; it ends with ``owner``."""
+def _init_corpus_worker() -> None:
+    """A corpus worker: one encoder, every backbone built (the pool ties its life to the
+    training process's)."""
     global _ENCODER
     from ml.arch.backbones import warm_up
     from ml.encoding.encoder import GenomeEncoder
-    from ml.lifeline import exit_with
-
-    exit_with(owner)
 
     torch.set_num_threads(1)
     _ENCODER = GenomeEncoder()
@@ -94,9 +90,10 @@ def corpus(config: PretrainConfig) -> Iterator[list[RawGraph]]:
         for i, size in enumerate(sizes):
             yield corpus_chunk(config.seed, i, size)
         return
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(config.processes, mp_context=context,
-                               initializer=_init_corpus_worker, initargs=(os.getpid(),))
+    from ml.processes import process_pool
+
+    pool = process_pool(config.processes, start_method="spawn",
+                        initializer=_init_corpus_worker)
     try:
         pending: list[Future] = []
         submitted = 0

@@ -4,11 +4,12 @@ Neither goes through Celery: the API process holds the active model and the enco
 """
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from app.api.deps import PredictPrincipal, SettingsDep
 from app.api.routes import errors
 from app.schemas import EncodeRequest, EncodeResponse, PredictRequest, PredictResponse
+from app.scoring import predict_json
 from app.services.models import loaded_model
 from service.config import Settings
 from service.errors import ServiceError
@@ -33,7 +34,7 @@ def check_batch(genomes: list[str], settings: Settings) -> None:
 
 @router.post("/predict", response_model=PredictResponse, responses=errors(404, 413, 503))
 def predict(body: PredictRequest, request: Request, _: PredictPrincipal,
-            settings: SettingsDep) -> dict:
+            settings: SettingsDep) -> Response:
     """Score and rank genomes with the active model (or ``model``: ``NAME``, ``NAME@VERSION``,
     ``NAME@ALIAS``). A bad genome fails only its own item (``ok: false`` with ``error.code``
     and ``error.offset``); ``ranking`` lists the ok items, best first (predicted failures last).
@@ -48,7 +49,8 @@ def predict(body: PredictRequest, request: Request, _: PredictPrincipal,
     metrics.batch_size.observe(len(body.genomes))
     metrics.cache.labels("hit").inc(result["cache_hits"])
     metrics.cache.labels("miss").inc(len(body.genomes) - result["cache_hits"])
-    return result
+    # Already in PredictResponse's shape (app.scoring.predict_json): serialised as is.
+    return Response(predict_json(result), media_type="application/json")
 
 
 @router.post("/genomes/encode", response_model=EncodeResponse, responses=errors(413, 503))

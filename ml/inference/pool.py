@@ -8,24 +8,25 @@ the genome's error. Graph records (~0.27 MB) never cross a process boundary.
 
 * Workers are forked from a *fork server* (``multiprocessing``'s forkserver: a fresh,
   single-threaded interpreter, so never a fork of the threaded API process) that built every
-  backbone variant once before its first fork (:mod:`ml.models.encoding_preload`). A worker
+  backbone variant once before its first fork (:mod:`ml.inference.preload`). A worker
   starts in milliseconds with the variants shared copy-on-write, and replacing a dead one costs
   a fork, not another warm-up. Workers run torch on one thread. :meth:`EncodingPool.ready` says
   when all of them answer; until then callers encode in process rather than wait.
-* A worker's answer is the in-process answer: ``GenomeEncoder.encode`` (the same load,
-  compile and graph, the same ``INTERNAL_ERROR`` isolation) → ``to_data("combined")`` → the
-  featuriser.
+* A worker's answer is the in-process answer: ``load`` → ``GenomeEncoder.record`` (the same
+  compile and graph, the same ``INTERNAL_ERROR`` isolation) → the featuriser.
+* The processes are :func:`ml.processes.process_pool`'s, like every other worker of the
+  library: each ends with the process that owns the pool, even one killed by SIGKILL.
 * A worker that dies (killed, out of memory, a crash in native code) loses no genome: the pool
   is replaced and the tasks it broke run again; tasks that break a second time are retried
   one genome per task, and a genome that kills a worker then is its ``INTERNAL_ERROR`` alone.
 
 The featuriser is named by the predictor's ``feature_key`` (the encoding cache already keys rows
-by it: one key, one featurisation), so no model is ever pickled.
+by it: one key, one featurisation; :mod:`ml.features.featurizers`), so no model is ever
+pickled.
 """
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import threading
 import time
@@ -38,12 +39,14 @@ import numpy as np
 
 from ml.errors import GenomeError, internal_error
 from ml.features.featurizers import ROW_FEATURIZERS
+from ml.inference.chunks import run_isolated
 from ml.memo import Memo
+from ml.processes import pool_pids, process_pool, terminate
 
 log = logging.getLogger(__name__)
 
 #: The module the fork server imports before its first fork: it warms the server up.
-PRELOAD = "ml.models.encoding_preload"
+PRELOAD = "ml.inference.preload"
 #: Preloaded before it: the fork server ends with its owner while it imports and warms.
 GUARD = "ml.orphan_guard"
 
@@ -72,17 +75,14 @@ def supports(feature_key: str | None) -> bool:
 _ENCODER: Any = None
 
 
-def _init_worker(max_length: int, warm: bool, owner: int) -> None:
+def _init_worker(max_length: int, warm: bool) -> None:
     """A worker's set-up. Forked from a warmed fork server, ``warm_process`` finds every
-    variant built (a few milliseconds); otherwise it builds them here. The worker ends with
-    the pool's ``owner`` process, even one killed by SIGKILL (:mod:`ml.lifeline`)."""
+    variant built (a few milliseconds); otherwise it builds them here."""
     global _ENCODER
     import torch
 
     from ml.encoding.encoder import GenomeEncoder
-    from ml.lifeline import exit_with
 
-    exit_with(owner)
     torch.set_num_threads(1)
     _ENCODER = GenomeEncoder(max_length=max_length)
     if warm:
@@ -125,7 +125,6 @@ def encode_rows(texts: Sequence[str], feature_key: str) -> list[RowOutcome]:
     a bad genome. A genome whose canonical form was featurised here before (or earlier in this
     task) gets that row without being compiled again."""
     from ml.genome import canonical_hash, load
-    from ml.inference import run_isolated
 
     outcomes: list[RowOutcome] = []
     records: list[Any] = []
@@ -143,11 +142,7 @@ def encode_rows(texts: Sequence[str], feature_key: str) -> list[RowOutcome]:
                 twins[digest][1].append(len(outcomes))
                 outcomes.append(RowOutcome(digest))
                 continue
-            try:
-                encoded = _ENCODER.encode_genome(genome, text, digest)
-            except GenomeError as exc:
-                raise exc.with_text(text) from None
-            record = encoded.to_data("combined", layer_segments=encoded.layer_segments)
+            record = _ENCODER.record(genome, text, digest)
         except GenomeError as exc:  # whatever the text holds, it fails alone
             outcomes.append(RowOutcome(None, error=exc.with_text(text).to_dict()))
             continue
@@ -185,9 +180,7 @@ class EncodingPool:
         """``start_method`` "spawn" (each worker builds its own backbones, as before the fork
         server) is kept for ``benchmarks/pool_start.py``, which measures one against the other."""
         self.processes, self.max_length, self.warm, self.task = processes, max_length, warm, task
-        self._context = multiprocessing.get_context(start_method)
-        if warm and start_method == "forkserver":  # heeded if the server has not started yet
-            self._context.set_forkserver_preload([GUARD, PRELOAD])
+        self.start_method = start_method
         self._lock = threading.Lock()
         self._executor: ProcessPoolExecutor | None = None
         self._ready = threading.Event()
@@ -224,21 +217,20 @@ class EncodingPool:
             executor, self._executor = self._executor, None
         if executor is None:
             return
-        if not wait:
-            for process in list((getattr(executor, "_processes", None) or {}).values()):
-                process.terminate()
-        executor.shutdown(wait=wait, cancel_futures=True)
+        if wait:
+            executor.shutdown(wait=True, cancel_futures=True)
+        else:
+            terminate(executor)
 
     def pids(self) -> list[int]:
         """The worker processes' ids (for tests and monitoring)."""
-        executor = self._executor
-        processes = getattr(executor, "_processes", None) or {}
-        return sorted(processes)
+        return pool_pids(self._executor)
 
     def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.processes, mp_context=self._context,
-                                   initializer=_init_worker,
-                                   initargs=(self.max_length, self.warm, os.getpid()))
+        preload = [GUARD, PRELOAD] if self.warm else []
+        return process_pool(self.processes, start_method=self.start_method,
+                            initializer=_init_worker, initargs=(self.max_length, self.warm),
+                            preload=preload)
 
     def _probe_all(self, executor: ProcessPoolExecutor) -> None:
         """Ready when every worker has answered a probe (each probe keeps one busy)."""
@@ -335,3 +327,29 @@ class EncodingPool:
                 future.cancel()
             raise
         return broken
+
+
+_POOLS: dict[tuple[int, int, bool], EncodingPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def shared_pool(processes: int, max_length: int, warm: bool = True) -> EncodingPool:
+    """This process's encoder pool of these parameters (not started). One per process, shared
+    by every engine in it: workers cost memory and seconds to start, and a second service app
+    in the process (tests) needs no more."""
+    key = (processes, max_length, warm)
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            pool = _POOLS[key] = EncodingPool(*key)
+        return pool
+
+
+def close_pools() -> None:
+    """Stop this process's shared pools now (their workers are terminated; the fork server
+    then exits, its last client gone). A later :func:`shared_pool` makes a fresh pool."""
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for pool in pools:
+        pool.close(wait=False)

@@ -21,7 +21,7 @@ try:
     import torch
 
     torch.set_num_threads(1)
-    from ml.models.encoding_pool import warm_process
+    from ml.inference.pool import warm_process
 
     warm_process()
     WARMED = True
