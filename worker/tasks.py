@@ -1,4 +1,4 @@
-"""Celery tasks: thin adapters over :func:`worker.jobs.run_job` (the job id is the only argument).
+"""Celery tasks: thin adapters over :func:`worker.runner.run_job` (the job id is the only argument).
 
 Transient errors (database or broker connection) retry with exponential backoff and jitter;
 everything deterministic is recorded on the job row by ``run_job`` itself, so the task returns
@@ -18,8 +18,9 @@ from service.queue import (
     CeleryDispatcher,
 )
 from worker.celery_app import app
-from worker.jobs import TRANSIENT, run_job
-from worker.jobs import reconcile as reconcile_jobs
+from worker.context import TRANSIENT
+from worker.reconciler import reconcile as reconcile_jobs
+from worker.runner import run_job
 
 _s = get_settings()
 
