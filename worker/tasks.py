@@ -18,14 +18,14 @@ from service.queue import (
     CeleryDispatcher,
 )
 from worker.celery_app import app
-from worker.context import TRANSIENT
+from worker.context import TRANSIENT, Send
 from worker.reconciler import reconcile as reconcile_jobs
 from worker.runner import run_job
 
 _s = get_settings()
 
 
-def _run(job_id: str, kind: str, send: object = None) -> str:
+def _run(job_id: str, kind: str, send: Send | None = None) -> str:
     """Run the job; one released at SIGTERM (see :mod:`worker.celery_app`) is sent again at
     once, so another worker takes it over without waiting for the reconciler."""
     status = run_job(job_id, send=send)
