@@ -60,8 +60,8 @@ def main() -> None:
     from tree_reference import keeping_sklearn, sklearn_prediction
 
     from ml.datasets.records import load_csv
+    from ml.models.registry import create
     from ml.train.bundle import load_bundle, save_bundle
-    from ml.train.catalog import create
 
     records, _ = load_csv(DATA / "surrogate_evolution_train.csv")
     patch = pytest.MonkeyPatch()

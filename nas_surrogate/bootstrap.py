@@ -80,7 +80,7 @@ def bootstrap_model(settings: Settings, send: Any) -> str:
     the encoder and predictor versions: one build and one training per upgrade."""
     from ml.encoding.encoder import ENCODER_VERSION
     from ml.models.registry import model_class
-    from worker.jobs import reconcile
+    from worker.reconciler import reconcile
 
     reconcile(send, settings, redispatch_after_s=0, lease_s=0)
     version, problem = _active_model_problem(settings)

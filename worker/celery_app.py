@@ -61,7 +61,7 @@ def _untrack(task_id: str | None = None, **_: object) -> None:
 def _release_on_term(signum: int, _frame: Any) -> None:
     """Ask the running job(s) to stop and release themselves; with none running, the handler
     the process had before (billiard's clean exit, or dying of the signal)."""
-    from worker.jobs import request_stop
+    from worker.context import request_stop
 
     if not _running:
         signal.signal(signum, _previous_term)

@@ -1,4 +1,4 @@
-"""Celery tasks: thin adapters over :func:`worker.jobs.run_job` (the job id is the only argument).
+"""Celery tasks: thin adapters over :func:`worker.runner.run_job` (the job id is the only argument).
 
 Transient errors (database or broker connection) retry with exponential backoff and jitter;
 everything deterministic is recorded on the job row by ``run_job`` itself, so the task returns
@@ -18,13 +18,14 @@ from service.queue import (
     CeleryDispatcher,
 )
 from worker.celery_app import app
-from worker.jobs import TRANSIENT, run_job
-from worker.jobs import reconcile as reconcile_jobs
+from worker.context import TRANSIENT, Send
+from worker.reconciler import reconcile as reconcile_jobs
+from worker.runner import run_job
 
 _s = get_settings()
 
 
-def _run(job_id: str, kind: str, send: object = None) -> str:
+def _run(job_id: str, kind: str, send: Send | None = None) -> str:
     """Run the job; one released at SIGTERM (see :mod:`worker.celery_app`) is sent again at
     once, so another worker takes it over without waiting for the reconciler."""
     status = run_job(job_id, send=send)

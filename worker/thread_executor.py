@@ -1,4 +1,4 @@
-"""The embedded executor: :class:`ThreadDispatcher` runs the same :func:`worker.jobs.run_job`
+"""The embedded executor: :class:`ThreadDispatcher` runs the same :func:`worker.runner.run_job`
 as the Celery tasks, on background threads of the process that composes it (``nas-surrogate
 serve``: no broker, no Celery): one lane per kind of work (:data:`LANES`), so a long proposal
 never holds up a dataset build or a training, nor the reverse.
@@ -97,7 +97,7 @@ class ThreadDispatcher:
                 return  # the watchdog gave the lane to a new thread past the hard limit
 
     def _run(self, job_id: str) -> str:
-        from worker.jobs import run_job
+        from worker.runner import run_job
         started = time.monotonic()
         try:
             outcome = run_job(job_id, self.settings, send=self.send)
@@ -115,7 +115,7 @@ class ThreadDispatcher:
         return s.build_soft_limit_s, s.build_hard_limit_s
 
     def _watch(self) -> None:
-        from worker.jobs import request_stop
+        from worker.context import request_stop
 
         while not self._stop.wait(0.5):
             for lane in self._lanes.values():
@@ -156,7 +156,7 @@ class ThreadDispatcher:
         return True
 
     def start_reconciler(self) -> None:
-        from worker.jobs import reconcile
+        from worker.reconciler import reconcile
 
         def loop() -> None:
             while not self._stop.wait(self.settings.reconcile_interval_s):
@@ -171,7 +171,7 @@ class ThreadDispatcher:
     def shutdown(self, grace_s: float | None = None) -> None:
         """Stop taking jobs; ask the running ones to release themselves, and wait at most
         the grace period for them (together, not one after the other)."""
-        from worker.jobs import request_stop
+        from worker.context import request_stop
 
         self._stop.set()
         with self._lock:

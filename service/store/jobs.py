@@ -1,7 +1,8 @@
 """Job rows and their legal transitions, each a conditional UPDATE (compare-and-set).
 
 ``queued → running → succeeded | failed | cancelled`` with ``cancelling`` in between when a
-running job is asked to stop. Terminal states never change. A worker owns a job through
+running job is asked to stop, and ``running → queued`` when its worker gives it back
+(:func:`release`). Terminal states never change. A worker owns a job through
 :func:`claim` (which increments ``attempt``) and keeps it with :func:`heartbeat`; every write a
 worker makes is guarded by its attempt number, so a stale worker cannot overwrite a newer one.
 """
@@ -22,7 +23,6 @@ from service.store import get_or_raise
 from service.tables import INT32_MAX, TERMINAL_STATES, Job, JobEvent, utcnow
 
 ACTIVE_STATES = ("running", "cancelling")
-#: The largest page offset a token may carry (a signed 32-bit integer, as the other offsets).
 
 
 def new_id() -> str:
@@ -158,6 +158,18 @@ def set_progress(session: Session, job_id: str, attempt: int, progress: float,
         progress=max(0.0, min(1.0, float(progress))), message=message[:2000],
         heartbeat_at=utcnow()))
     return result.rowcount == 1
+
+
+def release(session: Session, job_id: str, attempt: int, message: str) -> bool:
+    """Give a running job back to the queue (``running → queued``, guarded by ``attempt``):
+    after a transient error, or at shutdown. ``dispatched_at`` is cleared so the reconciler
+    sends it again. False when this attempt no longer holds it (cancelling, terminal, taken)."""
+    released = session.execute(
+        update(Job).where(Job.id == job_id, Job.attempt == attempt, Job.status == "running")
+        .values(status="queued", message=message, dispatched_at=None)).rowcount
+    if released:
+        add_event(session, job_id, "state", f"queued: {message}", attempt=attempt)
+    return bool(released)
 
 
 def cancel_requested(session: Session, job_id: str) -> bool:

@@ -111,7 +111,7 @@ def test_celery_workers_refuse_cuda_they_lack_at_once(api):
     with DEVICE_UNAVAILABLE, before any data is read."""
     import torch
 
-    from worker.jobs import run_job
+    from worker.runner import run_job
 
     if torch.cuda.is_available():
         pytest.skip("this host has CUDA")

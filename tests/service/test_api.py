@@ -196,7 +196,7 @@ def test_train_submission_idempotency_and_cancel(api):
     again = c.post(f"/jobs/{job['id']}/cancel", headers=headers(key))
     assert again.status_code == 409 and again.json()["error"]["code"] == "JOB_NOT_CANCELLABLE"
     # A cancelled job is never claimed, even if its message is delivered later.
-    from worker.jobs import run_job
+    from worker.runner import run_job
     assert run_job(job["id"]) == "skipped"
     assert c.get(f"/jobs/{job['id']}", headers=headers(key)).json()["attempt"] == 0
 

@@ -81,7 +81,7 @@ def test_the_reconciler_never_resends_a_job_that_merely_waits(db):
     from service.db import session_scope
     from service.store import jobs as job_store
     from service.tables import Job, utcnow
-    from worker.jobs import reconcile
+    from worker.reconciler import reconcile
 
     settings = get_settings().model_copy(update={"redispatch_after_s": 3600.0})
     with session_scope() as s:
@@ -109,7 +109,7 @@ def test_each_attempt_writes_its_own_bundle_directory(api, tmp_path):
     """The bundle lives in models/<name>/<job>/attempt-<n>; nothing can overwrite a directory
     a version points at."""
     from ml.train import load_bundle, save_bundle
-    from worker.jobs import run_job
+    from worker.runner import run_job
 
     c, key = api["client"], api["keys"]["train"]
     job = c.post("/jobs/train", json={"dataset_id": api["dataset_id"], "predictor": "trees",
@@ -155,7 +155,7 @@ def test_cuda_out_of_memory_is_out_of_memory(api, monkeypatch):
     import torch
 
     import ml.train
-    from worker.jobs import run_job
+    from worker.runner import run_job
 
     def oom(*args, **kwargs):  # what CUDA raises mid-training on a full GPU
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
@@ -179,7 +179,7 @@ def _thread_dispatcher(**limits: float):  # type: ignore[no-untyped-def]
 def test_embedded_jobs_honour_the_soft_time_limit(api):
     """A neural training slowed per epoch passes its 2 s soft limit: asked to stop at its next
     epoch, it fails with TIME_LIMIT (main let it run for as long as it liked)."""
-    from worker.jobs import run_job  # noqa: F401 - the dispatcher's own entry point
+    from worker.runner import run_job  # noqa: F401 - the dispatcher's own entry point
 
     c, key = api["client"], api["keys"]["train"]
     dispatcher = _thread_dispatcher(train_soft_limit_s=2, train_hard_limit_s=60,
@@ -339,7 +339,7 @@ def test_a_value_the_database_refuses_fails_the_job_at_once(api, monkeypatch):
     from sqlalchemy.exc import DataError
 
     import ml.train
-    from worker.jobs import run_job
+    from worker.runner import run_job
 
     def refused(*args, **kwargs):
         raise DataError("INSERT INTO model_versions ...", {},

@@ -11,7 +11,8 @@ from service.db import session_scope
 from service.errors import ServiceError
 from service.store import jobs as job_store
 from service.tables import Job, utcnow
-from worker.jobs import reconcile, run_job
+from worker.reconciler import reconcile
+from worker.runner import run_job
 
 
 def _new_job(**kw) -> str:
@@ -118,11 +119,35 @@ def test_reconciler(db):
     assert {j for j, _ in sent[2:]} == {stale_running}
 
 
+def test_release_gives_back_only_the_attempt_that_runs(db):
+    """``release`` (a transient error, or shutdown): running → queued with ``dispatched_at``
+    cleared for the reconciler, guarded by the attempt; a cancelling job is not given back."""
+    job_id = _new_job()
+    with session_scope() as s:
+        attempt, _ = job_store.claim(s, job_id, "w1", lease_s=60)
+        job_store.mark_dispatched(s, job_id, "task-1")
+    with session_scope() as s:
+        assert not job_store.release(s, job_id, attempt + 1, "stale")
+        assert job_store.release(s, job_id, attempt, "retrying after a transient error")
+    job = _get(job_id)
+    assert (job.status, job.dispatched_at, job.message) == \
+        ("queued", None, "retrying after a transient error")
+    with session_scope() as s:
+        assert job_store.events(s, job_id, kind="state")[-1].message == \
+            "queued: retrying after a transient error"
+        attempt, _ = job_store.claim(s, job_id, "w2", lease_s=60)
+        job_store.request_cancel(s, job_id)
+    with session_scope() as s:
+        assert not job_store.release(s, job_id, attempt, "at shutdown")
+    assert _get(job_id).status == "cancelling"
+
+
 def test_a_worker_that_lost_its_lease_stops_without_writing(db):
     """While attempt 1 trains, its lease is taken over (attempt 2): attempt 1 stops at its next
     epoch check and neither finishes the job nor registers a model."""
     from service.config import get_settings
-    from worker.jobs import JobContext, _TrainCallbacks
+    from worker.context import JobContext
+    from worker.handlers.train import TrainCallbacks
 
     job_id = _new_job()
     with session_scope() as s:
@@ -131,7 +156,7 @@ def test_a_worker_that_lost_its_lease_stops_without_writing(db):
     with session_scope() as s:
         assert job_store.claim(s, job_id, "w2", lease_s=60)[0] == 2
     with JobContext(job_id, attempt, get_settings()) as ctx:
-        callbacks = _TrainCallbacks(ctx, 10, 0.0)
+        callbacks = TrainCallbacks(ctx, 10, 0.0)
         callbacks.on_epoch_end(0, {"loss": 1.0})
         ctx.flush(force=True)
         assert ctx.lost.is_set() and callbacks.should_stop()

@@ -95,7 +95,7 @@ def loop(db: str, early: tuple[Path, Path]) -> Iterator[dict[str, Any]]:
 
 
 def _run(job_id: str, settings: Any) -> str:
-    from worker.jobs import run_job
+    from worker.runner import run_job
     return run_job(job_id, settings)
 
 
@@ -272,7 +272,8 @@ def test_a_retrained_version_carries_its_trust_figures_and_moves_through_stages(
     figures (what the overview, the models page, the comparison and trust_report() show), and
     the job's progress moves through its stages (fit, trust report, comparison) instead of
     sitting at 0 % until it ends."""
-    from worker.jobs import RETRAIN_CV_FOLDS, JobContext
+    from worker.context import JobContext
+    from worker.handlers.append import RETRAIN_CV_FOLDS
 
     c, key = loop["client"], loop["keys"]["train"]
     out = c.post("/evaluations", json={"dataset_id": loop["dataset_id"], "retrain": True,

@@ -114,7 +114,7 @@ def test_broker_failure_after_commit_is_reconciled(api, monkeypatch):
     reconciler sends it (one message) once the broker answers."""
     from service.errors import ServiceError
     from service.queue import CeleryDispatcher
-    from worker.jobs import reconcile
+    from worker.reconciler import reconcile
 
     c, keys = api["client"], api["keys"]
     dispatcher = api["app"].state.dispatcher

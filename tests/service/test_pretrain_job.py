@@ -19,7 +19,7 @@ SMALL = {"genomes": 16, "chunk": 8, "processes": 0, "hidden": 8, "layers": 1, "d
 def test_pretrain_job_then_a_training_with_its_embedding(api: dict[str, Any]) -> None:
     from app.client import SurrogateClient, SurrogateError
     from ml.train import load_bundle
-    from worker.jobs import run_job
+    from worker.runner import run_job
 
     c, keys, settings = api["client"], api["keys"], api["app"].state.settings
     assert c.post("/jobs/pretrain", json=SMALL,

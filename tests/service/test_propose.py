@@ -75,7 +75,7 @@ def test_propose_refuses_what_it_cannot_run(api: dict[str, Any]) -> None:
 
 
 def test_a_large_proposal_runs_as_a_job_with_the_same_answer(api: dict[str, Any]) -> None:
-    from worker.jobs import run_job
+    from worker.runner import run_job
 
     c, key = api["client"], api["keys"]["predict"]
     body = {**BODY, "strategy": "neural_predictor", "pool_size": 80, "k": 6, "seed": 2}

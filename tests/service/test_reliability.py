@@ -343,7 +343,7 @@ def test_a_build_that_fills_the_disk_fails_as_disk_full_and_removes_its_shards(
     and its partial output is gone."""
     import ml.datasets.build
     from service.config import get_settings
-    from worker.jobs import run_job
+    from worker.runner import run_job
 
     from .conftest import write_seed_csv
 
