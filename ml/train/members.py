@@ -8,10 +8,12 @@ from typing import Any
 from ml.models.base import Predictor
 from ml.models.stack import StackedPredictor
 from ml.models.trees import ExtraTreesPredictor, GBTPredictor
+from ml.train.hierarchical import HierarchicalGNNPredictor
 from ml.train.neural import GNN_MODELS
 
 MEMBERS: dict[str, type[Predictor]] = {
-    "stack": StackedPredictor, "trees": ExtraTreesPredictor, "gbt": GBTPredictor, **GNN_MODELS}
+    "stack": StackedPredictor, "trees": ExtraTreesPredictor, "gbt": GBTPredictor, **GNN_MODELS,
+    HierarchicalGNNPredictor.name: HierarchicalGNNPredictor}
 
 
 def create_member(name: str, config: dict[str, Any] | None = None) -> Predictor:
