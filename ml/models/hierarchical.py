@@ -3,8 +3,9 @@ flow-aware encoder runs over the small macro graph of the genome's layers.
 
 * Micro: a cell (a backbone variant's body, see :mod:`ml.encoding.macro`) is encoded by three
   residual bidirectional mean-aggregation layers over its node types and hyper-parameters,
-  mean- and max-pooled into one embedding. A batch embeds each distinct cell once; outside training (no gradient) the embedding is also kept per cell key, until the
-  network trains again or loads other weights.
+  mean- and max-pooled into one embedding. A batch embeds each distinct cell once; outside
+  training (no gradient) the embedding is also kept per cell key, until the network trains
+  again or loads other weights.
 * Macro: nodes carry their kind, node type, hyper-parameters and shapes, plus the cell
   statistics (parameters, MACs, size) or the head's features; a cell node adds its embedding.
 * Flow-aware message passing (GATES / FlowerFormer): nodes are visited in topological order,
@@ -18,6 +19,7 @@ flow-aware encoder runs over the small macro graph of the genome's layers.
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 import torch
@@ -35,6 +37,7 @@ class CellTable:
     names the content, so a cell met again anywhere gets its first id)."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()  # a served model may prepare records in several threads
         self.ids: dict[str, int] = {}
         self.keys: list[str] = []
         self.graphs: list[Data] = []
@@ -43,15 +46,20 @@ class CellTable:
         """The id of ``key``, building its graph with ``make()`` the first time."""
         found = self.ids.get(key)
         if found is None:
-            found = self.ids[key] = len(self.keys)
-            self.keys.append(key)
-            self.graphs.append(make())
+            graph = make()
+            with self._lock:
+                found = self.ids.get(key)
+                if found is None:
+                    self.graphs.append(graph)
+                    self.keys.append(key)
+                    found = self.ids[key] = len(self.keys) - 1
         return found
 
     def clear(self) -> None:
-        self.ids.clear()
-        self.keys.clear()
-        self.graphs.clear()
+        with self._lock:
+            self.ids.clear()
+            self.keys.clear()
+            self.graphs.clear()
 
     def __len__(self) -> int:
         return len(self.keys)

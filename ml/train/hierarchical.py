@@ -40,7 +40,7 @@ class HierarchicalGNNPredictor(NeuralPredictor):
 
     name = "hierarchical_gnn"
     version = 1
-    defaults = {**NeuralPredictor.defaults, "epochs": 60, "patience": 15, "batch_size": 32}
+    defaults = {**NeuralPredictor.defaults, "epochs": 100, "patience": 25}
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
