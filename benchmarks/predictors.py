@@ -115,10 +115,19 @@ def run_real(models: list[str], folds: int, seeds: int) -> dict[str, Any]:
             continue
         start = time.perf_counter()
         model, config = model_and_config(name)
-        result = cross_validate(records, make_factory(model, DEFAULT_METRICS, config),
-                                DEFAULT_METRICS,
+        factory = make_factory(model, DEFAULT_METRICS, config)
+        parts: list[list[Any]] = []
+        if name.startswith(BLEND_PREFIX):
+            factory = recording_parts(factory, parts)
+        result = cross_validate(records, factory, DEFAULT_METRICS,
                                 directions, folds, range(seeds))
         CV_RESULTS[name] = result
+        if parts:
+            for part, part_result in member_results(result, parts).items():
+                CV_RESULTS.setdefault(part, part_result)
+                if part not in out["models"]:
+                    out["models"][part] = {**summarize(part_result), "seconds": math.nan,
+                                           "as_blend_member": name}
         summary = summarize(result)
         summary["seconds"] = time.perf_counter() - start
         out["models"][name] = summary
@@ -126,6 +135,59 @@ def run_real(models: list[str], folds: int, seeds: int) -> dict[str, Any]:
                          for m in DEFAULT_METRICS)
         log(f"real {name}: tau-b {taus}; AUC {fmt(summary['validity_auc']['per_fold'])}; "
             f"{summary['seconds']:.0f}s")
+    return out
+
+
+def recording_parts(factory: Any, parts: list[list[Any]]) -> Any:
+    """A blend factory whose predictors also keep each member's own test predictions (per fold,
+    in cross-validation order). A blend's members are exactly the single predictors fitted on
+    the same records with the same seed, so one blend run also scores its members on the same
+    folds, without fitting them twice."""
+    def make(seed: int) -> Any:
+        blend = factory(seed)
+        predict = blend.predict
+
+        def predict_and_record(records: Any) -> Any:
+            out = predict(records)
+            parts.append([(n, p.predict(records))
+                          for n, p in zip(blend.config["members"], blend.parts)])
+            return out
+        blend.predict = predict_and_record
+        return blend
+    return make
+
+
+def member_results(blend: Any, parts: list[list[Any]]) -> dict[str, Any]:
+    """Per member, a CVResult built from the recorded predictions on the blend's folds."""
+    from ml.evaluation.cv import CVResult, FoldResult, score_predictions
+    from ml.models.base import Prediction
+
+    out: dict[str, Any] = {}
+    names = [n for n, _ in parts[0]]
+    for j, name in enumerate(names):
+        result = CVResult(blend.metrics, blend.directions, y=blend.y, failed=blend.failed,
+                          keys=blend.keys, fold_ids=blend.fold_ids)
+        i = 0
+        for seed, fold_ids in blend.fold_ids.items():
+            mean = np.full_like(blend.y, np.nan)
+            fail = np.full(len(blend.y), np.nan)
+            for fold in range(int(fold_ids.max()) + 1):
+                test = fold_ids == fold
+                pred = parts[i][j][1]
+                pred = Prediction(np.asarray(pred.mean, np.float64), None,
+                                  np.asarray(pred.p_fail, np.float64).reshape(-1))
+                mean[test], fail[test] = pred.mean, pred.p_fail
+                keys = [k for k, t in zip(blend.keys, test) if t]
+                per_metric, auc, spea2, nsga2 = score_predictions(
+                    blend.y[test], blend.failed[test], pred, keys, blend.metrics,
+                    blend.directions, 10)
+                f = blend.folds[i]
+                result.folds.append(FoldResult(seed, fold, f.n_train, f.n_val, f.n_test,
+                                               per_metric, auc, spea2, nsga2, math.nan,
+                                               math.nan))
+                i += 1
+            result.oof[seed] = Prediction(mean, None, fail)
+        out[name] = result
     return out
 
 
@@ -422,12 +484,13 @@ def partial_correlation(x: np.ndarray, y: np.ndarray, given: np.ndarray) -> floa
     return float((rxy - rxz * ryz) / denominator)
 
 
-def combination_table(default: str = "auto", gnn: str = "hierarchical_gnn") -> list[str]:
+def combination_table(gnn: str = "hierarchical_gnn") -> list[str]:
     """Issue 33's GNN + trees question from this run's out-of-fold predictions (same folds for
     every model: fold ids depend on the seed only): per objective, the partial correlation of
     the GNN's and the default's predictions given the truth, mean over CV seeds, beside each
     one's pooled out-of-fold tau-b (and the failure probabilities' correlation given the label).
     """
+    default = "auto" if "auto" in CV_RESULTS else "stack"
     if default not in CV_RESULTS or gnn not in CV_RESULTS:
         return []
     from ml.metrics import kendall_tau_b
