@@ -93,6 +93,11 @@ def test_trains_predicts_and_round_trips_a_bundle(records, inception_dropout,  #
     loaded = load_bundle(save_bundle(model, tmp_path / "bundle"))
     assert len(loaded.cells) == 0  # rebuilt from what it predicts
     again = loaded.predict(records[:8])
+    # Each cell embedded once and kept for the next request, until the network trains again.
+    net = loaded.networks[0]
+    assert net.cached_cells == len(loaded.cells) > 0
+    net.train()
+    assert net.cached_cells == 0
     np.testing.assert_array_equal(again.mean, pred.mean)
     np.testing.assert_array_equal(again.p_fail, pred.p_fail)
     # The encoder's layer_segments (the service's records) and matching agree.

@@ -163,8 +163,14 @@ class HierarchicalNet(nn.Module):
         self._cache: dict[str, Tensor] = {}
 
     def train(self, mode: bool = True) -> "HierarchicalNet":
-        self._cache.clear()  # the weights are about to change
+        if mode:
+            self._cache.clear()  # the weights are about to change
         return super().train(mode)
+
+    @property
+    def cached_cells(self) -> int:
+        """How many cell embeddings are kept for inference."""
+        return len(self._cache)
 
     def load_state_dict(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - nn.Module's
         self._cache.clear()
@@ -182,7 +188,7 @@ class HierarchicalNet(nn.Module):
             fresh = {self.cells.keys[i]: out[j] for j, i in enumerate(missing)}
             if caching:
                 self._cache.update(fresh)
-        return torch.stack([fresh[k] if k in fresh else self._cache[k] for k in keys])
+        return torch.stack([fresh[k] if k in fresh else self._cache[k].to(device) for k in keys])
 
     def forward(self, data) -> tuple[Tensor, Tensor]:  # noqa: ANN001 - a torch_geometric Batch
         h = self.kind(data.kind) + self.node_type(data.x) + self.inp(
