@@ -55,13 +55,22 @@ from ml.metrics import regression_metrics  # noqa: E402
 REAL_ONLY = {"rf_counts"}
 #: Set by ``--embedding``: the embedder file the ``NAME+embedding`` variants fit with.
 EMBEDDING_SUFFIX = "+embedding"
+#: ``blend:stack+hierarchical_gnn``: the blend composite over the named members.
+BLEND_PREFIX = "blend:"
+#: The cross-validation results of this run by model label (their out-of-fold predictions
+#: feed the GNN + trees comparison).
+CV_RESULTS: dict[str, Any] = {}
 embedding_file: str | None = None
 
 
 def model_and_config(label: str) -> tuple[str, dict[str, Any] | None]:
-    """``stack+embedding`` -> ("stack", {"embedding": FILE}); any other label is a model name."""
+    """``stack+embedding`` -> ("stack", {"embedding": FILE}); ``blend:a+b`` -> ("blend",
+    {"members": [a, b]}) (weights chosen on the blend's own inner validation genomes); any
+    other label is a model name."""
     if label.endswith(EMBEDDING_SUFFIX):
         return label[:-len(EMBEDDING_SUFFIX)], {"embedding": embedding_file}
+    if label.startswith(BLEND_PREFIX):
+        return "blend", {"members": label[len(BLEND_PREFIX):].split("+"), "member_configs": {}}
     return label, None
 
 
@@ -106,9 +115,19 @@ def run_real(models: list[str], folds: int, seeds: int) -> dict[str, Any]:
             continue
         start = time.perf_counter()
         model, config = model_and_config(name)
-        result = cross_validate(records, make_factory(model, DEFAULT_METRICS, config),
-                                DEFAULT_METRICS,
+        factory = make_factory(model, DEFAULT_METRICS, config)
+        parts: list[list[Any]] = []
+        if name.startswith(BLEND_PREFIX):
+            factory = recording_parts(factory, parts)
+        result = cross_validate(records, factory, DEFAULT_METRICS,
                                 directions, folds, range(seeds))
+        CV_RESULTS[name] = result
+        if parts:
+            for part, part_result in member_results(result, parts).items():
+                CV_RESULTS.setdefault(part, part_result)
+                if part not in out["models"]:
+                    out["models"][part] = {**summarize(part_result), "seconds": math.nan,
+                                           "as_blend_member": name}
         summary = summarize(result)
         summary["seconds"] = time.perf_counter() - start
         out["models"][name] = summary
@@ -116,6 +135,59 @@ def run_real(models: list[str], folds: int, seeds: int) -> dict[str, Any]:
                          for m in DEFAULT_METRICS)
         log(f"real {name}: tau-b {taus}; AUC {fmt(summary['validity_auc']['per_fold'])}; "
             f"{summary['seconds']:.0f}s")
+    return out
+
+
+def recording_parts(factory: Any, parts: list[list[Any]]) -> Any:
+    """A blend factory whose predictors also keep each member's own test predictions (per fold,
+    in cross-validation order). A blend's members are exactly the single predictors fitted on
+    the same records with the same seed, so one blend run also scores its members on the same
+    folds, without fitting them twice."""
+    def make(seed: int) -> Any:
+        blend = factory(seed)
+        predict = blend.predict
+
+        def predict_and_record(records: Any) -> Any:
+            out = predict(records)
+            parts.append([(n, p.predict(records))
+                          for n, p in zip(blend.config["members"], blend.parts)])
+            return out
+        blend.predict = predict_and_record
+        return blend
+    return make
+
+
+def member_results(blend: Any, parts: list[list[Any]]) -> dict[str, Any]:
+    """Per member, a CVResult built from the recorded predictions on the blend's folds."""
+    from ml.evaluation.cv import CVResult, FoldResult, score_predictions
+    from ml.models.base import Prediction
+
+    out: dict[str, Any] = {}
+    names = [n for n, _ in parts[0]]
+    for j, name in enumerate(names):
+        result = CVResult(blend.metrics, blend.directions, y=blend.y, failed=blend.failed,
+                          keys=blend.keys, fold_ids=blend.fold_ids)
+        i = 0
+        for seed, fold_ids in blend.fold_ids.items():
+            mean = np.full_like(blend.y, np.nan)
+            fail = np.full(len(blend.y), np.nan)
+            for fold in range(int(fold_ids.max()) + 1):
+                test = fold_ids == fold
+                pred = parts[i][j][1]
+                pred = Prediction(np.asarray(pred.mean, np.float64), None,
+                                  np.asarray(pred.p_fail, np.float64).reshape(-1))
+                mean[test], fail[test] = pred.mean, pred.p_fail
+                keys = [k for k, t in zip(blend.keys, test) if t]
+                per_metric, auc, spea2, nsga2 = score_predictions(
+                    blend.y[test], blend.failed[test], pred, keys, blend.metrics,
+                    blend.directions, 10)
+                f = blend.folds[i]
+                result.folds.append(FoldResult(seed, fold, f.n_train, f.n_val, f.n_test,
+                                               per_metric, auc, spea2, nsga2, math.nan,
+                                               math.nan))
+                i += 1
+            result.oof[seed] = Prediction(mean, None, fail)
+        out[name] = result
     return out
 
 
@@ -192,11 +264,11 @@ def _nb_fit_predict(name: str, train: list, val: list | None, test: list,
     """Fit ``name`` (a fresh one, ``seed``) and predict ``test``; validation architectures go
     only to the neural models, which early-stop on them (row models would train on them)."""
     from ml.evaluation import nasbench_graph as nb
-    from ml.models.registry import GNN_MODELS
+    from ml.models.neural.predictor import NeuralPredictor
 
     t0 = time.perf_counter()
     model = make_factory(name, nb.METRICS)(seed)
-    model.fit(train, val if name in GNN_MODELS else None, None, None)
+    model.fit(train, val if isinstance(model, NeuralPredictor) else None, None, None)
     pred = np.asarray(model.predict(test).mean)[:, 0]
     return pred, time.perf_counter() - t0
 
@@ -401,6 +473,53 @@ def real_bars(real: dict[str, Any]) -> list[str]:
     return ["Bars (issue 13, grouped CV):", ""] + lines + [""]
 
 
+def partial_correlation(x: np.ndarray, y: np.ndarray, given: np.ndarray) -> float:
+    """Spearman partial correlation of ``x`` and ``y`` given ``given``: how alike two models'
+    errors are once the truth is accounted for (1: the same errors; 0: unrelated errors)."""
+    from scipy.stats import rankdata
+
+    r = np.corrcoef(np.stack([rankdata(x), rankdata(y), rankdata(given)]))
+    rxy, rxz, ryz = r[0, 1], r[0, 2], r[1, 2]
+    denominator = math.sqrt(max((1 - rxz ** 2) * (1 - ryz ** 2), 1e-12))
+    return float((rxy - rxz * ryz) / denominator)
+
+
+def combination_table(gnn: str = "hierarchical_gnn") -> list[str]:
+    """Issue 33's GNN + trees question from this run's out-of-fold predictions (same folds for
+    every model: fold ids depend on the seed only): per objective, the partial correlation of
+    the GNN's and the default's predictions given the truth, mean over CV seeds, beside each
+    one's pooled out-of-fold tau-b (and the failure probabilities' correlation given the label).
+    """
+    default = "auto" if "auto" in CV_RESULTS else "stack"
+    if default not in CV_RESULTS or gnn not in CV_RESULTS:
+        return []
+    from ml.metrics import kendall_tau_b
+
+    a, b = CV_RESULTS[default], CV_RESULTS[gnn]
+    lines = [f"#### GNN + trees: out-of-fold errors of `{gnn}` against `{default}`", "",
+             "Spearman partial correlation of the two models' out-of-fold predictions given the "
+             "truth (non-failed genomes; equal to that of their errors given the truth), mean ± "
+             "std over CV seeds; pooled out-of-fold τ-b of each beside it. Below 1, the GNN's "
+             "errors are not the trees' errors: information a combination can use.", "",
+             f"| target | partial correlation | pooled τ-b `{default}` | pooled τ-b `{gnn}` |",
+             "|---|---|---|---|"]
+    for j, metric in enumerate(a.metrics):
+        ok = (a.failed != 1.0) & np.isfinite(a.y[:, j])
+        partial, tau_a, tau_b = [], [], []
+        for seed in a.oof:
+            x, y = a.oof[seed].mean[ok, j], b.oof[seed].mean[ok, j]
+            partial.append(partial_correlation(x, y, a.y[ok, j]))
+            tau_a.append(kendall_tau_b(a.y[ok, j], x))
+            tau_b.append(kendall_tau_b(a.y[ok, j], y))
+        lines.append(f"| {metric} | {fmt(mean_std(partial))} | {fmt(mean_std(tau_a))} | "
+                     f"{fmt(mean_std(tau_b))} |")
+    known = np.isfinite(a.failed)
+    fail = [partial_correlation(a.oof[s].p_fail[known], b.oof[s].p_fail[known], a.failed[known])
+            for s in a.oof]
+    lines.append(f"| P(fail) | {fmt(mean_std(fail))} | | |")
+    return lines
+
+
 def auto_model() -> str:
     """What the models registry's ``auto`` meant for this run (it changes as models improve)."""
     try:
@@ -445,6 +564,8 @@ def write_results(path: Path, args: argparse.Namespace, real: dict[str, Any] | N
                   "top-30 % selection overlap on the (uw_val_epoch_loss, ciou_loss, "
                   "average_precision) vectors of each test fold.", ""]
         lines += real_table(real) + [""] + real_bars(real)
+        combination = combination_table()
+        lines += combination + ([""] if combination else [])
     if gen is not None:
         lines += ["### Real evaluated genomes, generation-forward", "",
                   f"`{TRAIN_CSV.name}` as the evolution judges a surrogate (surrogate-usage "

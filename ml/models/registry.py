@@ -28,6 +28,7 @@ from ml.models.blend import BlendPredictor
 from ml.models.hyperparameters import Param
 from ml.models.neural.frnas import FRNASPredictor
 from ml.models.neural.gcn import BiGCNPredictor, CombinedGCNPredictor, SimpleGCNPredictor
+from ml.models.neural.hierarchical import HierarchicalGNNPredictor
 from ml.models.neural.predictor import NeuralPredictor
 from ml.models.stack import StackedPredictor
 from ml.models.trees import ExtraTreesPredictor, GBTPredictor
@@ -80,6 +81,7 @@ _SINGLE: tuple[type[Predictor], ...] = (
     CombinedGCNPredictor,
     BiGCNPredictor,
     FRNASPredictor,
+    HierarchicalGNNPredictor,
 )
 
 #: Every predictor: the single ones, then the composites over them.
