@@ -1,6 +1,6 @@
 """The search loop's client, kept importable here: it lives in the light distribution
 ``nas-surrogate-client`` (``client/``, httpx only) so the loop's environment needs no torch."""
-from nas_surrogate_client.client import (  # noqa: F401  (re-exported names)
+from nas_surrogate_client.client import (
     CLAMP,
     FAILED_FITNESS,
     MAX_RECORDS,

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -127,7 +128,7 @@ class ConcurrencyLimit:
         try:
             await asyncio.wait_for(self._slots.acquire(), self.timeout_s)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         finally:
             self.waiting -= 1

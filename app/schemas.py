@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -43,7 +43,7 @@ def first_non_finite(value: Any, path: str = "") -> str | None:
 
 def _as_utc(value: datetime) -> datetime:
     """SQLite returns naive datetimes; everything stored is UTC."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 #: Every datetime an answer carries: stored as UTC, written with its offset.
@@ -199,7 +199,7 @@ class PretrainRequest(BaseModel):
     device: Literal[DEVICES] = _PRETRAIN.device  # type: ignore[valid-type]
 
     @model_validator(mode="after")
-    def _dims_fit(self) -> "PretrainRequest":
+    def _dims_fit(self) -> PretrainRequest:
         if self.dims > 2 * self.hidden:
             raise ValueError("dims may not exceed 2 * hidden (the pooled embedding's width)")
         return self

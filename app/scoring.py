@@ -14,9 +14,10 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pydantic_core
@@ -261,7 +262,7 @@ class ModelCache:
         started = time.perf_counter()
         try:
             model = load_bundle(path)
-        except Exception as exc:  # noqa: BLE001 - a bad bundle is a refused version, not a 500
+        except Exception as exc:
             raise ServiceError("NO_ACTIVE_MODEL", f"model {name} v{version} cannot be loaded: "
                                f"{type(exc).__name__}") from exc
         log.info("loaded %s v%d (%s) in %.2fs", name, version, predictor,

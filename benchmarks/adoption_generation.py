@@ -77,7 +77,7 @@ def main() -> None:
     key = Path(args.key_file).read_text().strip()
     timings: dict[str, float] = {}
 
-    def timed(label, fn, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def timed(label, fn, *a, **k):
         started = time.perf_counter()
         out = fn(*a, **k)
         timings[label] = round(time.perf_counter() - started, 3)

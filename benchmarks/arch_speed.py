@@ -15,18 +15,18 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml.arch import compile_genome  # noqa: E402
-from ml.arch.backbones import all_builders, cached_variants, get_variant  # noqa: E402
-from ml.encoding.graph import build_graph  # noqa: E402
-from ml.errors import GenomeError  # noqa: E402
-from ml.genome import load  # noqa: E402
-from ml.genome.model import EvaluatedGenome  # noqa: E402
-from ml.genome.sampler import GenomeSampler  # noqa: E402
+from ml.arch import compile_genome
+from ml.arch.backbones import all_builders, cached_variants, get_variant
+from ml.encoding.graph import build_graph
+from ml.errors import GenomeError
+from ml.genome import load
+from ml.genome.model import EvaluatedGenome
+from ml.genome.sampler import GenomeSampler
 
 DATA_DIR = Path(os.environ.get("NAS_SURROGATE_DATA_DIR",
                                Path(__file__).resolve().parents[1].parent / "shared" / "data"))

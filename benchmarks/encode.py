@@ -29,7 +29,7 @@ def peak_rss_mb() -> float:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def time_encoding(encoder, genomes: list[str], encoding: str) -> tuple[list[float], int]:

@@ -26,6 +26,7 @@ Prints one JSON line per measurement and the tables (means; medians in the JSON)
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -158,7 +159,7 @@ def ceiling(records: list, taus: list[float], folds: int, seeds: int,
 def tau_for(rows: list[dict[str, Any]], selector: str, bar: float) -> float:
     """The τ reached where the ceiling's overlap first reaches ``bar`` (linear in between)."""
     pts = [(r["tau_reached"]["mean"], r[selector]["mean"]) for r in rows]
-    for (t0, s0), (t1, s1) in zip(pts, pts[1:]):
+    for (t0, s0), (t1, s1) in itertools.pairwise(pts):
         if s0 < bar <= s1:
             return t0 + (bar - s0) * (t1 - t0) / (s1 - s0)
     return pts[0][0] if pts and pts[0][1] >= bar else math.inf

@@ -193,7 +193,7 @@ def main() -> int:
               f"{_fmt(row['trust_spea2_top30']):>6} {_fmt(row['trust_nsga2_top30']):>6} "
               f"{_fmt(tau['uw_val_epoch_loss']):>6} {_fmt(tau['ciou_loss']):>8} "
               f"{_fmt(tau['average_precision']):>6} | {_fmt(f.get('trust_spea2_top30')):>11} "
-              f"{_fmt(ftau.get('ciou_loss')):>14} | {str(row['promoted']):>8} "
+              f"{_fmt(ftau.get('ciou_loss')):>14} | {row['promoted']!s:>8} "
               f"{row['seconds']:>5}")
 
     def mean(values: list[float]) -> float:

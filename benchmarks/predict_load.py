@@ -46,7 +46,7 @@ DATA = Path(os.environ.get("NAS_SURROGATE_DATA_DIR", REPO.parent / "shared" / "d
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def real_genomes() -> list[str]:
@@ -73,7 +73,7 @@ def cache_counters(client: Any) -> dict[str, float]:
     """The server's encoding-cache counters (hit/miss) from /metrics; empty if unavailable."""
     try:
         text = client.get("/metrics").text
-    except Exception:  # noqa: BLE001 - the counters are informative only
+    except Exception:
         return {}
     found = re.findall(r'nas_surrogate_encoding_cache_total\{result="(\w+)"\} ([0-9.e+]+)', text)
     return {name: float(value) for name, value in found}
@@ -111,7 +111,7 @@ def load_phase(url: str, headers: dict[str, str], genomes: list[str], clients: i
                     elapsed = post_predict(client, genomes)
                     with lock:
                         latencies.append(elapsed)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            except BaseException as exc:
                 errors.append(exc)
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]

@@ -59,7 +59,7 @@ class Probe:
 def _code(r: httpx.Response) -> str:
     try:
         return str(r.json()["error"]["code"])
-    except Exception:  # noqa: BLE001 - an HTML page or no body
+    except Exception:
         return ""
 
 

@@ -34,8 +34,8 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -121,7 +121,7 @@ def best_predicted(predict: Callable[[np.ndarray], np.ndarray], pool: np.ndarray
 
 def neural_predictor(space: Space, budget: int, rng: np.random.Generator,
                      seed: int) -> list[int]:
-    initial = max(2, int(round(budget * space.np_initial)))
+    initial = max(2, round(budget * space.np_initial))
     queried = list(rng.choice(len(space.records), size=initial, replace=False))
     predict = space.predictor(queried, seed)
     rest = np.setdiff1d(np.arange(len(space.records)), queried)

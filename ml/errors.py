@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -95,7 +96,7 @@ class GenomeError(Exception):
         shown = f": {self.excerpt}" if self.excerpt else ""
         super().__init__(f"[{self.code}] {message}{where}{shown}")
 
-    def with_text(self, text: str | None) -> "GenomeError":
+    def with_text(self, text: str | None) -> GenomeError:
         """Attach the genome text (for the excerpt) when the raiser did not have it."""
         if text and not self.excerpt:
             self.excerpt = excerpt(text, self.offset)
@@ -143,7 +144,7 @@ def internal_error(stage: str, exc: BaseException) -> GenomeError:
     (a torch error can carry a C++ traceback; a number's ``str`` can itself fail)."""
     try:
         detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-    except Exception:  # noqa: BLE001 - the message must not fail in turn
+    except Exception:
         detail = ""
     message = f"internal error while {stage} the genome: {type(exc).__name__}"
     return GenomeError(message + (f": {detail}" if detail else ""), code="INTERNAL_ERROR",
@@ -161,7 +162,7 @@ def isolated(stage: str) -> Callable[[F], F]:
                 return fn(*args, **kwargs)
             except GenomeError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - one genome's bug must not cost the batch
+            except Exception as exc:
                 log.exception("unforeseen failure while %s a genome", stage)
                 raise internal_error(stage, exc) from exc
         return guarded  # type: ignore[return-value]

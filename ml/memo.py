@@ -19,7 +19,8 @@ into a genome (:func:`ml.arch.compiler.compile_genome`).
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Hashable, TypeVar
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
 from cachetools import LRUCache
 

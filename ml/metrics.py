@@ -77,7 +77,7 @@ def _best_first(values: np.ndarray, direction: int) -> np.ndarray:
 
 def top_k_size(n: int, fraction: float) -> int:
     """``max(1, floor(fraction * n))``: the P@topK ratio convention of GATES / FlowerFormer."""
-    return max(1, int(math.floor(fraction * n)))
+    return max(1, math.floor(fraction * n))
 
 
 def precision_at_fraction(y_true: np.ndarray, y_pred: np.ndarray, direction: int = 1,

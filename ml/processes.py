@@ -16,8 +16,9 @@ import ctypes
 import ctypes.util
 import multiprocessing
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import Any
 
 #: glibc's ``mallopt`` parameter for the number of malloc arenas (malloc.h).
 _M_ARENA_MAX = -8

@@ -15,7 +15,7 @@ bits, so memory is O(n²/8 + block·n) rather than n×n×objectives booleans.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

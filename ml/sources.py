@@ -4,8 +4,9 @@ from __future__ import annotations
 import csv
 import io
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 csv.field_size_limit(1 << 30)
 

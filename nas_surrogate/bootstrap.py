@@ -62,7 +62,7 @@ def _load_problem(settings: Settings, version: int) -> str | None:
         path = registry.get_version(session, settings.model_name, version).source_path
     try:
         load_bundle(path)
-    except Exception as exc:  # noqa: BLE001 - any failure means it cannot serve
+    except Exception as exc:
         return type(exc).__name__
     return None
 

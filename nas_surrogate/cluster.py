@@ -32,7 +32,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: "argparse._SubParsersAction") -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     boot = sub.add_parser("bootstrap", help="migrate, create the admin key and queue the first "
                           "model to the Celery workers (the service job's first steps)")
     boot.add_argument("--data-dir", default=None, help="datasets, models and admin.key")

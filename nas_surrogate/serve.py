@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from service.config import Settings
 
 
-def embedded_app(settings: "Settings") -> "FastAPI":
+def embedded_app(settings: Settings) -> FastAPI:
     """The HTTP app with jobs on an in-process thread (:class:`worker.thread_executor.
     ThreadDispatcher`): what ``serve`` runs, and what tests of the embedded mode build."""
     from app.main import create_app
@@ -90,7 +90,7 @@ def _example_genome(settings: object) -> str:
     return "GENOME"
 
 
-def register(sub: "argparse._SubParsersAction") -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="run the HTTP service (embedded: SQLite + thread jobs)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)

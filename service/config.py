@@ -176,7 +176,7 @@ class Settings(BaseSettings):
     probe_timeout_s: float = 1.0
 
     @model_validator(mode="after")
-    def _fill_and_check(self) -> "Settings":
+    def _fill_and_check(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'surrogate.db').resolve()}"
         if self.visibility_timeout_s <= 0:

@@ -40,7 +40,7 @@ def downgrade(url: str | None = None, revision: str = "base") -> None:
     command.downgrade(alembic_config(url), revision)
 
 
-def prepare_database(settings: "Settings") -> None:
+def prepare_database(settings: Settings) -> None:
     """Create the data directory and bring the schema to head (idempotent; every command that
     touches the database starts here)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)

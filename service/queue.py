@@ -8,7 +8,7 @@ its Celery worker app from the same :func:`make_celery`, so both always agree on
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 from celery import Celery
 from kombu import Queue
@@ -86,7 +86,7 @@ class CeleryDispatcher:
     def send(self, job_id: str, kind: str) -> str:
         try:
             result = client().send_task(TASK_OF[kind], args=[job_id], queue=QUEUE_OF[kind])
-        except Exception as exc:  # noqa: BLE001 - kombu raises many connection error types
+        except Exception as exc:
             raise ServiceError("BROKER_UNAVAILABLE", "the job queue is unreachable") from exc
         return str(result.id)
 
@@ -96,7 +96,7 @@ class CeleryDispatcher:
             return
         try:
             client().control.revoke(task_id)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.warning("revoke of %s failed (broker unreachable)", task_id)
 
     def ping(self) -> bool:
@@ -106,5 +106,5 @@ class CeleryDispatcher:
                                          socket_connect_timeout=self.settings.probe_timeout_s,
                                          socket_timeout=self.settings.probe_timeout_s)
             return bool(probe.ping())
-        except Exception:  # noqa: BLE001
+        except Exception:
             return False

@@ -67,12 +67,12 @@ class _Scripted:
     def __init__(self, kind: str) -> None:
         self.kind = kind
 
-    def fit(self, train, val, config, callbacks):  # noqa: ANN001
+    def fit(self, train, val, config, callbacks):
         self.trained = {r.canonical_hash for r in train}
         _Scripted.fits.append((self.kind, self.trained, {float(r.generation) for r in train}))
         return {}
 
-    def predict(self, test):  # noqa: ANN001
+    def predict(self, test):
         import numpy as np
 
         from ml.datasets.records import failed_flags, targets

@@ -176,7 +176,7 @@ def test_chunks_are_predicted_while_workers_encode(pool, trees_model):
     """Results arrive in order, and each full chunk is predicted then, while the workers
     encode the rest; the answer is the in-process one."""
     batch = GENOMES[:150] + BAD + GENOMES[:10]
-    settings = dict(database_url="sqlite://", warm_up=False, predict_chunk=32)
+    settings = {"database_url": "sqlite://", "warm_up": False, "predict_chunk": 32}
     plain = Scorer(Settings(**settings, encoder_processes=0))
     pooled = Scorer(Settings(**settings, encoder_processes=2, encoder_pool_min_misses=16))
     pooled.pool = pool

@@ -144,11 +144,11 @@ class _LeakCheckingPredictor:
 
     seen: set[str] = set()
 
-    def fit(self, train, val, config, callbacks):  # noqa: ANN001
+    def fit(self, train, val, config, callbacks):
         self.seen = {r.canonical_hash for r in list(train) + list(val)}
         return {"members": [[{"epoch": 0, "loss": 1.0}, {"epoch": 1, "loss": 0.5}]]}
 
-    def predict(self, records):  # noqa: ANN001
+    def predict(self, records):
         assert not ({r.canonical_hash for r in records} & self.seen), "group leaked"
         f = np.array([r.feature for r in records])
         return Prediction(np.stack([f, -f, f / 2], axis=1), None,
@@ -191,7 +191,7 @@ class _RecordingPredictor(_LeakCheckingPredictor):
     def __init__(self, seed: int) -> None:
         self.key = seed
 
-    def fit(self, train, val, config, callbacks):  # noqa: ANN001
+    def fit(self, train, val, config, callbacks):
         returned = super().fit(train, val, config, callbacks)
         _RecordingPredictor.fits[self.key] = set(self.seen)
         return returned
@@ -220,7 +220,7 @@ def test_cross_validate_train_fraction_shrinks_training_folds_only() -> None:
         cross_validate(records, _RecordingPredictor, metrics, (+1, -1, +1), train_fraction=0.0)
 
 
-def test_report_plots_learning_curves(tmp_path) -> None:  # noqa: ANN001
+def test_report_plots_learning_curves(tmp_path) -> None:
     from ml.evaluation.report import write_report
 
     metrics = ("uw_val_epoch_loss", "ciou_loss", "average_precision")
@@ -299,7 +299,7 @@ def test_nasbench_graph_every_shipped_dataset_loads() -> None:
 
 # ---------------------------------------------------------------- evaluate CLI
 
-def test_evaluate_cli_end_to_end(tmp_path, capsys) -> None:  # noqa: ANN001
+def test_evaluate_cli_end_to_end(tmp_path, capsys) -> None:
     from ml.evaluation.cli import register
 
     parser = argparse.ArgumentParser()
@@ -320,7 +320,7 @@ def test_evaluate_cli_end_to_end(tmp_path, capsys) -> None:  # noqa: ANN001
     assert "pred_vs_true_uw_val_epoch_loss.png" in report["plots"]
 
 
-def test_generation_forward_never_trains_on_the_scored_generation(tmp_path) -> None:  # noqa: ANN001
+def test_generation_forward_never_trains_on_the_scored_generation(tmp_path) -> None:
     """Synthetic generations through the protocol with a leak-checking predictor: every scored
     generation is unseen in training, only earlier ones are, and the report has its plots."""
     from ml.evaluation import protocols
@@ -332,7 +332,7 @@ def test_generation_forward_never_trains_on_the_scored_generation(tmp_path) -> N
     seen_max: list[float] = []
 
     class Checking(_LeakCheckingPredictor):
-        def fit(self, train, val, config, callbacks):  # noqa: ANN001
+        def fit(self, train, val, config, callbacks):
             seen_max.append(max(r.generation for r in train))
             return super().fit(train, val or [], config, callbacks)
 
@@ -353,7 +353,7 @@ def test_generation_forward_never_trains_on_the_scored_generation(tmp_path) -> N
     assert {"trust_by_generation.png", "generation_004.png"} <= set(report["plots"])
 
 
-def test_evaluate_cli_by_generation(tmp_path, capsys) -> None:  # noqa: ANN001
+def test_evaluate_cli_by_generation(tmp_path, capsys) -> None:
     from ml.evaluation.cli import register
 
     parser = argparse.ArgumentParser()
@@ -404,7 +404,7 @@ def test_trust_at_tau_rises_with_tau_and_is_perfect_at_one() -> None:
     assert high["tau"] == pytest.approx(0.8, abs=0.08)
 
 
-def test_pred_vs_true_titles_name_the_tables_tau_and_the_plotted_one(tmp_path,  # noqa: ANN001
+def test_pred_vs_true_titles_name_the_tables_tau_and_the_plotted_one(tmp_path,
                                                                      monkeypatch) -> None:
     """Issue 29 item 6: the table shows the mean of per-fold tau; a plot draws one seed's pooled
     out-of-fold points. Its title gives both, named, the table's figure first."""

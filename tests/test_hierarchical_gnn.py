@@ -79,7 +79,7 @@ def test_flow_pass_visits_nodes_in_topological_order():
     assert all(not torch.allclose(moved[i], base[i]) for i in range(4))
 
 
-def test_trains_predicts_and_round_trips_a_bundle(records, inception_dropout,  # noqa: F811
+def test_trains_predicts_and_round_trips_a_bundle(records, inception_dropout,
                                                   tmp_path):
     model = create("hierarchical_gnn", {**FAST, "epochs": 2, "val_fraction": 0.25})
     history = model.fit(records)

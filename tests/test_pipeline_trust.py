@@ -31,10 +31,10 @@ class _Oracle:
     def __init__(self, flip: bool) -> None:
         self.flip = flip
 
-    def fit(self, *args, **kwargs):  # noqa: ANN002, ANN003
+    def fit(self, *args, **kwargs):
         return {}
 
-    def predict(self, records):  # noqa: ANN001
+    def predict(self, records):
         y = np.concatenate([r.y.numpy() for r in records]).astype(np.float64)
         failed = np.array([float(r.failed) for r in records])
         if self.flip:

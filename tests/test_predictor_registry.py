@@ -31,14 +31,14 @@ TRAIN = 20
 
 
 @pytest.fixture(scope="module", params=list(REGISTRY))
-def fitted(request, records):  # noqa: F811 - the records fixture
+def fitted(request, records):
     """(name, a predictor of ``name`` fitted on the first TRAIN genomes, its history)."""
     model = create(request.param, {**FAST, "ensemble": 2})
     history = model.fit(records[:TRAIN])
     return request.param, model, history
 
 
-def test_each_predictor_fits_and_predicts_finite(fitted, records):  # noqa: F811
+def test_each_predictor_fits_and_predicts_finite(fitted, records):
     name, model, history = fitted
     assert model.name == name and isinstance(model, spec(name).cls)
     for member in history.get("members", []) if isinstance(history.get("members"), list) else []:
@@ -51,7 +51,7 @@ def test_each_predictor_fits_and_predicts_finite(fitted, records):  # noqa: F811
     assert ((pred.p_fail >= 0) & (pred.p_fail <= 1)).all()
 
 
-def test_each_predictor_restores_from_its_state(fitted, records):  # noqa: F811
+def test_each_predictor_restores_from_its_state(fitted, records):
     """What a bundle keeps (the flat tensors) rebuilds the same predictions."""
     name, model, _ = fitted
     again = create(name, dict(model.config))
@@ -61,7 +61,7 @@ def test_each_predictor_restores_from_its_state(fitted, records):  # noqa: F811
     np.testing.assert_array_equal(before.p_fail, after.p_fail)
 
 
-def test_row_predictors_predict_from_their_featurisers_rows(fitted, records):  # noqa: F811
+def test_row_predictors_predict_from_their_featurisers_rows(fitted, records):
     """The service computes rows by feature_key alone (in encoder processes) and passes them
     to ``predict_features``: that must be ``predict`` of the records."""
     name, model, _ = fitted

@@ -15,8 +15,8 @@ from ml.models.registry import create
 from ml.train.bundle import load_bundle, save_bundle
 from ml.train.pretrain import PretrainConfig, corpus_chunk, pretrain
 
-SMALL = dict(genomes=24, chunk=8, processes=0, hidden=16, layers=2, batch_size=8, dims=4,
-             projection_genomes=24, seed=3)
+SMALL = {"genomes": 24, "chunk": 8, "processes": 0, "hidden": 16, "layers": 2, "batch_size": 8,
+         "dims": 4, "projection_genomes": 24, "seed": 3}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_pretraining_reports_and_learns_the_masked_types(pretrained):
     assert embedder.dims == 4 and report["device"] == "cpu"
 
 
-def test_embeddings_survive_save_and_load(pretrained, records):  # noqa: F811
+def test_embeddings_survive_save_and_load(pretrained, records):
     embedder, _, path = pretrained
     rows = embedder.embed(records)
     assert rows.shape == (len(records), 4) and np.isfinite(rows).all()
@@ -61,7 +61,7 @@ def test_embeddings_survive_save_and_load(pretrained, records):  # noqa: F811
 
 @pytest.mark.parametrize("name", ["trees", "stack"])
 def test_tree_models_take_the_embedding_and_keep_it_in_their_bundle(name, pretrained, records,
-                                                                    tmp_path):  # noqa: F811
+                                                                    tmp_path):
     embedder, _, path = pretrained
     plain = create(name, {**FAST, "target_transform": "robust"})
     plain.fit(records)

@@ -105,7 +105,7 @@ def _reference_overpopulate(pool: list[Any], size: int, seed: int) -> list[str]:
                     new.setdefault(str(genome), None)
                     if len(new) == size:
                         return list(new)
-            except Exception:  # noqa: BLE001 - as the evolution does
+            except Exception:
                 continue
     return list(new)
 
@@ -229,8 +229,8 @@ def test_ssi_is_deterministic_new_and_carries_its_lineage(model_and_hashes: Any)
     from ml.genome import canonical_hash, load
 
     population = tuple(real_genomes()[-20:])
-    spec = dict(strategy="ssi", population=population, pool_size=60, inner_generations=2,
-                seed=3, exclude=tuple(real_genomes()[:5]))
+    spec = {"strategy": "ssi", "population": population, "pool_size": 60, "inner_generations": 2,
+                "seed": 3, "exclude": tuple(real_genomes()[:5])}
     first, second = _run(model_and_hashes, **spec), _run(model_and_hashes, **spec)
     assert json.dumps(first["items"]) == json.dumps(second["items"])
     items = first["items"]
@@ -255,8 +255,8 @@ def test_concurrent_searches_give_what_each_gives_alone(model_and_hashes: Any) -
     import threading
 
     population = tuple(real_genomes()[-16:])
-    specs = [dict(strategy="ssi", population=population, pool_size=50, inner_generations=2,
-                  seed=seed) for seed in (21, 22)]
+    specs = [{"strategy": "ssi", "population": population, "pool_size": 50, "inner_generations": 2,
+                  "seed": seed} for seed in (21, 22)]
     alone = [_run(model_and_hashes, **spec)["items"] for spec in specs]
     together: list[Any] = [None, None]
 

@@ -1,6 +1,8 @@
 """The default predictor (``stack``: trees + kernel SVR) and its parts, on real genomes."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -19,10 +21,10 @@ from ml.models.trees import TARGET_CLIP
 def test_feature_blocks_tile_the_design_matrix():
     spans = [(block.start, block.stop) for _, block in FEATURE_BLOCKS]
     assert spans[0][0] == 0 and spans[-1][1] == TABULAR_DIM
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
 
 
-def test_kernel_svr_equals_scikit_learn_and_weighs_blocks_equally(records):  # noqa: F811
+def test_kernel_svr_equals_scikit_learn_and_weighs_blocks_equally(records):
     x = tabular_features(records)
     z = np.random.default_rng(0).standard_normal(len(x))
     train, test = x[:16], x[16:]
@@ -81,7 +83,7 @@ def test_spread_scale_is_the_conformal_quantile():
     assert spread_scale(z, np.zeros(4000), np.zeros(4000)) == 1.0   # no spread to scale
 
 
-def test_stack_blends_trees_and_kernel_with_the_chosen_weights(records):  # noqa: F811
+def test_stack_blends_trees_and_kernel_with_the_chosen_weights(records):
     model = create("stack", {**FAST, "seed": 4})
     history = model.fit(records)
     x = model.featurize(records)
@@ -133,7 +135,7 @@ def _scaled(model, x, j):
     return mean[:, None] + blend.spread_scale * (per_tree - mean[:, None])
 
 
-def test_tree_targets_are_winsorised(records):  # noqa: F811
+def test_tree_targets_are_winsorised(records):
     """One absurd label (hundreds of robust sigmas out) may not set any leaf beyond the clip."""
     altered = [r.clone() for r in records]
     ok = [i for i, r in enumerate(altered) if float(r.failed.reshape(-1)[0]) == 0.0]
@@ -151,7 +153,7 @@ def test_tree_targets_are_winsorised(records):  # noqa: F811
     assert torch.is_tensor(next(iter(model.state_dict().values())))
 
 
-def test_stack_interval_scale_covers_the_unclipped_outliers(records):  # noqa: F811
+def test_stack_interval_scale_covers_the_unclipped_outliers(records):
     """The spread scale is conformal on the targets coverage is scored against. iou_loss has a
     heavy tail (in these rows as in all the real genomes: values up to 1.19 where the bulk sits
     in 0.9994-1.0000, hundreds of robust sigmas out) that is winsorised for the trees, but the
@@ -194,7 +196,7 @@ RTOL, ATOL = 1e-9, 1e-12
 
 @pytest.mark.parametrize("name", ["stack", "trees"])
 def test_fast_predictions_equal_scikit_learns_fitted_and_reloaded(name, records, monkeypatch,
-                                                                   tmp_path):  # noqa: F811
+                                                                   tmp_path):
     from tree_reference import keeping_sklearn, sklearn_prediction
 
     from ml.train.bundle import load_bundle, save_bundle
@@ -227,7 +229,7 @@ def test_fast_predictions_equal_scikit_learns_fitted_and_reloaded(name, records,
         np.testing.assert_array_equal(part.interval[0], whole.interval[i])
 
 
-def test_gbt_fast_raw_outputs_equal_scikit_learns(records, monkeypatch, tmp_path):  # noqa: F811
+def test_gbt_fast_raw_outputs_equal_scikit_learns(records, monkeypatch, tmp_path):
     from tree_reference import keeping_sklearn
 
     from ml.train.bundle import load_bundle, save_bundle

@@ -44,7 +44,7 @@ def test_rank_kind_inverts_on_the_training_values_and_keeps_the_order():
     np.testing.assert_array_equal(restored.transform(y), z)
 
 
-def test_robust_clip_flattens_the_top_of_average_precision_where_ranks_do_not(records):  # noqa: F811,E501
+def test_robust_clip_flattens_the_top_of_average_precision_where_ranks_do_not(records):
     """Why the rank kind exists: on real genomes the best average_precision values sit on the
     winsorising clip, so trees fitted there cannot order the best detectors."""
     y, failed = labels(records)
@@ -72,7 +72,7 @@ def test_old_bundles_without_knots_load_as_robust():
 
 
 @pytest.mark.parametrize("name", ["trees", "stack"])
-def test_auto_chooses_each_metrics_kind_by_its_inner_score(records, name):  # noqa: F811
+def test_auto_chooses_each_metrics_kind_by_its_inner_score(records, name):
     model = create(name, {**FAST, "seed": 3, "target_transform": "auto"})
     history = model.fit(records)
     assert set(history["target_kind"]) == set(model.metrics)
@@ -89,7 +89,7 @@ def test_auto_chooses_each_metrics_kind_by_its_inner_score(records, name):  # no
                                   model.predict_features(x).mean)
 
 
-def test_inner_score_is_kendall_tau_of_out_of_fold_predictions(records):  # noqa: F811
+def test_inner_score_is_kendall_tau_of_out_of_fold_predictions(records):
     """The trees' inner score, recomputed by hand from grouped inner folds."""
     from ml.datasets.splits import grouped_fold_ids
     from ml.datasets.splits import groups as record_groups
@@ -123,7 +123,7 @@ def test_simplex_grid_and_best_index():
     assert _best([np.nan, np.nan], default=0) == 0
 
 
-def test_blend_chooses_its_weights_on_validation_genomes_out_of_sample(records, tmp_path):  # noqa: F811,E501
+def test_blend_chooses_its_weights_on_validation_genomes_out_of_sample(records, tmp_path):
     """The "auto" weights are the grid point whose blend ranks the validation genomes best,
     each member scored out of sample (the trees by a copy fitted without the validation
     rows); they are kept in the bundle."""

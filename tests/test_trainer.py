@@ -76,7 +76,7 @@ def test_bundle_round_trip_is_exact(name, records, tmp_path):
     np.testing.assert_array_equal(a.p_fail, b.p_fail)
 
 
-def test_train_and_predict_cli(subset_csv, tmp_path, capsys):  # noqa: F811
+def test_train_and_predict_cli(subset_csv, tmp_path, capsys):
     out = tmp_path / "model"
     assert main(["train", "--csv", str(subset_csv), "--out", str(out), "--ensemble", "2",
                  "--metrics", "uw_val_epoch_loss", "ciou_loss", "average_precision"]) == 0

@@ -62,7 +62,7 @@ def keeping_sklearn(monkeypatch: Any) -> Iterator[None]:
 
     monkeypatch.setattr(kernel_module, "SVR", RecordingSVR)
     monkeypatch.setattr(KernelSVR, "fit", classmethod(fit_kernel))
-    for cls in {type_ for type_ in _tree_classes()}:
+    for cls in set(_tree_classes()):
         monkeypatch.setattr(cls, "_flatten", wrap(cls.__dict__["_flatten"]))
     yield
 

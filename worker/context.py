@@ -154,9 +154,9 @@ class JobContext:
             for row in pending:
                 job_store.add_event(session, self.job_id, "epoch", attempt=self.attempt,
                                     epoch=row["epoch"], data=json_safe(row["metrics"]))
-            if progress is not None:
-                if not job_store.set_progress(session, self.job_id, self.attempt, *progress):
-                    self.lost.set()
+            if progress is not None and not job_store.set_progress(
+                    session, self.job_id, self.attempt, *progress):
+                self.lost.set()
 
     # -- stopping --------------------------------------------------------------------------
     def should_stop(self) -> bool:

@@ -94,7 +94,7 @@ def run_job(job_id: str, settings: Settings | None = None, send: Send | None = N
     except TRANSIENT:
         _release(job_id, attempt)
         raise
-    except Exception as exc:  # noqa: BLE001 - a deterministic bug: fail now, with the reason
+    except Exception as exc:
         if _is_time_limit(exc):
             return _end(job_id, attempt, "failed", "soft time limit exceeded", "TIME_LIMIT")
         log.exception("job %s failed", job_id)

@@ -42,8 +42,8 @@ def _run(job_id: str, kind: str, send: Send | None = None) -> str:
     return status
 
 
-_retry = dict(autoretry_for=TRANSIENT + (ServiceError,), retry_backoff=True,
-              retry_backoff_max=600, retry_jitter=True, max_retries=5)
+_retry = {"autoretry_for": TRANSIENT + (ServiceError,), "retry_backoff": True,
+              "retry_backoff_max": 600, "retry_jitter": True, "max_retries": 5}
 
 
 @app.task(name=TASK_BUILD, soft_time_limit=_s.build_soft_limit_s,

@@ -101,7 +101,7 @@ class ThreadDispatcher:
         started = time.monotonic()
         try:
             outcome = run_job(job_id, self.settings, send=self.send)
-        except Exception:  # noqa: BLE001 - transient: the reconciler re-sends it later
+        except Exception:
             log.exception("job %s: transient failure; it will be re-sent", job_id)
             return "retry"
         if outcome != "skipped":
@@ -142,7 +142,7 @@ class ThreadDispatcher:
             with session_scope() as session:
                 job_store.finish(session, job_id, None, "failed", "hard time limit exceeded",
                                  error_code="TIME_LIMIT")
-        except Exception:  # noqa: BLE001 - the reconciler's lease check catches it later
+        except Exception:
             log.warning("job %s: could not record the hard time limit", job_id)
         with self._lock:
             if lane.current is not None and lane.current[3] is thread:
@@ -162,7 +162,7 @@ class ThreadDispatcher:
             while not self._stop.wait(self.settings.reconcile_interval_s):
                 try:
                     reconcile(self.send, self.settings)
-                except Exception:  # noqa: BLE001 - keep reconciling after a DB outage
+                except Exception:
                     log.warning("reconciler pass failed", exc_info=True)
 
         self._reconciler = threading.Thread(target=loop, daemon=True, name="reconciler")
@@ -198,6 +198,6 @@ def _log_outcome(job_id: str, outcome: str, seconds: float) -> None:
         with session_scope() as session:
             job = session.get(Job, job_id)
             kind, message = (job.kind, job.message) if job is not None else ("?", "")
-    except Exception:  # noqa: BLE001 - a log line never fails a job
+    except Exception:
         kind, message = "?", ""
     log.info("job %s (%s) %s in %.1f s: %s", job_id[:8], kind, outcome, seconds, message or "")

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Callable, Iterator
+from typing import Annotated
 
 from cachetools import TTLCache
 from fastapi import Depends, Header, Request

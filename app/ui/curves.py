@@ -4,8 +4,9 @@ each record's ``curve`` (the pipeline's metrics.csv rows) in the new version's
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 #: Evaluation files read per inspection (newest first) and curves kept per genome.
 MAX_FILES = 200

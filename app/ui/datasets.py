@@ -10,8 +10,9 @@ from __future__ import annotations
 import csv
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Iterator
+from typing import Annotated, Any
 
 from cachetools import LRUCache
 from fastapi import APIRouter, Query, Request

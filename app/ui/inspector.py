@@ -100,9 +100,8 @@ def inspect_form(request: Request, viewer: PredictViewer,
     """The empty form, or (``?dataset=&row=``) one genome of a dataset, inspected at once. A
     dataset's rows are training genomes: they need the scope the dataset pages need (``train``),
     so a predict key reads none of them here either."""
-    if dataset is not None or row is not None:
-        if not viewer.can("train"):
-            raise PageForbidden("train")
+    if (dataset is not None or row is not None) and not viewer.can("train"):
+        raise PageForbidden("train")
     if dataset is not None and row is not None:
         genome = source_genome(dataset, row)
         if genome is None:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Callable
+from typing import Annotated
 from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, Request

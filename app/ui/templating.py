@@ -7,7 +7,7 @@ markup); the only markup inserted unescaped is SVG this package drew itself (``|
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ def _when(value: Any) -> str:
     if not isinstance(value, datetime):
         return "" if value is None else str(value)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _num(value: Any, digits: int = 3) -> str:

@@ -5,8 +5,8 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from nas_surrogate_client.client import SurrogateClient, SurrogateError
 

@@ -30,8 +30,9 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import httpx
 
@@ -103,7 +104,7 @@ class SurrogateClient:
     @classmethod
     def from_env(cls, data_dir: str | os.PathLike[str] | None = None, api_key: str | None = None,
                  key_file: str | os.PathLike[str] | None = None, **options: Any
-                 ) -> "SurrogateClient":
+                 ) -> SurrogateClient:
         """A client of the service whose ``service.env`` lies in ``data_dir`` (default
         ``$SURROGATE_DATA_DIR``): its ``SURROGATE_API_URL``; the key is ``api_key``, else the
         file ``key_file``, else ``$SURROGATE_API_KEY``, else ``data_dir/admin.key``."""

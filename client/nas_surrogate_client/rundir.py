@@ -17,9 +17,10 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 IDENTITY = ("gen", "hash", "genome")
 #: Error codes of an individual the reader could not use.

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from nas_surrogate_client.client import CLAMP, OBJECTIVES, SurrogateClient
 
@@ -58,7 +59,7 @@ class ServiceSurrogate:
 
     @classmethod
     def from_env(cls, data_dir: str | None = None, api_key: str | None = None,
-                 key_file: str | None = None, **options: Any) -> "ServiceSurrogate":
+                 key_file: str | None = None, **options: Any) -> ServiceSurrogate:
         """Connect through ``$SURROGATE_DATA_DIR/service.env`` (``SurrogateClient.from_env``)."""
         client_keys = {"timeout", "retries", "backoff_s", "batch_size"}
         client = SurrogateClient.from_env(data_dir, api_key=api_key, key_file=key_file,

@@ -39,7 +39,7 @@ def test_missing_service_env_says_so(tmp_path, monkeypatch):
     monkeypatch.delenv("SURROGATE_DATA_DIR", raising=False)
     with pytest.raises(ValueError, match="SURROGATE_DATA_DIR"):
         SurrogateClient.from_env()
-    with pytest.raises(FileNotFoundError, match="service.env"):
+    with pytest.raises(FileNotFoundError, match=r"service\.env"):
         SurrogateClient.from_env(tmp_path)
     (tmp_path / "service.env").write_text("SURROGATE_BROKER_URL=redis://x:6379/0\n")
     with pytest.raises(ValueError, match="SURROGATE_API_URL"):

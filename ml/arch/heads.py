@@ -6,7 +6,7 @@ chain's output, Swin's NHWC quirk included), so parameter counts are cached per 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import torch
 from torch import nn
@@ -41,7 +41,7 @@ def anchor_generator(head: str) -> AnchorGenerator:
     return AnchorGenerator(sizes=_MULTI_SIZES, aspect_ratios=_MULTI_RATIOS)
 
 
-@lru_cache(maxsize=None)
+@cache
 def anchors_per_location(head: str) -> int:
     """FasterRCNN/RetinaNet 21 (7 sizes x 3 ratios), FCOS 1 (zip truncation)."""
     return anchor_generator(head).num_anchors_per_location()[0]
@@ -82,7 +82,7 @@ def _built_parameter_count(head: str, in_channels: int) -> int:
     return sum(p.numel() for m in head_modules(head, in_channels).values() for p in m.parameters())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parameter_polynomial(head: str) -> tuple[int, int, int] | None:
     """``(a, b, d)`` with a head's parameter count ``a c^2 + b c + d`` for ``c`` input channels:
     every weight is a product of at most two channel counts, so three builds (c = 32, 64, 96)

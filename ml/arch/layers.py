@@ -11,8 +11,8 @@ constructor itself would raise. The formulas mirror PyTorch's (checked against m
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn

@@ -41,14 +41,14 @@ class FloorAffine:
     add: int = 0
 
     @staticmethod
-    def canonical(offset: int, divisor: int = 1, mult: int = 1, add: int = 0) -> "FloorAffine":
+    def canonical(offset: int, divisor: int = 1, mult: int = 1, add: int = 0) -> FloorAffine:
         """Fold ``add`` into ``offset`` when possible, so equal maps get equal keys (and dedupe)."""
         if mult == 1 and add:
             offset, add = offset + add * divisor, 0
         return FloorAffine(offset, divisor, mult, add)
 
     @staticmethod
-    def window(kernel: int, stride: int, padding: int, dilation: int = 1) -> "FloorAffine":
+    def window(kernel: int, stride: int, padding: int, dilation: int = 1) -> FloorAffine:
         """Output size of a floor-mode convolution/pooling window (PyTorch's formula)."""
         return FloorAffine.canonical(2 * padding - dilation * (kernel - 1) - 1, stride, 1, 1)
 

@@ -16,7 +16,8 @@ idempotent and process-wide; ``ml.arch`` installs it on import. What a compile p
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.nn import init

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,7 +71,7 @@ class ShapeFailure(Exception):
 class ProgramResult:
     """One evaluation of a program: ``values`` is the gather table every index array points into."""
 
-    program: "ShapeProgram"
+    program: ShapeProgram
     values: np.ndarray
 
     def node_chw(self) -> np.ndarray:

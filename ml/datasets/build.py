@@ -19,10 +19,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ml.datasets import shard_encoder as worker
 from ml.datasets.atomic import atomic_write_bytes, atomic_write_json

@@ -90,7 +90,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: "argparse._SubParsersAction") -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to the ``nas-surrogate`` parser."""
     dataset = sub.add_parser("dataset", help="build, export and inspect graph datasets")
     dsub = dataset.add_subparsers(dest="dataset_command", required=True)

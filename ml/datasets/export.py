@@ -14,8 +14,9 @@ shard by shard: at most one chunk plus one shard in memory.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch_geometric.data import Data

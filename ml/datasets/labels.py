@@ -8,8 +8,9 @@ head and are never regression targets (the seed's 1e24 losses came from includin
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 #: The evolution's objectives (and their directions) plus the seed's extra regression targets.
 OBJECTIVES: dict[str, int] = {"uw_val_epoch_loss": -1, "ciou_loss": -1, "average_precision": +1}

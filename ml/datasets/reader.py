@@ -11,8 +11,9 @@ import csv
 import json
 import math
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch_geometric.data import Data

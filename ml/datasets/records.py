@@ -16,8 +16,9 @@ from __future__ import annotations
 import csv
 import logging
 import math
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch

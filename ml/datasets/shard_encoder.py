@@ -75,7 +75,7 @@ def encode_chunk(chunk: Chunk, shards_dir: str, meta: dict[str, Any],
         try:
             encoded = encoder.encode(item.genome)
             record = make_record(encoded, item.labels, item.row, item.generation)
-        except Exception as exc:  # noqa: BLE001 - a bad row is logged and skipped, never fatal
+        except Exception as exc:
             error = exc if isinstance(exc, GenomeError) else internal_error("recording", exc)
             log.warning("row %d skipped: %s", item.row, error)
             errors.append({"row": item.row, "code": error.code, "message": error.message,

@@ -10,9 +10,9 @@ import csv
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from ml.datasets.labels import Labels, classify, metric_columns, parse_number
 

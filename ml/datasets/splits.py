@@ -4,7 +4,8 @@ project: cross-validation folds, the trainers' validation holdout and the stack'
 all use these."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def grouped_holdout(keys: Sequence[str], fraction: float, seed: int,
     ``at_least_one`` holds out one group even when the fraction rounds to none."""
     unique, inverse = np.unique(np.asarray(keys, dtype=object).astype(str), return_inverse=True)
     rng = np.random.default_rng(seed)
-    n_hold = int(round(fraction * len(unique)))
+    n_hold = round(fraction * len(unique))
     if at_least_one:
         n_hold = max(1, n_hold)
     held = np.zeros(len(unique), dtype=bool)

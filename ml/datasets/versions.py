@@ -25,9 +25,10 @@ import csv
 import json
 import math
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ml.datasets.atomic import atomic_write_bytes, atomic_write_json
 from ml.datasets.build import ERRORS, INDEX, INDEX_COLUMNS, MANIFEST, SHARDS
@@ -157,7 +158,7 @@ def append_dataset(parent: str | Path, rows: Iterable[SourceRow], out: str | Pat
     for item in rows:
         try:
             digest = canonical_hash(load(item.genome))
-        except Exception as exc:  # noqa: BLE001 - a bad record fails alone
+        except Exception as exc:
             error = exc if isinstance(exc, GenomeError) else internal_error("reading", exc)
             rejected.append({"row": item.row, **error.to_dict()})
             continue

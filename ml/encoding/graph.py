@@ -92,7 +92,7 @@ class _Template:
     edges: np.ndarray
 
     @staticmethod
-    def of(variant: BackboneVariant) -> "_Template":
+    def of(variant: BackboneVariant) -> _Template:
         table = variant.nodes
         edges = table.edges.copy()
         edges[edges[:, 1] < 0, 1] = len(table)  # the exit edge goes to the node after the segment
@@ -148,7 +148,7 @@ def build_graph(genome: EvaluatedGenome | CompiledNetwork) -> GenomeGraph:
             types.extend(t.module_types)
             modules.append(item.module.adapter)
             modules.extend(t.modules_after_adapter)
-            c, h, w = item.in_shape
+            _c, h, w = item.in_shape
             shapes.append(np.array([(item.variant.adapter_channels, h, w)], dtype=np.int64))
             shapes.append(item.shapes.node_chw())
             edges.append(t.edges + start)

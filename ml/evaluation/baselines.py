@@ -14,7 +14,8 @@ They have no early stopping, so ``fit`` trains on train ∪ val.
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor

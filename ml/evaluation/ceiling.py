@@ -12,7 +12,7 @@ distances (SPEA2 density, NSGA-II crowding) see the same scales as with the real
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.stats import rankdata

@@ -34,7 +34,8 @@ The same recipe on the same records scores identically: that is evaluated once, 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from torch_geometric.data import Data

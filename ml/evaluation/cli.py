@@ -83,7 +83,7 @@ def _evaluate_by_generation(args: argparse.Namespace, records: list[Any],
     return 0
 
 
-def register(sub: "argparse._SubParsersAction") -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     """Add ``evaluate`` to the ``nas-surrogate`` parser."""
     parser = sub.add_parser("evaluate", help="grouped k-fold CV of a predictor -> report.json")
     source = parser.add_mutually_exclusive_group(required=True)

@@ -7,7 +7,8 @@ under the same protocol.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ml.evaluation.baselines import BASELINES
 from ml.evaluation.cv import PredictorFactory

@@ -13,12 +13,12 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from ml.evaluation.cv import CVResult  # noqa: E402
-from ml.jsonsafe import json_safe  # noqa: E402
-from ml.metrics import kendall_tau_b  # noqa: E402
+from ml.evaluation.cv import CVResult
+from ml.jsonsafe import json_safe
+from ml.metrics import kendall_tau_b
 
 REPORT_NAME = "report.json"
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from functools import lru_cache
-from typing import Sequence
+from collections.abc import Sequence
+from functools import cache
 
 import numpy as np
 from deap import base, tools
@@ -127,7 +127,7 @@ def select_nsga2(values: np.ndarray, k: int,
     return chosen
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fitness_class(weights: tuple[float, ...]) -> type[base.Fitness]:
     """A DEAP fitness with these weights (one class per weight vector, as ``creator`` would
     make, without registering a global name)."""
@@ -167,7 +167,7 @@ def selection_overlap(true_values: np.ndarray, pred_values: np.ndarray, method: 
     p = np.asarray(pred_values, dtype=np.float64)
     if t.shape != p.shape:
         raise ValueError(f"shape mismatch: {t.shape} vs {p.shape}")
-    k = int(math.floor(fraction * len(t)))
+    k = math.floor(fraction * len(t))
     if k < 1:
         return math.nan
     select = {"spea2": select_spea2, "nsga2": select_nsga2}[method]

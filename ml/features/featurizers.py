@@ -9,7 +9,8 @@ import rather than being skipped where rows are computed.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

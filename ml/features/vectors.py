@@ -53,13 +53,13 @@ def node_inputs_presence(record: Data) -> np.ndarray:
     return np.concatenate([mask, np.ones((record.num_nodes, 3))], 1)
 
 
-def node_inputs(record: Data, scaler: "ColumnScaler") -> np.ndarray:
+def node_inputs(record: Data, scaler: ColumnScaler) -> np.ndarray:
     """[N, NODE_INPUT_DIM] float32: scaled columns (0 where absent), presence bits, clipped."""
     return scaled_node_inputs(node_inputs_raw(record), node_inputs_presence(record), scaler)
 
 
 def scaled_node_inputs(raw: np.ndarray, presence: np.ndarray,
-                       scaler: "ColumnScaler") -> np.ndarray:
+                       scaler: ColumnScaler) -> np.ndarray:
     """:func:`node_inputs` from the raw columns and their presence."""
     hp = scaler.transform(raw) * presence
     c = NUM_COLUMNS
@@ -204,7 +204,7 @@ class ColumnScaler:
         self.mean = np.zeros(0)
         self.std = np.ones(0)
 
-    def fit(self, x: np.ndarray, weights: np.ndarray | None = None) -> "ColumnScaler":
+    def fit(self, x: np.ndarray, weights: np.ndarray | None = None) -> ColumnScaler:
         """``weights`` (0/1 mask, same shape) restricts statistics to present values."""
         if weights is None:
             weights = np.ones_like(x)

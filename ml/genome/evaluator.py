@@ -9,7 +9,8 @@ hashing.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from ml.errors import GenomeEvaluationError
 from ml.genome import catalogue as cat

@@ -50,7 +50,7 @@ _SCALAR, _TENSOR = "scalar", cat.TENSOR3D
 class _Open:
     """A call being read: its arguments' structural classes, values and literal-ness."""
 
-    __slots__ = ("name", "offset", "signature", "classes", "values", "literal")
+    __slots__ = ("classes", "literal", "name", "offset", "signature", "values")
 
     def __init__(self, name: str, offset: int, signature: tuple[str, str, tuple[str, ...]]):
         self.name, self.offset, self.signature = name, offset, signature

@@ -6,9 +6,9 @@ built from evaluated values, never from raw string tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
-Scalar = Union[int, float, bool, str]
+Scalar = int | float | bool | str
 
 
 @dataclass(frozen=True)

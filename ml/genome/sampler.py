@@ -8,7 +8,7 @@ rejects and redraws, so callers can ask for genomes that always build.
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from ml.genome import catalogue as cat
 from ml.genome.printer import format_literal
@@ -47,7 +47,7 @@ def _scalar_primitives(slot: str) -> list[tuple[str, tuple[str, ...]]]:
 def _terminal_types(slot: str) -> list[str]:
     """Ephemeral types that fit ``slot`` under the subtype rule."""
     if slot == "int":
-        return [t for t in cat.INT_WRAPPERS] + ["bool"]
+        return list(cat.INT_WRAPPERS) + ["bool"]
     if slot == "float":
         return ["float", *cat.FLOAT_WRAPPERS]
     return [slot]

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Union
+from typing import ClassVar
 
 
 @dataclass(slots=True)
 class Literal:
     """A number or boolean constant. ``value`` keeps Python's int/float/bool distinction."""
 
-    value: Union[int, float, bool]
+    value: int | float | bool
     offset: int
     #: Structural slot class (see ml.genome.parser): constants fill scalar slots.
     klass: ClassVar[str] = "scalar"
@@ -38,10 +38,10 @@ class Call:
 
     name: str
     offset: int
-    args: list["Node"] = field(default_factory=list)
+    args: list[Node] = field(default_factory=list)
     type: str = ""
     #: Structural slot class: the return type for primitives, "scalar" for helpers.
     klass: str = "scalar"
 
 
-Node = Union[Literal, Terminal, Call]
+Node = Literal | Terminal | Call

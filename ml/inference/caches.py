@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 from cachetools import LRUCache
@@ -146,7 +147,7 @@ class EncodingCache:
                 record = self.encoder.record(genome, text, digest)
                 if keep_record:
                     self.by_hash.put((digest, self.version), record)
-        except Exception as exc:  # noqa: BLE001 - whatever the text holds, it fails alone
+        except Exception as exc:
             error = exc if isinstance(exc, GenomeError) else internal_error("encoding", exc)
             outcome = Encoded(None, error=error.to_dict())
             if error.code == "INTERNAL_ERROR":

@@ -3,8 +3,9 @@ and when that raises, item by item so only the culprits fail instead of the whol
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ def run_isolated(step: Callable[[list[Any]], Any], items: list[Any], stage: str
     the culprits fail. Returns (kept positions, their outputs, failures by position)."""
     try:
         return list(range(len(items))), list(step(items)), {}
-    except Exception as exc:  # noqa: BLE001 - find the culprit instead of losing the chunk
+    except Exception as exc:
         if len(items) == 1:
             log.exception("%s failed for one genome", stage)
             return [], [], {0: internal_error(stage, exc).to_dict()}
@@ -43,7 +44,7 @@ def run_isolated(step: Callable[[list[Any]], Any], items: list[Any], stage: str
         try:
             outputs.extend(step([item]))
             kept.append(i)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.exception("%s failed for one genome", stage)
             failed[i] = internal_error(stage, exc).to_dict()
     return kept, outputs, failed
@@ -74,7 +75,7 @@ def predict_chunk(model: Any, inputs: list[Any], *, rows: bool) -> ChunkResult:
         try:
             mean, std, p_fail, interval = _arrays(model, call(inputs), len(inputs))
             return ChunkResult(list(range(len(inputs))), mean, std, p_fail, {}, interval)
-        except Exception as exc:  # noqa: BLE001 - find the culprit instead of losing the chunk
+        except Exception as exc:
             if len(inputs) == 1:
                 log.exception("predicting failed for one genome")
                 return _empty(model, {0: internal_error("predicting", exc).to_dict()})
@@ -87,7 +88,7 @@ def predict_chunk(model: Any, inputs: list[Any], *, rows: bool) -> ChunkResult:
         try:
             parts.append(_arrays(model, call([item]), 1))
             kept.append(i)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.exception("predicting failed for one genome")
             failed[i] = internal_error("predicting", exc).to_dict()
     if not parts:

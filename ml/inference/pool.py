@@ -30,10 +30,11 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -241,7 +242,7 @@ class EncodingPool:
                 seen.update(p.result() for p in probes)
                 if len(seen) >= self.processes:
                     break
-        except Exception as exc:  # noqa: BLE001 - a pool that cannot start is never used
+        except Exception as exc:
             log.error("the encoding pool did not start: %s", exc)
             return
         if executor is self._executor:

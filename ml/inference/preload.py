@@ -25,7 +25,7 @@ try:
 
     warm_process()
     WARMED = True
-except Exception as exc:  # noqa: BLE001 - the workers fall back to warming themselves
+except Exception as exc:
     log.error("the encoder fork server could not warm up: %s", exc)
     WARMED = False
 finally:

@@ -42,7 +42,7 @@ AUTO = "auto"
 def simplex_grid(members: int, step: float = 0.25) -> np.ndarray:
     """[k, members] non-negative weight vectors in multiples of ``step`` summing to 1, in
     lexicographic order (the first member's weight descending)."""
-    units = int(round(1 / step))
+    units = round(1 / step)
     rows = [w for w in itertools.product(range(units, -1, -1), repeat=members)
             if sum(w) == units]
     return np.asarray(rows, dtype=np.float64) / units
@@ -173,7 +173,7 @@ class BlendPredictor(Predictor):
         preds = []
         for name, part in zip(self.config["members"], self.parts):
             if part.trains_on_validation:
-                shared = {k: v for k, v in part.config.items()}
+                shared = dict(part.config.items())
                 part = self.create_member(name, shared)
                 part.fit(records, None)
             preds.append(part.predict(val))

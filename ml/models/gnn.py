@@ -6,6 +6,8 @@ where ``z`` are standardised targets (see :mod:`ml.models.targets`).
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GCNConv, GINConv, global_mean_pool
@@ -43,7 +45,7 @@ class NodeInput(nn.Module):
             self.embed = nn.Embedding(NUM_NODE_TYPES, embed_dim)
             self.dim = embed_dim + hp_dim
 
-    def forward(self, data) -> Tensor:  # noqa: ANN001 - a torch_geometric Batch
+    def forward(self, data) -> Tensor:
         if self.kind == "onehot":
             return nn.functional.one_hot(data.x, NUM_NODE_TYPES).to(torch.float32)
         return torch.cat([self.embed(data.x), data.hp], dim=1)
@@ -57,11 +59,11 @@ class GCNNet(nn.Module):
         super().__init__()
         self.input = node_input
         dims = [node_input.dim] + [hidden] * layers
-        self.convs = nn.ModuleList(GCNConv(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.convs = nn.ModuleList(GCNConv(a, b) for a, b in itertools.pairwise(dims))
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
         self.readout = Readout(hidden, genome_dim, hidden, num_metrics)
 
-    def forward(self, data) -> tuple[Tensor, Tensor]:  # noqa: ANN001
+    def forward(self, data) -> tuple[Tensor, Tensor]:
         h = self.input(data)
         for conv, norm in zip(self.convs, self.norms):
             h = torch.relu(norm(conv(h, data.edge_index)))
@@ -98,10 +100,10 @@ class BiGCNNet(nn.Module):
         super().__init__()
         self.input = node_input
         dims = [node_input.dim] + [hidden] * layers
-        self.layers = nn.ModuleList(BiGCNLayer(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(BiGCNLayer(a, b) for a, b in itertools.pairwise(dims))
         self.readout = Readout(hidden, genome_dim, hidden, num_metrics)
 
-    def forward(self, data) -> tuple[Tensor, Tensor]:  # noqa: ANN001
+    def forward(self, data) -> tuple[Tensor, Tensor]:
         h = self.input(data)
         for layer in self.layers:
             h = layer(h, data.edge_index)
@@ -118,11 +120,11 @@ class GINAgent(nn.Module):
         dims = [node_input.dim] + [width] * layers
         self.convs = nn.ModuleList(
             GINConv(nn.Sequential(nn.Linear(a, b), nn.ReLU(), nn.Linear(b, b)))
-            for a, b in zip(dims[:-1], dims[1:]))
+            for a, b in itertools.pairwise(dims))
         self.norms = nn.ModuleList(nn.BatchNorm1d(width) for _ in range(layers))
         self.readout = Readout(width, genome_dim, 16, num_metrics)
 
-    def forward(self, data, edge_index: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:  # noqa
+    def forward(self, data, edge_index: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         h = self.input(data)
         pooled = []
         for conv, norm in zip(self.convs, self.norms):
@@ -135,7 +137,7 @@ class GINAgent(nn.Module):
 class FRNASNet(nn.Module):
     """Forward (A) and reverse (A^T) GIN agents; predictions are averaged."""
 
-    def __init__(self, make_input, genome_dim: int, num_metrics: int) -> None:  # noqa: ANN001
+    def __init__(self, make_input, genome_dim: int, num_metrics: int) -> None:
         super().__init__()
         self.forward_agent = GINAgent(make_input(), genome_dim, num_metrics)
         self.reverse_agent = GINAgent(make_input(), genome_dim, num_metrics)
@@ -143,11 +145,11 @@ class FRNASNet(nn.Module):
     def agents(self) -> tuple[GINAgent, GINAgent]:
         return self.forward_agent, self.reverse_agent
 
-    def run_agent(self, which: int, data) -> tuple[Tensor, Tensor, list[Tensor]]:  # noqa: ANN001
+    def run_agent(self, which: int, data) -> tuple[Tensor, Tensor, list[Tensor]]:
         edges = data.edge_index if which == 0 else data.edge_index.flip(0)
         return self.agents()[which](data, edges)
 
-    def forward(self, data) -> tuple[Tensor, Tensor]:  # noqa: ANN001
+    def forward(self, data) -> tuple[Tensor, Tensor]:
         z0, f0, _ = self.run_agent(0, data)
         z1, f1, _ = self.run_agent(1, data)
         return (z0 + z1) / 2, (f0 + f1) / 2

@@ -20,7 +20,7 @@ flow-aware encoder runs over the small macro graph of the genome's layers.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -162,7 +162,7 @@ class HierarchicalNet(nn.Module):
         self.readout = Readout(2 * hidden, genome_dim, hidden, num_metrics)
         self._cache: dict[str, Tensor] = {}
 
-    def train(self, mode: bool = True) -> "HierarchicalNet":
+    def train(self, mode: bool = True) -> HierarchicalNet:
         if mode:
             self._cache.clear()  # the weights are about to change
         return super().train(mode)
@@ -172,7 +172,7 @@ class HierarchicalNet(nn.Module):
         """How many cell embeddings are kept for inference."""
         return len(self._cache)
 
-    def load_state_dict(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - nn.Module's
+    def load_state_dict(self, *args, **kwargs):
         self._cache.clear()
         return super().load_state_dict(*args, **kwargs)
 
@@ -190,7 +190,7 @@ class HierarchicalNet(nn.Module):
                 self._cache.update(fresh)
         return torch.stack([fresh[k] if k in fresh else self._cache[k].to(device) for k in keys])
 
-    def forward(self, data) -> tuple[Tensor, Tensor]:  # noqa: ANN001 - a torch_geometric Batch
+    def forward(self, data) -> tuple[Tensor, Tensor]:
         h = self.kind(data.kind) + self.node_type(data.x) + self.inp(
             torch.cat([data.hp, data.extra, data.extra_present], dim=1))
         at = torch.nonzero(data.cell >= 0).reshape(-1)

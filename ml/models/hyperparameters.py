@@ -9,8 +9,9 @@ values that can only fail late or run for days.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 #: Keys the training code owns (the data's metrics, where checkpoints go): never the caller's.
 RESERVED = frozenset({"metrics", "checkpoint_dir"})

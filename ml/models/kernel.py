@@ -19,7 +19,7 @@ the training mean.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ class KernelSVR:
 
     @classmethod
     def fit(cls, x: np.ndarray, z: np.ndarray, c: float = 1.0, epsilon: float = 0.1,
-            blocks: Sequence[tuple[str, slice]] = FEATURE_BLOCKS) -> "KernelSVR":
+            blocks: Sequence[tuple[str, slice]] = FEATURE_BLOCKS) -> KernelSVR:
         """Fit on rows ``x`` [n, d] (the tabular layout) and standardised targets ``z`` [n]."""
         x = np.asarray(x, dtype=np.float64)
         columns, scale = [], []
@@ -98,7 +98,7 @@ class KernelSVR:
                 for f in self.FIELDS}
 
     @classmethod
-    def load(cls, state: dict[str, torch.Tensor], prefix: str) -> "KernelSVR":
+    def load(cls, state: dict[str, torch.Tensor], prefix: str) -> KernelSVR:
         return cls({f: state[prefix + f].numpy() for f in cls.FIELDS})
 
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -142,7 +143,7 @@ class GraphEmbedder:
                                                   dtype=torch.uint8)}
 
     @classmethod
-    def from_state(cls, state: dict[str, Tensor], prefix: str = "") -> "GraphEmbedder":
+    def from_state(cls, state: dict[str, Tensor], prefix: str = "") -> GraphEmbedder:
         meta = json.loads(bytes(state[prefix + "meta"].numpy().tobytes()).decode())
         encoder = MaskedGraphEncoder(**meta["encoder"])
         net = {k[len(prefix) + 4:]: v for k, v in state.items() if k.startswith(prefix + "net.")}
@@ -158,5 +159,5 @@ class GraphEmbedder:
         atomic_write_bytes(Path(path), lambda tmp: torch.save(state, tmp))
 
     @classmethod
-    def load(cls, path: str | Path) -> "GraphEmbedder":
+    def load(cls, path: str | Path) -> GraphEmbedder:
         return cls.from_state(torch.load(path, map_location="cpu", weights_only=True))

@@ -23,7 +23,8 @@ are in docs/results.md ("Where the stack's choices came from").
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,7 +62,7 @@ class TargetScaler:
         #: per metric: (training values ascending, their normal scores); only for "rank"
         self.knots: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def fit(self, y: np.ndarray) -> "TargetScaler":
+    def fit(self, y: np.ndarray) -> TargetScaler:
         """``y`` [n, M] raw values of non-failed rows (NaN cells are ignored)."""
         for j, name in enumerate(self.metrics):
             col = y[:, j][np.isfinite(y[:, j])]
@@ -82,7 +83,7 @@ class TargetScaler:
                 self.knots[j] = normal_scores(t)
         return self
 
-    def with_kinds(self, kinds: Sequence[str], y: np.ndarray) -> "TargetScaler":
+    def with_kinds(self, kinds: Sequence[str], y: np.ndarray) -> TargetScaler:
         """A scaler of the same metrics with other kinds, fitted on the same rows ``y``."""
         return TargetScaler(self.metrics, kinds).fit(y)
 

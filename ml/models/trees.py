@@ -70,7 +70,7 @@ class FlatTrees:
         self.weight = weight  # 1 for boosting (sum), 1/T for forests (mean)
 
     @classmethod
-    def from_forest(cls, model: Any, positive_class: bool = False) -> "FlatTrees":
+    def from_forest(cls, model: Any, positive_class: bool = False) -> FlatTrees:
         """A fitted ExtraTrees/RandomForest; classifiers keep P(class 1) in the leaves."""
         parts: dict[str, list[np.ndarray]] = {f: [] for f in cls.FIELDS}
         roots, offset = [], 0
@@ -97,7 +97,7 @@ class FlatTrees:
         return cls(arrays, np.asarray(roots, dtype=np.int64), 0.0, 1.0 / len(roots))
 
     @classmethod
-    def from_sklearn(cls, model: Any) -> "FlatTrees":
+    def from_sklearn(cls, model: Any) -> FlatTrees:
         """A fitted HistGradientBoosting model (one tree per iteration: regression / binary)."""
         # Private attributes (_predictors, _baseline_prediction): scikit-learn has no public
         # view of a boosting model's trees, so pyproject.toml pins the version that has them.
@@ -118,7 +118,7 @@ class FlatTrees:
         baseline = float(np.asarray(model._baseline_prediction).reshape(-1)[0])
         return cls(arrays, np.asarray(roots, dtype=np.int64), baseline)
 
-    def compiled(self) -> "CompiledForests":
+    def compiled(self) -> CompiledForests:
         """This ensemble as a :class:`CompiledForests` (built on first use, never stored)."""
         cached = getattr(self, "_compiled", None)
         if cached is None:
@@ -148,7 +148,7 @@ class FlatTrees:
         return out
 
     @classmethod
-    def load(cls, state: dict[str, torch.Tensor], prefix: str) -> "FlatTrees":
+    def load(cls, state: dict[str, torch.Tensor], prefix: str) -> FlatTrees:
         arrays = {f: state[prefix + f].numpy() for f in cls.FIELDS}
         return cls(arrays, state[prefix + "roots"].numpy(), float(state[prefix + "baseline"]),
                    float(state[prefix + "weight"]))

@@ -45,7 +45,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
     return 0 if result["items"] else 1
 
 
-def register(sub: "argparse._SubParsersAction") -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     from ml.search.spec import ACQUISITIONS, DEFAULTS, K_DEFAULT_TEXT, STRATEGIES
 
     p = sub.add_parser("propose", help="propose genomes to train next (SSI, Neural-Predictor "

@@ -25,8 +25,9 @@ from __future__ import annotations
 import functools
 import random
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from deap import gp
 
@@ -166,7 +167,7 @@ def primitive_set() -> gp.PrimitiveSetTyped:
 _EPHEMERALS = {type_name: _ephemeral(type_name) for type_name in cat.EPHEMERALS}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _primitive(name: str, args: tuple[str, ...], ret: str) -> gp.Primitive:
     pset = primitive_set()
     want_args, want_ret = [TYPES[t] for t in args], TYPES[ret]

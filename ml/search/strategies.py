@@ -31,8 +31,9 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from deap import gp
@@ -262,7 +263,7 @@ def _mutate(search: _Search, population: list[_Candidate], rng: random.Random,
                 name = rng.choices(names, weights=odds)[0]
                 try:
                     _mutation(name, mutant)
-                except Exception:  # noqa: BLE001 - an operator that cannot apply: draw again
+                except Exception:
                     continue
                 text = print_tree(mutant)
                 if text in seen:

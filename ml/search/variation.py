@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from deap import gp
 
@@ -171,7 +171,7 @@ def overpopulate(pool: Sequence[tuple[gp.PrimitiveTree, str]], size: int, rng: r
                 # scores: concurrent searches interleave their scoring.
                 with seeded(rng):
                     children = _breed_pair(ta, tb, (ha, hb), rng)
-            except Exception:  # noqa: BLE001 - the evolution skips a pair that raises
+            except Exception:
                 result.failed_pairs += 1
                 continue
             for child in children:

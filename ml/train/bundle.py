@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
@@ -60,7 +61,7 @@ def save_bundle(model: Predictor, out_dir: str | Path, manifest_hash: str | None
         _write_json(tmp / "bundle.json", {
             "format": BUNDLE_FORMAT, "model": model.name, "model_version": model.version,
             "encoder_version": ENCODER_VERSION, "metrics": list(model.metrics),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "dataset_manifest_hash": manifest_hash})
         fsync_tree(tmp)
         publish_dir(tmp, out, replace)

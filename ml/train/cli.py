@@ -115,7 +115,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: "argparse._SubParsersAction") -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to the ``nas-surrogate`` parser."""
     train = sub.add_parser("train", help="train a predictor and write a model bundle")
     source = train.add_mutually_exclusive_group(required=True)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import asdict
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch

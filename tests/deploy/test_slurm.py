@@ -23,8 +23,9 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -53,7 +54,7 @@ def _missing() -> str | None:
     import psycopg
     try:
         psycopg.connect(ADMIN_URL.replace("+psycopg", ""), connect_timeout=2).close()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"PostgreSQL not reachable at {ADMIN_URL} ({type(exc).__name__})"
     return None
 
@@ -120,7 +121,7 @@ class Cluster:
             f"NodeName={self.host} CPUs=32 RealMemory=256000 Gres=gpu:2 State=UNKNOWN",
             f"PartitionName=test Nodes={self.host} Default=YES MaxTime=INFINITE State=UP", ""]))
 
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         self.write_config()
         m = self.root / "munge"
         subprocess.run([_bin("munged"), "--force", f"--socket={m}/munge.sock",

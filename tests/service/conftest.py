@@ -14,9 +14,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from conftest import TRAIN_CSV
@@ -32,7 +33,7 @@ def _pg_ok() -> bool:
     try:
         with psycopg.connect(ADMIN_URL.replace("+psycopg", ""), connect_timeout=2):
             return True
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
@@ -40,7 +41,7 @@ def _redis_ok() -> bool:
     import redis
     try:
         return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
@@ -257,7 +258,7 @@ class CeleryWorker:
         self.queues = queues
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "CeleryWorker":
+    def start(self) -> CeleryWorker:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q",

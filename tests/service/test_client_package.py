@@ -120,7 +120,7 @@ def test_docs_and_redoc_offline_in_chromium(served):
     base = served["base"]
     refused: list[str] = []
 
-    def only_the_service(route) -> None:  # noqa: ANN001
+    def only_the_service(route) -> None:
         if route.request.url.startswith(base):
             route.continue_()
         else:

@@ -87,9 +87,9 @@ def test_registration_is_idempotent_per_job(api, trained_bundle):
         job, _ = job_store.create_job(s, kind="train", params={}, principal="t",
                                       request_sha256="x")
         job_id = job.id
-    kwargs = dict(name="default", predictor="trees", source_path=str(trained_bundle),
-                  encoder_version="graph-v2", metrics=["ciou_loss"], training_metrics={},
-                  job_id=job_id)
+    kwargs = {"name": "default", "predictor": "trees", "source_path": str(trained_bundle),
+                  "encoder_version": "graph-v2", "metrics": ["ciou_loss"], "training_metrics": {},
+                  "job_id": job_id}
     with session_scope() as s:
         first = registry.register_version(s, **kwargs).version
     with session_scope() as s:

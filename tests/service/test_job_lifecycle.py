@@ -79,9 +79,8 @@ def test_cancel_rules(db):
         assert job_store.cancel_requested(s, running)
         assert job_store.request_cancel(s, running).status == "cancelling"  # idempotent
         assert job_store.finish(s, running, 1, "cancelled", "stopped")
-    with session_scope() as s:
-        with pytest.raises(ServiceError) as err:
-            job_store.request_cancel(s, running)
+    with session_scope() as s, pytest.raises(ServiceError) as err:
+        job_store.request_cancel(s, running)
     assert err.value.code == "JOB_NOT_CANCELLABLE"
 
 

@@ -11,9 +11,10 @@ import errno
 import json
 import sqlite3
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from conftest import TRAIN_CSV, train_rows
@@ -161,11 +162,10 @@ def test_a_sqlite_savepoint_rolls_back_with_its_transaction(tmp_path):
     url = f"sqlite:///{tmp_path / 't.db'}"
     with get_engine(url).begin() as conn:
         conn.execute(text("CREATE TABLE t (x INTEGER)"))
-    with pytest.raises(RuntimeError):
-        with session_scope(url) as session:
-            with session.begin_nested():
-                session.execute(text("INSERT INTO t VALUES (1)"))
-            raise RuntimeError("the request fails after its savepoint")
+    with pytest.raises(RuntimeError), session_scope(url) as session:
+        with session.begin_nested():
+            session.execute(text("INSERT INTO t VALUES (1)"))
+        raise RuntimeError("the request fails after its savepoint")
     assert _count(url, "SELECT count(*) FROM t") == 0
     dispose_engines()
 

@@ -200,7 +200,7 @@ def test_every_route_every_scope_on_another_keys_objects(api):
     from app.ui.session import KEY_COOKIE, csrf_for_key
 
     c = api["client"]
-    owner_key, owner = new_key(["train"])
+    _owner_key, owner = new_key(["train"])
     marker = f"marker-{uuid.uuid4()}"
     theirs = foreign_dataset(api, owner)
     genomes = [r["genome"] for r in train_rows()[:3]]

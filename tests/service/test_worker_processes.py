@@ -24,9 +24,8 @@ def _spawn_a_pool(allow: bool) -> tuple[str, bool, bool]:
     current = multiprocessing.current_process()
     try:
         if allow:
-            with children_allowed():
-                with multiprocessing.get_context("spawn").Pool(1) as pool:
-                    outcome = str(pool.map(abs, [-3]))
+            with children_allowed(), multiprocessing.get_context("spawn").Pool(1) as pool:
+                outcome = str(pool.map(abs, [-3]))
         else:
             with multiprocessing.get_context("spawn").Pool(1) as pool:
                 outcome = str(pool.map(abs, [-3]))

@@ -75,7 +75,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> str:
             task_id = ctx.send(retrain, "train")
             with session_scope() as session:
                 job_store.mark_dispatched(session, retrain, task_id)
-        except Exception:  # noqa: BLE001 - the reconciler sends it later
+        except Exception:
             log.warning("job %s: could not dispatch the retraining %s now", ctx.job_id, retrain)
     return "succeeded"
 

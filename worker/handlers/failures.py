@@ -26,7 +26,7 @@ def fitting(ctx: JobContext) -> Iterator[None]:
             yield
     except (Cancelled, LeaseLost):
         raise
-    except Exception as exc:  # noqa: BLE001 - classified below; anything else is a bug
+    except Exception as exc:
         if is_out_of_memory(exc):
             raise JobFailure("OUT_OF_MEMORY", f"{type(exc).__name__}: {exc}"[:2000]) from exc
         if isinstance(exc, (ValueError, RuntimeError)):

@@ -25,7 +25,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> str:
         path, encoder_version = row.source_path, row.encoder_version
     try:
         model = load_bundle(path)
-    except Exception as exc:  # noqa: BLE001 - a bundle this code cannot load
+    except Exception as exc:
         raise JobFailure("MODEL_NOT_LOADABLE", f"{name} v{version}: {type(exc).__name__}: "
                          f"{exc}"[:2000]) from exc
     spec = ProposeSpec.from_mapping(params)

@@ -89,7 +89,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> str:
     if promote:
         try:  # activation loads the bundle first, as POST /models/{v}/activate does
             load_bundle(bundle)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise JobFailure("MODEL_INCOMPATIBLE", f"the new bundle does not load: "
                              f"{type(exc).__name__}: {exc}") from exc
     with session_scope() as session:

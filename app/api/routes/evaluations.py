@@ -60,7 +60,7 @@ def _screen(body: EvaluationsRequest, parent_path: Path, max_length: int, budget
         budget.check_time(index)
         try:
             digest = canonical_hash(load(record.genome, max_length=max_length))
-        except Exception as exc:  # noqa: BLE001 - whatever the record holds, it fails alone
+        except Exception as exc:
             error = exc if isinstance(exc, GenomeError) else internal_error("reading", exc)
             rejected.append({"index": index, "error": error.to_dict()})
             continue

@@ -25,7 +25,7 @@ def _database_ok() -> bool:
         with session_scope() as session:
             session.execute(text("SELECT 1"))
         return True
-    except Exception:  # noqa: BLE001 - any failure means not ready
+    except Exception:
         return False
 
 
