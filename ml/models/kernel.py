@@ -159,10 +159,10 @@ class KernelSet:
             from ml.models import compiled  # numba: imported on the first prediction only
             a = kernel.arrays
             part = np.zeros((len(x), len(outputs)))
-            compiled.rbf_sums(np.ascontiguousarray(x, dtype=np.float64),
-                              np.asarray(a["columns"], dtype=np.int64),
-                              np.asarray(a["mean"], dtype=np.float64),
-                              np.asarray(a["scale"], dtype=np.float64), support_t, dual,
-                              kernel.gamma, part)
+            compiled.by_rows(compiled.rbf_sums, np.ascontiguousarray(x, dtype=np.float64),
+                             np.asarray(a["columns"], dtype=np.int64),
+                             np.asarray(a["mean"], dtype=np.float64),
+                             np.asarray(a["scale"], dtype=np.float64), support_t, dual,
+                             kernel.gamma, out=part)
             out[:, outputs] = part
         return out + self.intercept

@@ -212,8 +212,9 @@ class CompiledForests:
         if len(self.roots) and len(x):
             from ml.models import compiled  # numba: imported on the first prediction only
             nan_aware = self.has_nan_left and bool(np.isnan(x).any())
-            compiled.walk(x, self.feature, self.threshold, self.children, self.nan_right,
-                          self.value, self.roots, self.depths, nan_aware, out)
+            compiled.by_rows(compiled.walk, x, self.feature, self.threshold, self.children,
+                             self.nan_right, self.value, self.roots, self.depths, nan_aware,
+                             out=out)
         return out
 
 
