@@ -278,3 +278,20 @@ def test_damaged_arrays_are_refused_before_the_compiled_loops():
     damaged = KernelSVR({**kernel.arrays, "mean": kernel.arrays["mean"][:-1]})
     with pytest.raises(ValueError):
         KernelSet((damaged,))
+
+
+def test_a_batch_split_over_threads_gives_the_same_bits(records, monkeypatch):
+    """The compiled loops split a large batch's rows over threads; rows are independent, so the
+    prediction is bit-for-bit the one-thread prediction."""
+    from ml.models import compiled
+
+    model = create("stack", {**FAST, "seed": 0})
+    model.fit(records[:120])
+    x = _between_rows(model.featurize(records), 3 * compiled.SPLIT_MIN_ROWS, seed=5)
+    monkeypatch.setattr(compiled, "THREADS", 1)
+    one = model.predict_features(x)
+    monkeypatch.setattr(compiled, "THREADS", 3)
+    split = model.predict_features(x)
+    for field in ("mean", "std", "p_fail", "interval"):
+        a, b = getattr(one, field), getattr(split, field)
+        assert a is not None and np.array_equal(a, b, equal_nan=True), field
