@@ -4,7 +4,7 @@ walk and kernel sum, interleaved, on the real genomes.
 
 Fits ``stack`` with its default configuration on the real training CSV (keeping the fitted
 scikit-learn estimators aside), builds ``--rows`` rows (the real rows and points between pairs
-of them), checks both ways agree (the tolerance of tests/test_stack.py), then times
+of them), checks both ways agree (the tolerance of tests/ml/models/test_stack.py), then times
 ``predict_features`` ``--repeats`` times each way, alternating. Also the first prediction after
 a bundle load: in this process (the forests and kernels compiled from the bundle's arrays) and
 in a fresh process (plus numba's import and its cached machine code; the very first run on a
@@ -29,7 +29,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))  # the scikit-learn oracle of the tests
 DATA = Path(os.environ.get("NAS_SURROGATE_DATA_DIR", REPO.parent / "shared" / "data"))
 
 FRESH = """
@@ -57,11 +56,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from tree_reference import keeping_sklearn, sklearn_prediction
-
     from ml.datasets.records import load_csv
     from ml.models.registry import create
     from ml.train.bundle import load_bundle, save_bundle
+    from tests.tree_reference import keeping_sklearn, sklearn_prediction  # the tests' oracle
 
     records, _ = load_csv(DATA / "surrogate_evolution_train.csv")
     patch = pytest.MonkeyPatch()

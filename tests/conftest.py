@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-# The bulk of the suite scores in the test process; tests/test_encoding_pool.py and the
+# The bulk of the suite scores in the test process; tests/ml/inference/test_encoding_pool.py and the
 # `serve` subprocesses (which start from a clean SURROGATE_* environment) run the encoder pool.
 os.environ.setdefault("SURROGATE_ENCODER_PROCESSES", "0")
 

@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+
+from tests.conftest import REPO
 
 
 def _run(*command: str) -> subprocess.CompletedProcess:

@@ -6,7 +6,7 @@ module becomes after that forward (``LazyConv2d`` -> ``Conv2d`` ...) with its re
 every check the forward would have failed is reproduced as an :class:`ArchitectureError`:
 ``SHAPE_ERROR`` where the forward would crash at that input, ``INVALID_LAYER`` where the
 constructor itself would raise. The formulas mirror PyTorch's (checked against meta/CPU runs in
-``tests/test_arch.py``).
+``tests/ml/arch/test_arch.py``).
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ docs/results.md, "Figures moved from docstrings").
 tensor untouched and calls the original for any other tensor, so real weights (training, the
 GNNs, anything on CPU or CUDA, in any thread) are initialised exactly as before. It is
 idempotent and process-wide; ``ml.arch`` installs it on import. What a compile produces
-(shapes, parameter counts, errors) is the same with and without it (``tests/test_memo.py``).
+(shapes, parameter counts, errors) is the same with and without it (``tests/ml/test_memo.py``).
 """
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ every op, and the multiply-accumulate count with two short Python loops and one 
 The interpreter knows the op vocabulary of the 42 torchvision variants (conv/pool/norm/activation
 modules, residual ``add``/``mul``, ``cat``, ``chunk``/``view``/``transpose`` channel shuffles,
 ``permute``, and Swin's wrapped functions). An op outside it raises ``NotImplementedError`` when the
-variant is first built, never silently. ``tests/test_arch.py`` checks the programs against real
-meta-device ``ShapeProp`` runs at random sizes.
+variant is first built, never silently. ``tests/ml/arch/test_arch.py`` checks the programs
+against real meta-device ``ShapeProp`` runs at random sizes.
 """
 from __future__ import annotations
 

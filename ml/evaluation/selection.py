@@ -6,8 +6,8 @@ individuals get picked, DEAP's tie-breaking included.
 SPEA2 is DEAP's own function, called on the rows. NSGA-II is DEAP's algorithm with the
 dominance relation computed in numpy row blocks: the search selects parents from broods of
 thousands every round, where DEAP's pure-Python pairwise sort costs seconds; the fronts, their
-order and the crowding cut are DEAP's (``tests/test_selection_deap.py`` holds DEAP as the
-oracle):
+order and the crowding cut are DEAP's
+(``tests/ml/evaluation/test_selection_deap.py`` holds DEAP as the oracle):
 
 * dominance on weighted values (``value · weight``; weight -1 minimises, +1 maximises), with
   identical objective vectors grouped as one fitness (DEAP hashes fitnesses by ``wvalues``);

@@ -253,7 +253,8 @@ def _structure_key(record: Data) -> bytes:
 def path_block(records: list[Data]) -> np.ndarray:
     """[n, PATH_FEATURE_DIM] :func:`_path_block`, computing only the structures not remembered,
     and those of genome graphs that carry ``layer_segments`` by composition (bit-identical:
-    ``tests/test_models.py`` and ``tests/test_memo.py`` compare with the plain block)."""
+    ``tests/ml/models/test_models.py`` and ``tests/ml/test_memo.py`` compare with the plain
+    block)."""
     keys = [_structure_key(r) for r in records]
     rows = [PATH_MEMO.get(k) for k in keys]
     missing = [i for i, row in enumerate(rows) if row is None]

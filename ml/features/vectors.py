@@ -162,7 +162,7 @@ def tabular_features(records: list[Data]) -> np.ndarray:
     """The tree models' design matrix [n, TABULAR_DIM], built per block over the whole batch
     (a few concatenations instead of ~10 small numpy calls per genome); the hyper-parameter
     block reads the encoder's aggregates. Equal to the per-record reference
-    (``tests/feature_reference.py``; tests/test_models.py checks it on real genomes).
+    (``tests/feature_reference.py``; tests/ml/models/test_models.py checks it on real genomes).
 
     The path block (:mod:`ml.features.paths`) carries the structure the histograms lose
     (how much it adds: docs/results.md, "How `auto` was chosen").

@@ -13,7 +13,7 @@ rooted at a head, and an evaluation that raises nothing. Anything else (another 
 exponent, an unknown name, any error) returns None and the caller runs
 :func:`ml.genome.parser.parse` and :func:`ml.genome.evaluator.evaluate`, which report the error
 with its code and offset. When it answers, the genome equals theirs, offsets and the codec's
-layer list included (``tests/test_memo.py`` compares them on real, sampled, bred and damaged
+layer list included (``tests/ml/test_memo.py`` compares them on real, sampled, bred and damaged
 strings).
 """
 from __future__ import annotations
@@ -79,7 +79,7 @@ def evaluate_fast(text: str) -> EvaluatedGenome | None:
     None (then the caller parses and evaluates the exact way, which reports the error). Helper
     calls are evaluated as they close (:func:`ml.genome.evaluator.helper_value`); a layer,
     optimizer or scheduler keeps its argument values, and the head builds the genome with the
-    evaluator's own :func:`~ml.genome.evaluator.assemble` (``tests/test_memo.py`` compares it
+    evaluator's own :func:`~ml.genome.evaluator.assemble` (``tests/ml/test_memo.py`` compares it
     with ``evaluate(parse(text))``)."""
     if not isinstance(text, str) or not text.isascii():
         return None

@@ -9,7 +9,7 @@ Adding a predictor: write its module in :mod:`ml.models` (a :class:`~ml.models.b
 subclass; a row model also adds its ``feature_key``'s featuriser to
 :data:`ml.features.featurizers.ROW_FEATURIZERS`), then add its class to :data:`_SINGLE` below.
 Building the registry checks every class (a unique name, a featuriser for its feature key), so a
-mistake fails at import, and ``tests/test_predictor_registry.py`` trains and predicts it.
+mistake fails at import, and ``tests/ml/models/test_predictor_registry.py`` trains and predicts it.
 
 Composites (``blend``) are given the single predictors they may combine
 (:meth:`~ml.models.blend.BlendPredictor.over`) rather than looking them up here, so this

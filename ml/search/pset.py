@@ -257,8 +257,8 @@ def to_genome(tree: gp.PrimitiveTree) -> tuple[str, Call | None]:
 
     The parser's structural checks (arity, tensor/optimizer/scheduler/scalar slots) hold by
     construction: DEAP's typed operators only exchange subtrees of one return type and replace a
-    node by one of the same signature (tests/test_search.py compares with ``parse`` on bred
-    genomes)."""
+    node by one of the same signature (tests/ml/search/test_search.py compares with ``parse`` on
+    bred genomes)."""
     signatures = _SIGNATURES_OF
     tensor = TYPES[cat.TENSOR3D]
     pieces: list[str] = []

@@ -47,7 +47,7 @@ from ml.search.spec import ACQUISITIONS, STRATEGIES, ProposeSpec, planned_candid
 from ml.search.variation import MUTATIONS, Offspring, _mutation, overpopulate
 
 #: The evolution's fitness bound (its ``set_fitnesses``); the light client states it too, as it
-#: imports nothing of this library (``tests/test_search.py`` holds the two equal).
+#: imports nothing of this library (``tests/ml/search/test_search.py`` holds the two equal).
 FITNESS_CLAMP = 300.0
 UCB_BETA = 1.0
 #: Candidates scored per model call while breeding.

@@ -123,7 +123,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--csv", default=None, help="evaluated-genome CSV")
     train.add_argument("--out", required=True, help="model bundle directory")
     train.add_argument("--model", default="auto",
-                       help="auto, trees, gbt, simple_gcn, combined_gcn, bigcn or frnas")
+                       help="auto (the default, stack) or any predictor of ml.models.registry; an "
+                       "unknown name is refused with the list (kept out of --help so it needs "
+                       "no torch)")
     train.add_argument("--metrics", nargs="+", default=None)
     train.add_argument("--epochs", type=int, default=None, help="neural models only")
     train.add_argument("--ensemble", type=int, default=1, help="K members (std across them)")

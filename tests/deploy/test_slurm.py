@@ -188,7 +188,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     seed = root / "seed.csv"
-    from conftest import TRAIN_CSV
+    from tests.conftest import TRAIN_CSV
     with open(TRAIN_CSV) as src:
         seed.write_text("".join(line for _, line in zip(range(61), src)))
     data = root / "data"
@@ -266,7 +266,7 @@ def test_a_second_api_replica_predicts_and_a_key_revoked_on_the_primary_is_refus
     import csv
     import threading
 
-    from conftest import TRAIN_CSV
+    from tests.conftest import TRAIN_CSV
 
     cluster, replica_job, replica = stack["cluster"], stack["replica"], stack["replica_base"]
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TRAIN_CSV
+
+from tests.conftest import TRAIN_CSV
 
 ADMIN_URL = os.environ.get("SURROGATE_TEST_DATABASE_URL",
                            "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TRAIN_CSV, train_rows
+
+from tests.conftest import TRAIN_CSV, train_rows
 
 from .conftest import headers, make_key, needs_redis
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import redis
-from conftest import train_rows
+
+from tests.conftest import train_rows
 
 from .conftest import REDIS_URL, headers, needs_redis
 

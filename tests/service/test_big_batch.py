@@ -2,7 +2,7 @@
 only those fail, each with its code and offset; ranks are a permutation of the ok items."""
 from __future__ import annotations
 
-from conftest import train_rows
+from tests.conftest import train_rows
 
 from .conftest import headers, needs_redis
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from conftest import TRAIN_CSV
+from tests.conftest import TRAIN_CSV
 
 from .conftest import needs_pg, seed_registry
 

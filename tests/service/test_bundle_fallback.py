@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from conftest import real_genomes
+from tests.conftest import real_genomes
 
 from .conftest import headers, make_key, seed_registry
 

@@ -1,7 +1,7 @@
 """The search loop's Python client against the real app (PostgreSQL, Redis, a trained model)."""
 from __future__ import annotations
 
-from conftest import train_rows
+from tests.conftest import train_rows
 
 from .conftest import needs_redis
 

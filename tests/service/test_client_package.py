@@ -23,7 +23,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import DATA_DIR
+
+from tests.conftest import DATA_DIR
 
 from .conftest import REPO, Served, write_seed_csv
 

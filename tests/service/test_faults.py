@@ -12,7 +12,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import train_rows
+
+from tests.conftest import train_rows
 
 from .conftest import REPO, free_port, headers, needs_redis, stop_process, wait_for, write_seed_csv
 

@@ -7,7 +7,8 @@ import threading
 import time
 
 import pytest
-from conftest import train_rows
+
+from tests.conftest import train_rows
 
 from .conftest import headers, needs_redis
 
@@ -191,7 +192,8 @@ def test_mutated_real_genomes_fail_alone_through_the_api(api):
     /genomes/encode: always 200, every bad item with a specific code (never INTERNAL_ERROR)."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
-    from test_isolation import mutated_genomes, mutated_layer_genes
+
+    from tests.ml.test_isolation import mutated_genomes, mutated_layer_genes
 
     c, key = api["client"], api["keys"]["predict"]
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import train_rows
+
+from tests.conftest import train_rows
 
 from .conftest import headers, needs_redis
 

@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 import redis
-from conftest import train_rows
+
+from tests.conftest import train_rows
 
 from .conftest import REDIS_URL, _pg_ok, _redis_ok, headers, needs_redis, wait_for
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conftest import real_genomes
+from tests.conftest import real_genomes
 
 from .conftest import headers, needs_redis
 

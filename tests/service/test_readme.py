@@ -24,7 +24,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import DATA_DIR, train_rows
+
+from tests.conftest import DATA_DIR, train_rows
 
 from .conftest import REPO, Served, write_seed_csv
 

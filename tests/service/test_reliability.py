@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TRAIN_CSV, train_rows
+
+from tests.conftest import TRAIN_CSV, train_rows
 
 from .conftest import headers, needs_redis, sqlite_service
 

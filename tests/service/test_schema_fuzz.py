@@ -32,10 +32,11 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import train_rows
 from hypothesis import HealthCheck, settings
 from hypothesis.errors import FlakyStrategyDefinition
 from schemathesis import checks
+
+from tests.conftest import train_rows
 
 from .conftest import empty_stores, needs_redis, seeded_client, sqlite_service
 

@@ -9,7 +9,8 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import train_rows
+
+from tests.conftest import train_rows
 
 from .conftest import headers
 

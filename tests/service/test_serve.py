@@ -7,7 +7,8 @@ import signal
 import stat
 
 import httpx
-from conftest import train_rows
+
+from tests.conftest import train_rows
 
 from .conftest import Served, wait_for, write_seed_csv
 

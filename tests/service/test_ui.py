@@ -8,7 +8,8 @@ import re
 from typing import Any
 
 import pytest
-from conftest import train_rows
+
+from tests.conftest import train_rows
 
 from .conftest import headers, make_key
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import train_rows
+
+from tests.conftest import train_rows
 
 from .conftest import Served, write_seed_csv
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import TRAIN_CSV, train_rows
+from tests.conftest import TRAIN_CSV, train_rows
 
 from .conftest import CeleryWorker, headers, needs_redis, wait_for
 
