@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse
 
-from app.services.models import loaded_model
+from app.services.models import loaded_model, parse_model
 from app.ui.curves import measured_curves
 from app.ui.datasets import source_genome
 from app.ui.session import COOKIE_PATH, PageForbidden, PredictViewer, check_form
@@ -55,6 +55,7 @@ def inspect(request: Request, genomes: list[str], model_spec: str | None) -> dic
 
     settings = request.app.state.settings
     scorer = request.app.state.scorer
+    parse_model(model_spec, settings)  # a malformed reference is the form's 422, not "no model"
     try:
         loaded = loaded_model(scorer, model_spec, settings)
         scored = scorer.score(genomes, loaded)
