@@ -101,7 +101,7 @@ def _assert_same_record(built: Path, row_index: int) -> None:
                            row_index, float(row["generation"]))
     got = GraphDataset(built)[row_index]
     assert set(got.keys()) == set(expected.keys())
-    for key in expected:
+    for key in expected.keys():  # noqa: SIM118 - iterating a PyG Data yields (key, value)
         a, b = expected[key], got[key]
         if isinstance(a, torch.Tensor):
             assert a.dtype == b.dtype and a.shape == b.shape, key
