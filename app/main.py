@@ -49,6 +49,15 @@ _HTTP_CODES = {404: "NOT_FOUND", 405: "INVALID_REQUEST", 413: "BODY_TOO_LARGE",
 HEAVY_ROUTES = ("/predict", "/genomes/encode", "/propose", "/evaluations", *ui.HEAVY_PATHS)
 
 
+
+def _prime_compiled_loops() -> None:
+    """The row models' compiled loops, compiled or loaded from numba's cache before the first
+    request needs them (ml.models.compiled.prime)."""
+    from ml.models import compiled
+
+    compiled.prime()
+
+
 def _route_id(route: APIRoute) -> str:
     return f"{route.tags[0]}-{route.name}" if route.tags else route.name
 
@@ -167,6 +176,8 @@ def create_app(settings: Settings | None = None, dispatcher: Any = None) -> Fast
         if settings.warm_up:
             from ml.inference.pool import warm_process
             threading.Thread(target=warm_process, daemon=True, name="warm-up").start()
+            threading.Thread(target=_prime_compiled_loops, daemon=True,
+                             name="warm-up-compiled").start()
             app.state.scorer.start_pool()
         start = getattr(app.state.dispatcher, "start_reconciler", None)
         if start is not None and app.state.start_reconciler:

@@ -200,3 +200,19 @@ def interp_grid(xp: np.ndarray, per_knot: int = 8) -> tuple[np.ndarray, float, f
     edges = low + step * np.arange(buckets)
     start = np.clip(np.searchsorted(xp, edges, side="right") - 1, 0, len(xp) - 1)
     return start.astype(np.int64), low, step
+
+
+def prime() -> None:
+    """Compile (or load from numba's cache) every loop for the argument types the row models
+    pass, so a service's first prediction does not pay it (seconds on a machine whose cache is
+    cold). The arrays are tiny and of exactly those types (C-contiguous, the same dtypes);
+    ``tests/ml/models/test_stack.py`` checks that a real prediction then compiles nothing new."""
+    x, out = np.zeros((1, 1)), np.empty((1, 1))
+    walk(x, np.zeros(1, np.int32), np.zeros(1), np.zeros(2, np.int32), np.zeros(1, np.bool_),
+         np.zeros(1), np.zeros(1, np.int32), np.zeros(1, np.int32), False, out)
+    rbf_sums(x, np.zeros(1, np.int64), np.zeros(1), np.ones(1), np.zeros((1, 1)),
+             np.zeros((1, 1)), 1.0, out)
+    xp = np.array([0.0, 1.0])
+    start, low, step = interp_grid(xp)
+    values = np.zeros(1)
+    interp(values, xp, np.array([0.0, 1.0]), start, low, step, np.empty_like(values))

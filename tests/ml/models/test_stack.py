@@ -293,3 +293,42 @@ def test_a_batch_split_over_threads_gives_the_same_bits(records, monkeypatch):
     for field in ("mean", "std", "p_fail", "interval"):
         a, b = getattr(one, field), getattr(split, field)
         assert a is not None and np.array_equal(a, b, equal_nan=True), field
+
+
+_PRIMED = r"""
+import json, sys
+import numpy as np
+from ml.datasets.records import load_csv
+from ml.models import compiled
+from ml.models.registry import create
+
+loops = (compiled.walk, compiled.rbf_sums, compiled.interp)
+compiled.prime()
+primed = [sorted(map(str, f.signatures)) for f in loops]
+records, _ = load_csv(sys.argv[1])
+model = create("stack", json.loads(sys.argv[2]))
+model.fit(records[:80])
+x = model.featurize(records)
+model.predict_features(np.concatenate([x] * 12))   # enough values for the compiled interp
+used = [sorted(map(str, f.signatures)) for f in loops]
+print(json.dumps({"primed": primed, "used": used}))
+"""
+
+
+def test_priming_compiles_what_a_prediction_uses():
+    """The service primes the compiled loops at warm-up (ml.models.compiled.prime), so its first
+    prediction compiles nothing: in a fresh process, a real stack prediction after prime() adds
+    no signature to any loop."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, TRAIN_CSV
+
+    proc = subprocess.run([sys.executable, "-c", _PRIMED, str(TRAIN_CSV),
+                           json.dumps({**FAST, "seed": 0})],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert all(seen["primed"]), seen
+    assert seen["used"] == seen["primed"], seen
