@@ -32,23 +32,16 @@ def _values(seed: int, n: int, ties: bool) -> np.ndarray:
     return np.column_stack([rng.lognormal(2, 1, n), rng.uniform(0, 3, n), rng.uniform(0, 1, n)])
 
 
+@pytest.mark.parametrize(("ours_select", "deap_select"),
+                         [(select_spea2, tools.selSPEA2), (select_nsga2, tools.selNSGA2)],
+                         ids=["spea2", "nsga2"])
 @pytest.mark.parametrize("seed", range(12))
 @pytest.mark.parametrize("ties", [False, True])
-def test_spea2_picks_what_deap_picks(seed, ties):
+def test_selection_picks_what_deap_picks(ours_select, deap_select, seed, ties):
     values = _values(seed, 12 + 7 * seed, ties)
     for k in (1, int(0.3 * len(values)), len(values) // 2):
-        ours = select_spea2(values, k, OBJECTIVE_WEIGHTS)
-        theirs = [ind[0] for ind in tools.selSPEA2(_population(values), k)]
-        assert ours == theirs, (seed, ties, k)
-
-
-@pytest.mark.parametrize("seed", range(12))
-@pytest.mark.parametrize("ties", [False, True])
-def test_nsga2_picks_what_deap_picks(seed, ties):
-    values = _values(seed, 12 + 7 * seed, ties)
-    for k in (1, int(0.3 * len(values)), len(values) // 2):
-        ours = select_nsga2(values, k, OBJECTIVE_WEIGHTS)
-        theirs = [ind[0] for ind in tools.selNSGA2(_population(values), k)]
+        ours = ours_select(values, k, OBJECTIVE_WEIGHTS)
+        theirs = [ind[0] for ind in deap_select(_population(values), k)]
         assert ours == theirs, (seed, ties, k)
 
 
